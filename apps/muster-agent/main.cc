@@ -1,0 +1,114 @@
+// muster-agent: wiring only. Parses flags (or a TOML config), runs the agent until
+// SIGINT/SIGTERM, then lets it drain.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include "common/fmt_absl.h"
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "agent/agent.h"
+#include "common/duration.h"
+#include "common/ids.h"
+#include "common/log.h"
+
+int main(int argc, char** argv) {
+  using namespace muster;
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app{"muster-agent: runs Muster commands on this host"};
+  app.set_config("--config", "", "TOML file with any of the flags below (flag names as keys)");
+  agent::AgentConfig config;
+  std::vector<std::string> labels;
+  std::string max_output = "16777216", shutdown_grace = "10s", log_format = "text",
+              log_level = "info", backoff_cap = "60s";
+  app.add_option("--server", config.server, "musterd agent address HOST:PORT")
+      ->capture_default_str();
+  app.add_option("--state-dir", config.state_dir, "credential, journal and outbox")
+      ->capture_default_str();
+  app.add_option("--enroll-token", config.enroll_token, "one-time token to enroll with");
+  app.add_option("--id", config.id, "agent id (default: /etc/machine-id)");
+  app.add_option("--label", labels, "k=v label of this host (repeatable)");
+  app.add_option("--max-output-bytes", max_output, "output kept per command and stream")
+      ->capture_default_str();
+  app.add_option("--shutdown-grace", shutdown_grace,
+                 "on SIGTERM, how long running commands may finish before they are killed")
+      ->capture_default_str();
+  app.add_option("--backoff-cap", backoff_cap,
+                 "longest wait between reconnect attempts (full jitter below it)")
+      ->capture_default_str();
+  app.add_option("--log-format", log_format, "text or json")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "muster-agent: " << e.what() << "\nRun 'muster-agent --help' for the flags.\n";
+    return 2;
+  }
+  for (const auto& label : labels) {
+    auto eq = label.find('=');
+    std::string key = label.substr(0, eq);
+    std::string value = eq == std::string::npos ? "" : label.substr(eq + 1);
+    if (eq == std::string::npos || !common::isValidLabelKey(key) ||
+        !common::isValidLabelValue(value)) {
+      std::cerr << "muster-agent: invalid --label '" << label
+                << "': use key=value, key of [A-Za-z0-9._/-]\n";
+      return 2;
+    }
+    config.labels[key] = value;
+  }
+  auto grace = common::parseDurationMs(shutdown_grace);
+  auto cap_ms = common::parseDurationMs(backoff_cap);
+  if (!cap_ms.ok() || *cap_ms < 100) {
+    std::cerr << "muster-agent: invalid --backoff-cap '" << backoff_cap << "' (e.g. 60s)\n";
+    return 2;
+  }
+  config.backoff_cap_ms = *cap_ms;
+  config.backoff_base_ms = std::min<int64_t>(config.backoff_base_ms, *cap_ms);
+  char* end = nullptr;
+  unsigned long long cap = std::strtoull(max_output.c_str(), &end, 10);
+  if (!grace.ok() || end == max_output.c_str() || *end != '\0' || cap < 1024) {
+    std::cerr << "muster-agent: invalid --shutdown-grace or --max-output-bytes\n";
+    return 2;
+  }
+  config.shutdown_grace_ms = *grace;
+  config.max_output_bytes = cap;
+  if (auto st = common::setupLogging(log_format, log_level); !st.ok()) {
+    std::cerr << "muster-agent: " << st.message() << "\n";
+    return 2;
+  }
+
+  auto created = agent::Agent::create(config, common::SystemClock::instance());
+  if (!created.ok()) {
+    spdlog::error("{}", created.status().message());
+    return 1;
+  }
+  auto& agent = **created;
+  absl::Status result;
+  std::thread runner([&] {
+    result = agent.run();
+    // Wake the signal wait if run() ended by itself (e.g. enrollment refused).
+    kill(getpid(), SIGTERM);
+  });
+  int sig = 0;
+  sigwait(&signals, &sig);
+  agent.requestStop();
+  runner.join();
+  if (!result.ok()) {
+    spdlog::error("{}", result.message());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,204 @@
+// musterd: wiring only. Parses flags (or a TOML config), builds the store, core and
+// transports, runs until SIGINT/SIGTERM, then drains.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include "common/fmt_absl.h"
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "common/duration.h"
+#include "common/fs.h"
+#include "common/log.h"
+#include "common/worker_pool.h"
+#include "crypto/secrets.h"
+#include "server/core/control_plane.h"
+#include "server/grpc/agent_link_server.h"
+#include "server/http/http_server.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace {
+using namespace muster;
+
+struct Flags {
+  std::string data_dir = "./muster-data";
+  std::string http_listen = "127.0.0.1:7080";
+  std::string grpc_listen = "127.0.0.1:7443";
+  std::string heartbeat_interval = "10s";
+  std::string default_expiry = "24h";
+  std::string log_format = "text";
+  std::string log_level = "info";
+  bool allow_remote_plaintext = false;
+};
+
+bool isLoopback(const std::string& listen) {
+  return listen.rfind("127.", 0) == 0 || listen.rfind("localhost:", 0) == 0 ||
+         listen.rfind("[::1]:", 0) == 0;
+}
+
+// The admin token is created on first start; only its hash stays in memory.
+absl::StatusOr<std::string> ensureAdminToken(const std::string& data_dir) {
+  std::string path = data_dir + "/admin.token";
+  if (!common::fileExists(path)) {
+    std::string token = crypto::randomToken("mst_admin_");
+    if (auto st = common::writeFileAtomic(path, token + "\n", 0600); !st.ok()) return st;
+    spdlog::info("admin token written to {} (mode 0600)", path);
+  }
+  auto raw = common::readFile(path);
+  if (!raw.ok()) return raw.status();
+  std::string token = *raw;
+  while (!token.empty() && (token.back() == '\n' || token.back() == ' ')) token.pop_back();
+  if (token.empty()) return absl::DataLossError(path + " is empty: delete it and restart");
+  return crypto::sha256Hex(token);
+}
+
+int run(const Flags& flags) {
+  auto heartbeat = common::parseDurationMs(flags.heartbeat_interval);
+  auto expiry = common::parseDurationMs(flags.default_expiry);
+  if (!heartbeat.ok() || !expiry.ok() || *heartbeat < 100) {
+    std::cerr << "musterd: invalid --heartbeat-interval or --default-expiry (e.g. 10s, 24h)\n";
+    return 2;
+  }
+  if (!flags.allow_remote_plaintext && !isLoopback(flags.grpc_listen)) {
+    std::cerr << "musterd: --grpc-listen " << flags.grpc_listen
+              << " is not a loopback address and TLS is not configured yet; pass "
+                 "--allow-remote-plaintext to serve agents in plaintext on purpose\n";
+    return 2;
+  }
+  if (auto st = common::makeDirs(flags.data_dir, 0700); !st.ok()) {
+    spdlog::error("cannot create data dir: {}", st.message());
+    return 1;
+  }
+  auto admin_hash = ensureAdminToken(flags.data_dir);
+  if (!admin_hash.ok()) {
+    spdlog::error("{}", admin_hash.status().message());
+    return 1;
+  }
+  auto store = store::SqliteStore::open(flags.data_dir + "/muster.db");
+  if (!store.ok()) {
+    spdlog::error("cannot open the store: {}", store.status().message());
+    return 1;
+  }
+  server::CoreConfig config;
+  config.heartbeat_interval_ms = *heartbeat;
+  config.default_expiry_ms = *expiry;
+  common::WorkerPool blocking(4, "musterd-work");
+  common::WorkerPool slow_path(1, "musterd-slow");
+  server::ControlPlane plane(**store, slow_path, common::SystemClock::instance(), config);
+  if (auto st = plane.start(); !st.ok()) {
+    spdlog::error("cannot load state: {}", st.message());
+    return 1;
+  }
+  server::grpcadapter::AgentLinkOptions link_options;
+  link_options.listen = flags.grpc_listen;
+  auto link = server::grpcadapter::AgentLinkServer::start(plane, blocking, link_options);
+  if (!link.ok()) {
+    spdlog::error("{}", link.status().message());
+    return 1;
+  }
+  server::http::HttpOptions http_options;
+  http_options.listen = flags.http_listen;
+  std::string admin = *admin_hash;
+  http_options.authenticate = [admin](std::string_view bearer) -> absl::StatusOr<std::string> {
+    if (crypto::constantTimeEquals(crypto::sha256Hex(bearer), admin)) return std::string("admin");
+    return absl::UnauthenticatedError(
+        "invalid API token: use the admin token from the data dir or a token from an admin");
+  };
+  auto http = server::http::HttpServer::start(plane, blocking, http_options);
+  if (!http.ok()) {
+    spdlog::error("{}", http.status().message());
+    return 1;
+  }
+  spdlog::info("musterd ready: API http://{}:{} agents {}:{} data {}",
+               flags.http_listen.substr(0, flags.http_listen.rfind(':')), (*http)->port(),
+               flags.grpc_listen.substr(0, flags.grpc_listen.rfind(':')), (*link)->port(),
+               std::filesystem::absolute(flags.data_dir).string());
+  // One line for scripts and tests that started us on port 0.
+  std::cout << "musterd listening http=" << (*http)->port() << " grpc=" << (*link)->port()
+            << std::endl;
+
+  std::atomic<bool> stop{false};
+  std::mutex tick_mu;
+  std::condition_variable tick_cv;
+  std::thread ticker([&] {
+    std::unique_lock lock(tick_mu);
+    while (!tick_cv.wait_for(lock, std::chrono::milliseconds(250), [&] { return stop.load(); })) {
+      plane.tick();
+    }
+  });
+
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  int sig = 0;
+  sigwait(&signals, &sig);
+  spdlog::info("received {}, draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  plane.stopAccepting();
+  (*http)->shutdown();
+  (*link)->shutdown(2000);
+  {
+    std::lock_guard lock(tick_mu);
+    stop = true;
+  }
+  tick_cv.notify_all();
+  ticker.join();
+  slow_path.shutdown();
+  blocking.shutdown();
+  if (auto st = (*store)->flush(); !st.ok()) spdlog::error("final flush: {}", st.message());
+  spdlog::info("musterd stopped");
+  return 0;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  // Signals are taken by sigwait in main; every thread created later inherits the mask.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  CLI::App app{"musterd: the Muster control plane"};
+  app.set_config("--config", "", "TOML file with any of the flags below (flag names as keys)");
+  Flags flags;
+  app.add_option("--data-dir", flags.data_dir, "SQLite database, admin token, artifacts")
+      ->capture_default_str();
+  app.add_option("--http-listen", flags.http_listen, "REST API and web UI, HOST:PORT")
+      ->capture_default_str();
+  app.add_option("--grpc-listen", flags.grpc_listen, "agent link, HOST:PORT")
+      ->capture_default_str();
+  app.add_option("--heartbeat-interval", flags.heartbeat_interval,
+                 "agents heartbeat this often; 3 missed mark a host offline")
+      ->capture_default_str();
+  app.add_option("--default-expiry", flags.default_expiry,
+                 "how long a command waits for an offline host")
+      ->capture_default_str();
+  app.add_flag("--allow-remote-plaintext", flags.allow_remote_plaintext,
+               "serve agents without TLS on a non-loopback address");
+  app.add_option("--log-format", flags.log_format, "text or json")->capture_default_str();
+  app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "musterd: " << e.what() << "\nRun 'musterd --help' for the flags.\n";
+    return 2;
+  }
+  if (auto st = common::setupLogging(flags.log_format, flags.log_level); !st.ok()) {
+    std::cerr << "musterd: " << st.message() << "\n";
+    return 2;
+  }
+  return run(flags);
+}

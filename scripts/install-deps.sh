@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Installs everything Muster builds with, from Debian 12 packages only, and builds
+# gRPC 1.51.1 (Debian's own source package) in Release mode into a reusable prefix.
+# Idempotent: a second run installs nothing and rebuilds nothing.
+set -euo pipefail
+
+DEPS_DIR="${MUSTER_DEPS_DIR:-$HOME/.cache/muster-deps}"
+GRPC_PREFIX="$DEPS_DIR/grpc-1.51.1-release"
+GRPC_STAMP="$GRPC_PREFIX/.built"
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+PACKAGES=(
+  build-essential g++ cmake ninja-build ccache pkg-config dpkg-dev ca-certificates
+  libprotobuf-dev libprotoc-dev protobuf-compiler libabsl-dev libc-ares-dev libre2-dev libssl-dev zlib1g-dev
+  libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-system1.81-dev
+  libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libcurl4-openssl-dev libsystemd-dev
+  procps python3
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -q
+  as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if [ -f "$GRPC_STAMP" ]; then
+  log "gRPC 1.51.1 Release already built in $GRPC_PREFIX"
+  exit 0
+fi
+
+# A private deb-src list, so the machine's own apt configuration stays untouched.
+SRC_DIR="$DEPS_DIR/src"
+APT_DIR="$DEPS_DIR/apt"
+mkdir -p "$SRC_DIR" "$APT_DIR/lists/partial"
+cat >"$APT_DIR/sources.list" <<'LIST'
+deb-src http://deb.debian.org/debian bookworm main
+LIST
+APT_OPTS=(-o "Dir::Etc::SourceList=$APT_DIR/sources.list" -o "Dir::Etc::SourceParts=/nonexistent"
+          -o "Dir::State::Lists=$APT_DIR/lists")
+if ! ls "$SRC_DIR"/grpc-1.51.1/CMakeLists.txt >/dev/null 2>&1; then
+  log "fetching Debian's grpc source package"
+  apt-get "${APT_OPTS[@]}" update -q
+  (cd "$SRC_DIR" && apt-get "${APT_OPTS[@]}" source -q grpc=1.51.1-3 >/dev/null 2>&1 ||
+     apt-get "${APT_OPTS[@]}" source -q grpc)
+  if [ ! -d "$SRC_DIR/grpc-1.51.1" ]; then
+    d=$(ls -d "$SRC_DIR"/grpc-1.51* | head -1)
+    mv "$d" "$SRC_DIR/grpc-1.51.1"
+  fi
+fi
+
+log "building gRPC 1.51.1 in Release mode into $GRPC_PREFIX (about 12 minutes on 2 cores, once)"
+BUILD="$DEPS_DIR/grpc-build"
+cmake -S "$SRC_DIR/grpc-1.51.1" -B "$BUILD" -G Ninja \
+  -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$GRPC_PREFIX" \
+  -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
+  -DCMAKE_CXX_STANDARD=17 -DCMAKE_POSITION_INDEPENDENT_CODE=ON \
+  -DBUILD_SHARED_LIBS=ON -DgRPC_INSTALL=ON -DgRPC_BUILD_TESTS=OFF \
+  -DgRPC_ABSL_PROVIDER=package -DgRPC_CARES_PROVIDER=package -DgRPC_PROTOBUF_PROVIDER=package \
+  -DgRPC_RE2_PROVIDER=package -DgRPC_SSL_PROVIDER=package -DgRPC_ZLIB_PROVIDER=package \
+  -DgRPC_BUILD_CSHARP_EXT=OFF -DgRPC_BUILD_GRPC_CSHARP_PLUGIN=OFF -DgRPC_BUILD_GRPC_NODE_PLUGIN=OFF \
+  -DgRPC_BUILD_GRPC_OBJECTIVE_C_PLUGIN=OFF -DgRPC_BUILD_GRPC_PHP_PLUGIN=OFF \
+  -DgRPC_BUILD_GRPC_PYTHON_PLUGIN=OFF -DgRPC_BUILD_GRPC_RUBY_PLUGIN=OFF \
+  -DgRPC_BACKWARDS_COMPATIBILITY_MODE=OFF >"$DEPS_DIR/grpc-configure.log" 2>&1 ||
+  { tail -40 "$DEPS_DIR/grpc-configure.log"; exit 1; }
+cmake --build "$BUILD" --parallel "$(nproc)" >"$DEPS_DIR/grpc-build.log" 2>&1 ||
+  { tail -60 "$DEPS_DIR/grpc-build.log"; exit 1; }
+cmake --install "$BUILD" >/dev/null
+touch "$GRPC_STAMP"
+log "gRPC ready in $GRPC_PREFIX"

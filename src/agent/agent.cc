@@ -1,0 +1,473 @@
+// Agent runtime: the loop thread, the link lifecycle and command handling.
+#include "agent/agent.h"
+
+#include <spdlog/spdlog.h>
+
+#include "common/fmt_absl.h"
+
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "agent/exec/process_runner.h"
+#include "agent/identity.h"
+#include "agent/link_client.h"
+#include "agent/outbox.h"
+#include "agent/output_capture.h"
+#include "agent/system_info.h"
+#include "common/fs.h"
+#include "muster/v1/agent.pb.h"
+
+namespace muster::agent {
+
+struct Agent::Running {
+  muster::v1::Command spec;
+  std::unique_ptr<OutputCapture> capture;
+  std::unique_ptr<ProcessRunner> runner;
+  std::atomic<bool> live_dropped{false};
+  bool killed_for_shutdown = false;
+};
+
+namespace {
+constexpr size_t kMaxQueuedLiveBytes = 8u << 20;
+constexpr int64_t kTombstoneMaxAgeMs = 7 * 24 * 3600 * 1000LL;
+
+muster::v1::CommandResult toResult(const std::string& id, const ProcessExit& exit,
+                                   bool killed_for_shutdown) {
+  muster::v1::CommandResult r;
+  r.set_command_id(id);
+  r.set_started_at_ms(exit.started_at_ms);
+  r.set_finished_at_ms(exit.finished_at_ms);
+  if (exit.exit_code) {
+    r.set_has_exit_code(true);
+    r.set_exit_code(*exit.exit_code);
+  }
+  r.set_signal(exit.signal);
+  r.set_error(exit.error);
+  switch (exit.kind) {
+    case ExitKind::kExited:
+      r.set_outcome(exit.exit_code == 0 ? muster::v1::COMMAND_OUTCOME_SUCCEEDED
+                                        : muster::v1::COMMAND_OUTCOME_FAILED);
+      break;
+    case ExitKind::kSignaled:
+      r.set_outcome(muster::v1::COMMAND_OUTCOME_FAILED);
+      r.set_error(absl::StrCat("killed by signal ", exit.signal));
+      break;
+    case ExitKind::kTimedOut: r.set_outcome(muster::v1::COMMAND_OUTCOME_TIMED_OUT); break;
+    case ExitKind::kCancelled:
+      r.set_outcome(killed_for_shutdown ? muster::v1::COMMAND_OUTCOME_FAILED
+                                        : muster::v1::COMMAND_OUTCOME_CANCELLED);
+      break;
+    case ExitKind::kStartFailed: r.set_outcome(muster::v1::COMMAND_OUTCOME_FAILED); break;
+  }
+  return r;
+}
+
+muster::v1::AgentMessage outputMessage(const std::string& id, const CapturedChunk& c) {
+  muster::v1::AgentMessage m;
+  auto* o = m.mutable_output();
+  o->set_command_id(id);
+  o->set_stream(c.stream == 2 ? muster::v1::OUTPUT_STREAM_STDERR : muster::v1::OUTPUT_STREAM_STDOUT);
+  o->set_offset(c.offset);
+  o->set_data(c.data);
+  return m;
+}
+}  // namespace
+
+Agent::Agent(AgentConfig config, const common::Clock& clock)
+    : config_(std::move(config)), clock_(clock),
+      backoff_(config_.backoff_base_ms, config_.backoff_cap_ms) {}
+
+Agent::~Agent() {
+  std::shared_ptr<LinkStream> link;
+  {
+    std::lock_guard lock(link_mu_);
+    link = std::move(link_);
+  }
+  if (link) link->close();
+  running_.clear();
+}
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentConfig config,
+                                                     const common::Clock& clock) {
+  if (auto st = common::makeDirs(config.state_dir, 0700); !st.ok()) {
+    return absl::Status(st.code(), absl::StrCat(st.message(), " (check --state-dir)"));
+  }
+  std::unique_ptr<Agent> agent(new Agent(std::move(config), clock));
+  auto outbox = Outbox::open(agent->config_.state_dir + "/commands", clock);
+  if (!outbox.ok()) return outbox.status();
+  agent->outbox_ = *std::move(outbox);
+  ChannelOptions channel;
+  channel.target = agent->config_.server;
+  agent->channel_ = makeChannel(channel);
+  return agent;
+}
+
+void Agent::post(std::function<void()> task) {
+  std::lock_guard lock(mu_);
+  tasks_.push_back(std::move(task));
+  cv_.notify_one();
+}
+
+void Agent::requestStop() {
+  std::lock_guard lock(mu_);
+  stop_requested_ = true;
+  cv_.notify_one();
+}
+
+absl::Status Agent::ensureEnrolled() {
+  auto identity = loadIdentity(config_.state_dir);
+  if (!identity.ok()) return identity.status();
+  if (identity->has_value()) {
+    if (!config_.id.empty() && config_.id != (*identity)->agent_id) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "state dir ", config_.state_dir, " belongs to agent '", (*identity)->agent_id,
+          "', not '", config_.id, "': use another --state-dir or drop --id"));
+    }
+    agent_id_ = (*identity)->agent_id;
+    credential_ = (*identity)->credential;
+    return absl::OkStatus();
+  }
+  auto id = chooseAgentId(config_.id);
+  if (!id.ok()) return id.status();
+  if (config_.enroll_token.empty()) {
+    return absl::FailedPreconditionError(
+        "this agent is not enrolled: start it once with --enroll-token TOKEN "
+        "(create one with `muster token create --enroll`)");
+  }
+  muster::v1::EnrollRequest request;
+  request.set_token(config_.enroll_token);
+  request.set_agent_id(*id);
+  for (const auto& [k, v] : collectFacts(config_.version)) (*request.mutable_facts())[k] = v;
+  for (const auto& [k, v] : config_.labels) (*request.mutable_labels())[k] = v;
+  auto response = enroll(channel_, request, config_.enroll_deadline_ms);
+  if (!response.ok()) return response.status();
+  Identity fresh{*id, response->credential()};
+  if (auto st = saveIdentity(config_.state_dir, fresh); !st.ok()) return st;
+  agent_id_ = fresh.agent_id;
+  credential_ = fresh.credential;
+  spdlog::info("enrolled as agent {}", agent_id_);
+  return absl::OkStatus();
+}
+
+absl::Status Agent::run() {
+  // Enrollment: retried with backoff while the server is unreachable; a refused token is final.
+  while (true) {
+    auto st = ensureEnrolled();
+    if (st.ok()) break;
+    if (!absl::IsUnavailable(st) && !absl::IsDeadlineExceeded(st)) return st;
+    int64_t delay = backoff_.nextDelayMs();
+    spdlog::warn("cannot reach {} to enroll ({}); retrying in {} ms", config_.server,
+                 st.message(), delay);
+    std::unique_lock lock(mu_);
+    if (cv_.wait_for(lock, std::chrono::milliseconds(delay), [&] { return stop_requested_; })) {
+      return absl::OkStatus();
+    }
+  }
+  backoff_.reset();
+  outbox_->recoverInterrupted();
+  outbox_->prune(kTombstoneMaxAgeMs);
+  next_connect_ms_ = clock_.steadyMs();
+
+  while (true) {
+    std::deque<std::function<void()>> tasks;
+    {
+      std::unique_lock lock(mu_);
+      int64_t now = clock_.steadyMs();
+      int64_t wake = next_connect_ms_ > 0 ? next_connect_ms_ : now + 1000;
+      if (next_heartbeat_ms_ > 0) wake = std::min(wake, next_heartbeat_ms_);
+      cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(0, wake - now)),
+                   [&] { return !tasks_.empty() || stop_requested_; });
+      tasks.swap(tasks_);
+      if (stop_requested_ && !stopping_) {
+        stopping_ = true;
+        lock.unlock();
+        for (auto& t : tasks) t();
+        drain();
+        return absl::OkStatus();
+      }
+    }
+    for (auto& t : tasks) t();
+    int64_t now = clock_.steadyMs();
+    if (next_connect_ms_ > 0 && now >= next_connect_ms_) connect();
+    if (next_heartbeat_ms_ > 0 && now >= next_heartbeat_ms_) sendHeartbeat();
+  }
+}
+
+void Agent::connect() {
+  next_connect_ms_ = 0;
+  connect_attempts_++;
+  std::shared_ptr<LinkStream> link;
+  LinkStream::Handlers handlers;
+  // The handlers capture the link through a holder set after open().
+  auto holder = std::make_shared<std::weak_ptr<LinkStream>>();
+  handlers.on_message = [this](const muster::v1::ServerMessage& m) {
+    post([this, m] { onMessage(m); });
+  };
+  handlers.on_closed = [this, holder](const absl::Status& st) {
+    post([this, holder, st] { onLinkClosed(holder->lock(), st); });
+  };
+  link = LinkStream::open(channel_, agent_id_, credential_, std::move(handlers));
+  *holder = link;
+  {
+    std::lock_guard lock(link_mu_);
+    link_ = link;
+    welcomed_ = false;
+  }
+  muster::v1::AgentMessage hello_msg;
+  auto* hello = hello_msg.mutable_hello();
+  hello->set_agent_id(agent_id_);
+  hello->set_version(config_.version);
+  for (const auto& [k, v] : collectFacts(config_.version)) (*hello->mutable_facts())[k] = v;
+  for (const auto& [k, v] : config_.labels) (*hello->mutable_labels())[k] = v;
+  for (const auto& [id, r] : running_) hello->add_in_flight_command_ids(id);
+  for (const auto& id : outbox_->unacked()) hello->add_unacked_command_ids(id);
+  link->send(std::move(hello_msg));
+}
+
+void Agent::onLinkClosed(const std::shared_ptr<LinkStream>& link, const absl::Status& status) {
+  {
+    std::lock_guard lock(link_mu_);
+    if (link_ && link_ != link) return;  // an older stream
+    link_.reset();
+    welcomed_ = false;
+  }
+  next_heartbeat_ms_ = 0;
+  if (stopping_) return;
+  int64_t delay;
+  if (absl::IsUnauthenticated(status) || absl::IsPermissionDenied(status)) {
+    delay = config_.rejected_backoff_ms;
+    spdlog::error("server refused this agent: {}. Retrying in {} s; if it was revoked, "
+                  "re-enroll it with a new token",
+                  status.message(), delay / 1000);
+  } else {
+    delay = backoff_.nextDelayMs();
+    spdlog::warn("link to {} closed ({}: {}); reconnecting in {} ms", config_.server,
+                 absl::StatusCodeToString(status.code()), status.message(), delay);
+  }
+  next_connect_ms_ = clock_.steadyMs() + delay;
+}
+
+void Agent::onMessage(const muster::v1::ServerMessage& m) {
+  switch (m.kind_case()) {
+    case muster::v1::ServerMessage::kWelcome:
+      onWelcome(m.welcome().heartbeat_interval_ms());
+      break;
+    case muster::v1::ServerMessage::kCommand: onCommand(m.command()); break;
+    case muster::v1::ServerMessage::kCancel:
+      onCancel(m.cancel().command_id(), m.cancel().reason());
+      break;
+    case muster::v1::ServerMessage::kResultAck: {
+      const auto& ack = m.result_ack();
+      if (ack.rejected()) {
+        spdlog::warn("server rejected the result of command {} for good ({}); dropping it",
+                     ack.command_id(), ack.reason());
+      }
+      if (auto st = outbox_->markAcked(ack.command_id()); !st.ok()) {
+        spdlog::error("command {}: cannot record the ack: {}", ack.command_id(), st.message());
+      }
+      break;
+    }
+    default: spdlog::warn("ignoring an unknown message from the server (newer server?)");
+  }
+}
+
+void Agent::onWelcome(int64_t heartbeat_interval_ms) {
+  {
+    std::lock_guard lock(link_mu_);
+    welcomed_ = true;
+  }
+  backoff_.reset();
+  heartbeat_interval_ms_ = heartbeat_interval_ms > 0 ? heartbeat_interval_ms : 10'000;
+  next_heartbeat_ms_ = clock_.steadyMs() + heartbeat_interval_ms_;
+  spdlog::info("connected to {} as {}", config_.server, agent_id_);
+  // What the server may have missed while we were apart.
+  for (const auto& [id, r] : running_) sendAll(outbox_->replay(id, false));
+  for (const auto& id : outbox_->unacked()) sendAll(outbox_->replay(id, true));
+}
+
+void Agent::onCommand(const muster::v1::Command& command) {
+  const std::string& id = command.command_id();
+  if (!Outbox::isSafeId(id)) {
+    spdlog::error("refusing a command with an unsafe id from the server");
+    return;
+  }
+  if (stopping_) return;  // not accepted: the server delivers it again later
+  switch (outbox_->lookup(id)) {
+    case Outbox::Known::kNew: startCommand(command); return;
+    case Outbox::Known::kRunning: return;  // a redelivery of what runs now
+    case Outbox::Known::kFinished: sendAll(outbox_->replay(id, true)); return;
+    case Outbox::Known::kAcked: return;
+  }
+}
+
+void Agent::startCommand(const muster::v1::Command& command) {
+  const std::string id = command.command_id();
+  if (auto st = outbox_->accept(command); !st.ok()) {
+    // Not journaled, so not accepted: the server redelivers after we reconnect.
+    spdlog::error("command {}: cannot journal it ({}); not running it", id, st.message());
+    return;
+  }
+  muster::v1::AgentMessage accepted;
+  accepted.mutable_accepted()->set_command_id(id);
+  accepted.mutable_accepted()->set_started_at_ms(clock_.nowMs());
+  sendNow(std::move(accepted), false);
+
+  auto running = std::make_unique<Running>();
+  running->spec = command;
+  running->capture = std::make_unique<OutputCapture>(outbox_->dirFor(id), config_.max_output_bytes);
+  ProcessSpec spec;
+  const auto& exec = command.exec();
+  spec.argv.assign(exec.argv().begin(), exec.argv().end());
+  spec.script = exec.script();
+  spec.env.insert(exec.env().begin(), exec.env().end());
+  spec.cwd = exec.cwd();
+  spec.timeout_ms = exec.timeout_ms() > 0 ? exec.timeout_ms() : config_.default_timeout_ms;
+  spec.kill_grace_ms = exec.kill_grace_ms() > 0 ? exec.kill_grace_ms() : config_.default_kill_grace_ms;
+  Running* r = running.get();
+  auto on_output = [this, r, id](OutputStream stream, std::string_view data) {
+    for (auto& chunk : r->capture->append(static_cast<int>(stream), data)) {
+      if (!sendNow(outputMessage(id, chunk), true)) r->live_dropped = true;
+    }
+  };
+  auto on_exit = [this, id](const ProcessExit& exit) {
+    post([this, id, exit] { finishCommand(id, exit); });
+  };
+  if (spec.argv.empty() && spec.script.empty()) {
+    ProcessExit exit{ExitKind::kStartFailed, std::nullopt, 0, "command has nothing to run",
+                     clock_.nowMs(), clock_.nowMs()};
+    running_[id] = std::move(running);
+    finishCommand(id, exit);
+    return;
+  }
+  running_[id] = std::move(running);
+  auto runner = ProcessRunner::start(std::move(spec), on_output, on_exit, clock_);
+  if (!runner.ok()) {
+    ProcessExit exit{ExitKind::kStartFailed, std::nullopt, 0, std::string(runner.status().message()),
+                     clock_.nowMs(), clock_.nowMs()};
+    finishCommand(id, exit);
+    return;
+  }
+  r->runner = *std::move(runner);
+  spdlog::info("command {} started (pid {})", id, r->runner->pid());
+}
+
+void Agent::finishCommand(const std::string& id, const ProcessExit& exit) {
+  auto it = running_.find(id);
+  if (it == running_.end()) return;
+  std::unique_ptr<Running> r = std::move(it->second);
+  running_.erase(it);
+  r->runner.reset();  // on_exit already ran: joins at once
+  auto tails = r->capture->finish();
+  auto result = toResult(id, exit, r->killed_for_shutdown);
+  result.set_stdout_bytes(r->capture->total(1));
+  result.set_stderr_bytes(r->capture->total(2));
+  result.set_output_truncated(r->capture->truncated());
+  if (!r->capture->diskStatus().ok()) {
+    result.set_error(absl::StrCat(result.error(), result.error().empty() ? "" : "; ",
+                                  "output incomplete: ", r->capture->diskStatus().message()));
+  }
+  if (auto st = outbox_->finish(result); !st.ok()) {
+    spdlog::error("command {}: cannot store its result ({}); sending it anyway", id, st.message());
+  }
+  spdlog::info("command {} finished: {}", id, muster::v1::CommandOutcome_Name(result.outcome()));
+  if (r->live_dropped) {
+    sendAll(outbox_->replay(id, true));
+    return;
+  }
+  for (const auto& t : tails) sendNow(outputMessage(id, t), false);
+  muster::v1::AgentMessage m;
+  *m.mutable_result() = result;
+  sendNow(std::move(m), false);
+}
+
+void Agent::onCancel(const std::string& id, const std::string& reason) {
+  if (!Outbox::isSafeId(id)) return;
+  auto it = running_.find(id);
+  if (it != running_.end()) {
+    spdlog::info("command {}: cancel requested ({})", id, reason);
+    if (it->second->runner) it->second->runner->cancel(reason.empty() ? "cancelled" : reason);
+    return;
+  }
+  switch (outbox_->lookup(id)) {
+    case Outbox::Known::kFinished: sendAll(outbox_->replay(id, true)); return;
+    case Outbox::Known::kAcked:
+    case Outbox::Known::kRunning: return;
+    case Outbox::Known::kNew: break;
+  }
+  // Never started here: journal it as cancelled so a late delivery cannot run it.
+  muster::v1::Command placeholder;
+  placeholder.set_command_id(id);
+  if (!outbox_->accept(placeholder).ok()) return;
+  muster::v1::CommandResult result;
+  result.set_command_id(id);
+  result.set_outcome(muster::v1::COMMAND_OUTCOME_CANCELLED);
+  result.set_error(reason.empty() ? "cancelled before it started" : reason);
+  result.set_finished_at_ms(clock_.nowMs());
+  if (!outbox_->finish(result).ok()) return;
+  muster::v1::AgentMessage m;
+  *m.mutable_result() = result;
+  sendNow(std::move(m), false);
+}
+
+void Agent::sendHeartbeat() {
+  next_heartbeat_ms_ = clock_.steadyMs() + heartbeat_interval_ms_;
+  muster::v1::AgentMessage m;
+  *m.mutable_heartbeat()->mutable_metrics() = collectMetrics(config_.state_dir);
+  m.mutable_heartbeat()->set_agent_time_ms(clock_.nowMs());
+  sendNow(std::move(m), false);
+}
+
+bool Agent::sendNow(muster::v1::AgentMessage message, bool live_output) {
+  std::shared_ptr<LinkStream> link;
+  {
+    std::lock_guard lock(link_mu_);
+    if (!link_ || !welcomed_) return false;
+    link = link_;
+  }
+  if (live_output && link->queuedBytes() > kMaxQueuedLiveBytes) return false;
+  return link->send(std::move(message));
+}
+
+void Agent::sendAll(std::vector<muster::v1::AgentMessage> messages) {
+  for (auto& m : messages) {
+    if (!sendNow(std::move(m), false)) return;
+  }
+}
+
+void Agent::drain() {
+  spdlog::info("stopping: {} command(s) running, grace {} ms", running_.size(),
+               config_.shutdown_grace_ms);
+  auto pump_until = [this](int64_t deadline, const std::function<bool()>& done) {
+    while (!done() && clock_.steadyMs() < deadline) {
+      std::deque<std::function<void()>> tasks;
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return !tasks_.empty(); });
+        tasks.swap(tasks_);
+      }
+      for (auto& t : tasks) t();
+    }
+  };
+  pump_until(clock_.steadyMs() + config_.shutdown_grace_ms, [&] { return running_.empty(); });
+  int64_t longest_grace = 0;
+  for (auto& [id, r] : running_) {
+    r->killed_for_shutdown = true;
+    longest_grace = std::max<int64_t>(longest_grace, r->spec.exec().kill_grace_ms());
+    if (r->runner) r->runner->cancel("agent stopped while the command was running");
+  }
+  if (longest_grace == 0) longest_grace = config_.default_kill_grace_ms;
+  pump_until(clock_.steadyMs() + longest_grace + 2000, [&] { return running_.empty(); });
+  pump_until(clock_.steadyMs() + config_.flush_timeout_ms, [&] {
+    std::lock_guard lock(link_mu_);
+    return !link_ || !welcomed_ || outbox_->unacked().empty();
+  });
+  std::shared_ptr<LinkStream> link;
+  {
+    std::lock_guard lock(link_mu_);
+    link = link_;
+  }
+  if (link) link->close();
+  spdlog::info("agent stopped");
+}
+
+}  // namespace muster::agent

@@ -1,0 +1,114 @@
+// muster-agent's runtime: enrolls once, keeps one link to musterd open (reconnecting with
+// backoff and full jitter), runs commands exactly once per journal entry, and keeps results
+// and output in the outbox until the server acknowledges them.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "common/backoff.h"
+#include "common/clock.h"
+
+namespace grpc {
+class Channel;
+}
+namespace muster::v1 {
+class ServerMessage;
+class Command;
+class AgentMessage;
+}  // namespace muster::v1
+
+namespace muster::agent {
+
+class Outbox;
+class LinkStream;
+
+struct AgentConfig {
+  std::string server = "127.0.0.1:7443";
+  std::string state_dir = "/var/lib/muster-agent";
+  std::string enroll_token;
+  std::string id;  // empty: machine id
+  std::map<std::string, std::string> labels;
+  std::string version = "0.1.0";
+  int64_t backoff_base_ms = 1000;
+  int64_t backoff_cap_ms = 60'000;
+  int64_t rejected_backoff_ms = 300'000;  // after the server refused our credential
+  uint64_t max_output_bytes = 16ull << 20;
+  int64_t default_timeout_ms = 3600'000;
+  int64_t default_kill_grace_ms = 10'000;
+  int64_t shutdown_grace_ms = 10'000;
+  int64_t flush_timeout_ms = 5'000;
+  int64_t enroll_deadline_ms = 15'000;
+};
+
+class Agent {
+ public:
+  static absl::StatusOr<std::unique_ptr<Agent>> create(AgentConfig config,
+                                                       const common::Clock& clock);
+  ~Agent();
+
+  // Runs until requestStop(); then drains (grace for running commands, flush) and returns.
+  absl::Status run();
+  // Thread-safe; call from the signal-handling thread.
+  void requestStop();
+
+  // Observability for tests and `doctor`.
+  size_t connectAttempts() const { return connect_attempts_.load(); }
+
+ private:
+  struct Running;
+  Agent(AgentConfig config, const common::Clock& clock);
+
+  void post(std::function<void()> task);
+  absl::Status ensureEnrolled();
+  void connect();
+  void onLinkClosed(const std::shared_ptr<LinkStream>& link, const absl::Status& status);
+  void onMessage(const muster::v1::ServerMessage& message);
+  void onWelcome(int64_t heartbeat_interval_ms);
+  void onCommand(const muster::v1::Command& command);
+  void onCancel(const std::string& id, const std::string& reason);
+  void startCommand(const muster::v1::Command& command);
+  void finishCommand(const std::string& id, const struct ProcessExit& exit);
+  void sendHeartbeat();
+  // Sends on the current link if it is welcomed; false otherwise (the outbox resends).
+  bool sendNow(muster::v1::AgentMessage message, bool live_output);
+  void sendAll(std::vector<muster::v1::AgentMessage> messages);
+  void drain();
+
+  AgentConfig config_;
+  const common::Clock& clock_;
+  std::string agent_id_;
+  std::string credential_;
+  std::unique_ptr<Outbox> outbox_;
+  std::shared_ptr<grpc::Channel> channel_;
+  common::Backoff backoff_;
+
+  // Loop thread state.
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::function<void()>> tasks_;
+  bool stop_requested_ = false;
+
+  // Touched only on the loop thread.
+  bool stopping_ = false;
+  int64_t next_connect_ms_ = 0;
+  int64_t next_heartbeat_ms_ = 0;
+  int64_t heartbeat_interval_ms_ = 10'000;
+  std::map<std::string, std::unique_ptr<Running>> running_;
+
+  // The live link; read by process threads to stream output.
+  std::mutex link_mu_;
+  std::shared_ptr<LinkStream> link_;
+  bool welcomed_ = false;
+
+  std::atomic<size_t> connect_attempts_{0};
+};
+
+}  // namespace muster::agent

@@ -1,0 +1,25 @@
+// Where the CLI finds its server and token: flags, then MUSTER_SERVER / MUSTER_TOKEN, then
+// ~/.config/muster/config.toml (keys `server` and `token`).
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "cli/http_client.h"
+
+namespace muster::cli {
+
+inline constexpr char kDefaultServer[] = "http://127.0.0.1:7080";
+
+struct GlobalFlags {
+  std::string server;
+  std::string token;
+  std::string config_path;  // empty: $XDG_CONFIG_HOME/muster/config.toml or ~/.config/...
+};
+
+// Resolves the server URL (adding http:// when no scheme is given) and the token.
+absl::StatusOr<ClientConfig> resolveClientConfig(const GlobalFlags& flags);
+
+std::string defaultConfigPath();
+
+}  // namespace muster::cli

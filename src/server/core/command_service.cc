@@ -1,0 +1,551 @@
+// CommandService: the command lifecycle.
+#include "server/core/command_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include "common/fmt_absl.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "common/ids.h"
+#include "crypto/secrets.h"
+
+namespace muster::server {
+namespace {
+using model::CommandState;
+
+const std::vector<CommandState> kOpenStates = {CommandState::kQueued, CommandState::kDispatched,
+                                               CommandState::kRunning};
+
+std::string fingerprintOf(const CreateRunRequest& r) {
+  std::vector<std::string> hosts = r.host_ids;
+  std::sort(hosts.begin(), hosts.end());
+  std::string canon;
+  auto add = [&canon](absl::string_view s) { absl::StrAppend(&canon, s.size(), ":", s, ";"); };
+  for (const auto& h : hosts) add(h);
+  add("|");
+  for (const auto& a : r.exec.argv) add(a);
+  add(r.exec.script);
+  for (const auto& [k, v] : r.exec.env) {
+    add(k);
+    add(v);
+  }
+  add(r.exec.cwd);
+  add(absl::StrCat(r.exec.timeout_ms, ",", r.exec.kill_grace_ms, ",", r.expire_in_ms));
+  return crypto::sha256Hex(canon);
+}
+}  // namespace
+
+CommandService::CommandService(store::Store& store, HostRegistry& hosts, OutputBus& bus,
+                               common::Executor& slow_path, const common::Clock& clock,
+                               const CoreConfig& config)
+    : store_(store), hosts_(hosts), bus_(bus), slow_path_(slow_path), clock_(clock),
+      config_(config) {}
+
+absl::Status CommandService::load() {
+  auto open = store_.loadOpenCommands();
+  if (!open.ok()) return open.status();
+  std::lock_guard lock(mu_);
+  for (auto& c : *open) addOpenLocked(std::move(c));
+  spdlog::info("{} open commands loaded", open->size());
+  return absl::OkStatus();
+}
+
+void CommandService::addOpenLocked(model::Command command) {
+  open_by_host_[command.host_id].insert(command.id);
+  std::string id = command.id;
+  open_[id] = Open{std::move(command), 0};
+}
+
+void CommandService::removeOpenLocked(const std::string& id) {
+  auto it = open_.find(id);
+  if (it == open_.end()) return;
+  auto hit = open_by_host_.find(it->second.command.host_id);
+  if (hit != open_by_host_.end()) {
+    hit->second.erase(id);
+    if (hit->second.empty()) open_by_host_.erase(hit);
+  }
+  open_.erase(it);
+}
+
+size_t CommandService::openCount() const {
+  std::lock_guard lock(mu_);
+  return open_.size();
+}
+
+absl::Status CommandService::validate(const CreateRunRequest& r) const {
+  if (r.host_ids.empty()) {
+    return absl::InvalidArgumentError("no target hosts: name at least one host id");
+  }
+  if (static_cast<int>(r.host_ids.size()) > config_.max_hosts_per_run) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("too many targets (", r.host_ids.size(), "): at most ",
+                     config_.max_hosts_per_run, " hosts per run"));
+  }
+  for (const auto& id : r.host_ids) {
+    if (!common::isValidAgentId(id)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid host id '", id.substr(0, 140), "': ids match [A-Za-z0-9._-]{1,128}"));
+    }
+    if (!hosts_.exists(id)) {
+      return absl::NotFoundError(
+          absl::StrCat("unknown host '", id, "': `muster hosts` lists the enrolled hosts"));
+    }
+  }
+  if (r.exec.argv.empty() && r.exec.script.empty()) {
+    return absl::InvalidArgumentError("nothing to run: give argv or a script");
+  }
+  if (!r.exec.argv.empty() && r.exec.argv[0].empty()) {
+    return absl::InvalidArgumentError("argv[0] is empty: name the program to run");
+  }
+  for (const auto& [k, v] : r.exec.env) {
+    if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("invalid environment variable name '", k, "'"));
+    }
+  }
+  if (r.exec.timeout_ms < 0 || r.exec.kill_grace_ms < 0 || r.expire_in_ms < 0) {
+    return absl::InvalidArgumentError("timeout, kill grace and expiry must not be negative");
+  }
+  if (r.idempotency_key.size() > 200) {
+    return absl::InvalidArgumentError("idempotency key too long: at most 200 bytes");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CreateRunResult> CommandService::replay(const store::Run& run,
+                                                       const std::string& fingerprint) {
+  if (run.request_fingerprint != fingerprint) {
+    return absl::AlreadyExistsError(absl::StrCat(
+        "idempotency key '", run.idempotency_key, "' was already used for run ", run.id,
+        " with a different request: use a new key"));
+  }
+  store::CommandFilter filter;
+  filter.run_id = run.id;
+  filter.limit = 1000;
+  CreateRunResult result{run.id, {}, true};
+  while (true) {
+    auto page = store_.listCommands(filter);
+    if (!page.ok()) return page.status();
+    for (auto& c : *page) result.commands.push_back(std::move(c));
+    if (static_cast<int>(page->size()) < filter.limit) break;
+    filter.before_id = result.commands.back().id;
+  }
+  std::reverse(result.commands.begin(), result.commands.end());
+  return result;
+}
+
+absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest request) {
+  std::sort(request.host_ids.begin(), request.host_ids.end());
+  request.host_ids.erase(std::unique(request.host_ids.begin(), request.host_ids.end()),
+                         request.host_ids.end());
+  if (auto st = validate(request); !st.ok()) return st;
+  std::string fingerprint = fingerprintOf(request);
+  if (!request.idempotency_key.empty()) {
+    auto existing = store_.findRunByIdempotencyKey(request.idempotency_key);
+    if (!existing.ok()) return existing.status();
+    if (existing->has_value()) return replay(**existing, fingerprint);
+  }
+
+  int64_t now = clock_.nowMs();
+  store::InsertRun insert;
+  insert.run = store::Run{common::newUlid(now), request.idempotency_key, fingerprint,
+                          request.created_by, now};
+  model::ExecSpec exec = request.exec;
+  if (exec.timeout_ms == 0) exec.timeout_ms = config_.default_timeout_ms;
+  if (exec.kill_grace_ms == 0) exec.kill_grace_ms = config_.default_kill_grace_ms;
+  int64_t expire_in = request.expire_in_ms > 0 ? request.expire_in_ms : config_.default_expiry_ms;
+  for (const auto& host : request.host_ids) {
+    model::Command c;
+    c.id = common::newUlid(now);
+    c.run_id = insert.run.id;
+    c.host_id = host;
+    c.exec = exec;
+    c.idempotency_key = request.idempotency_key;
+    c.created_by = request.created_by;
+    c.created_at_ms = now;
+    c.expires_at_ms = now + expire_in;
+    insert.commands.push_back(std::move(c));
+  }
+  CreateRunResult result{insert.run.id, insert.commands, false};
+  auto written = store_.writeAndWait(insert);
+  if (absl::IsAlreadyExists(written.status) && !request.idempotency_key.empty()) {
+    auto existing = store_.findRunByIdempotencyKey(request.idempotency_key);
+    if (existing.ok() && existing->has_value()) return replay(**existing, fingerprint);
+  }
+  if (!written.status.ok()) return written.status;
+
+  // Durable now; only then does anything reach an agent.
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& c : result.commands) addOpenLocked(c);
+  }
+  for (const auto& c : result.commands) {
+    if (auto session = hosts_.sessionFor(c.host_id)) deliver(session, {c.id});
+  }
+  {
+    std::lock_guard lock(mu_);
+    for (auto& c : result.commands) {
+      auto it = open_.find(c.id);
+      if (it != open_.end()) c = it->second.command;
+    }
+  }
+  spdlog::info("run {}: {} command(s) created by {}", result.run_id, result.commands.size(),
+               request.created_by);
+  return result;
+}
+
+void CommandService::deliver(const std::shared_ptr<Session>& session,
+                             const std::vector<std::string>& ids) {
+  int64_t now = clock_.nowMs();
+  std::vector<ServerEvent> events;
+  std::vector<model::Command> to_store;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& id : ids) {
+      auto it = open_.find(id);
+      if (it == open_.end() || it->second.command.host_id != session->agentId()) continue;
+      auto& c = it->second.command;
+      if (c.cancel_requested) {
+        events.push_back(CancelMsg{c.id, "cancelled by an operator"});
+        continue;
+      }
+      events.push_back(DispatchMsg{c});
+      if (c.state == CommandState::kQueued) {
+        c.state = CommandState::kDispatched;
+        c.dispatched_at_ms = now;
+        to_store.push_back(c);
+      }
+    }
+  }
+  for (auto& e : events) session->send(std::move(e));
+  for (auto& c : to_store) {
+    store_.write(store::UpdateCommand{std::move(c), {CommandState::kQueued}}, {});
+  }
+}
+
+void CommandService::onAgentConnected(const std::shared_ptr<Session>& session) {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(mu_);
+    auto it = open_by_host_.find(session->agentId());
+    if (it != open_by_host_.end()) ids.assign(it->second.begin(), it->second.end());
+  }
+  if (!ids.empty()) {
+    spdlog::info("agent {}: delivering {} open command(s)", session->agentId(), ids.size());
+    deliver(session, ids);
+  }
+}
+
+void CommandService::onAccepted(const std::shared_ptr<Session>& session,
+                                const std::string& command_id) {
+  model::Command snapshot;
+  {
+    std::lock_guard lock(mu_);
+    auto it = open_.find(command_id);
+    if (it == open_.end() || it->second.command.host_id != session->agentId()) return;
+    auto& c = it->second.command;
+    if (c.state == CommandState::kRunning) return;
+    c.state = CommandState::kRunning;
+    c.started_at_ms = clock_.nowMs();
+    if (c.dispatched_at_ms == 0) c.dispatched_at_ms = c.started_at_ms;
+    snapshot = c;
+  }
+  store_.write(store::UpdateCommand{std::move(snapshot),
+                                    {CommandState::kQueued, CommandState::kDispatched}},
+               {});
+}
+
+void CommandService::onOutput(const std::shared_ptr<Session>& session, model::OutputChunk chunk) {
+  if (chunk.data.size() > config_.max_output_chunk_bytes) {
+    session->close(absl::InvalidArgumentError(
+        absl::StrCat("output chunk of ", chunk.data.size(), " bytes for command ", chunk.command_id,
+                     " exceeds the limit of ", config_.max_output_chunk_bytes)));
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    auto it = open_.find(chunk.command_id);
+    if (it != open_.end()) {
+      if (it->second.command.host_id != session->agentId()) {
+        session->close(absl::PermissionDeniedError(absl::StrCat(
+            "command ", chunk.command_id, " does not belong to agent ", session->agentId())));
+        return;
+      }
+      // The agent keeps head and tail within max_output_bytes per stream; allow resends.
+      it->second.received_bytes += chunk.data.size();
+      if (it->second.received_bytes > 8 * config_.max_output_bytes) {
+        spdlog::warn("command {}: agent {} sent more output than allowed; dropping",
+                     chunk.command_id, session->agentId());
+        return;
+      }
+      bus_.publishChunk(chunk);
+      store_.write(store::AppendOutput{std::move(chunk)}, {});
+      return;
+    }
+  }
+  // Output for a command that is no longer open (a resend after a reconnect).
+  slow_path_.post([this, session, chunk = std::move(chunk)]() mutable {
+    auto stored = store_.getCommand(chunk.command_id);
+    if (!stored.ok() || !stored->has_value()) return;
+    if ((*stored)->host_id != session->agentId()) {
+      session->close(absl::PermissionDeniedError(absl::StrCat(
+          "command ", chunk.command_id, " does not belong to agent ", session->agentId())));
+      return;
+    }
+    store_.write(store::AppendOutput{std::move(chunk)}, {});
+  });
+}
+
+void CommandService::applyResult(model::Command& c, const model::CommandResult& r, int64_t now) {
+  c.state = r.state;
+  c.exit_code = r.exit_code;
+  c.signal = r.signal;
+  c.error = r.error;
+  c.output_truncated = r.output_truncated;
+  c.stdout_bytes = r.stdout_bytes;
+  c.stderr_bytes = r.stderr_bytes;
+  if (c.started_at_ms == 0) c.started_at_ms = now;
+  if (c.dispatched_at_ms == 0) c.dispatched_at_ms = c.started_at_ms;
+  c.finished_at_ms = now;
+  c.result_source = model::ResultSource::kAgent;
+}
+
+void CommandService::onResult(const std::shared_ptr<Session>& session,
+                              model::CommandResult result) {
+  if (!model::isTerminal(result.state) || result.state == CommandState::kExpired) {
+    session->close(absl::InvalidArgumentError(absl::StrCat(
+        "result for command ", result.command_id, " has no final outcome")));
+    return;
+  }
+  model::Command updated;
+  {
+    std::lock_guard lock(mu_);
+    auto it = open_.find(result.command_id);
+    if (it == open_.end()) {
+      updated.id.clear();
+    } else if (it->second.command.host_id != session->agentId()) {
+      session->close(absl::PermissionDeniedError(absl::StrCat(
+          "command ", result.command_id, " does not belong to agent ", session->agentId())));
+      return;
+    } else {
+      updated = it->second.command;
+      applyResult(updated, result, clock_.nowMs());
+      removeOpenLocked(result.command_id);
+    }
+  }
+  if (updated.id.empty()) {
+    slow_path_.post([this, session, result = std::move(result)]() mutable {
+      resultSlowPath(session, std::move(result));
+    });
+    return;
+  }
+  storeTerminal(std::move(updated), kOpenStates, session);
+}
+
+void CommandService::resultSlowPath(const std::shared_ptr<Session>& session,
+                                    model::CommandResult result) {
+  auto stored = store_.getCommand(result.command_id);
+  if (!stored.ok()) {
+    session->close(absl::UnavailableError(absl::StrCat(
+        "cannot read command ", result.command_id, ": ", stored.status().message())));
+    return;
+  }
+  if (!stored->has_value()) {
+    spdlog::warn("agent {} reported a result for unknown command {}; telling it to drop it",
+                 session->agentId(), result.command_id);
+    session->send(ResultAckMsg{result.command_id, true, "unknown command id"});
+    return;
+  }
+  model::Command c = **stored;
+  if (c.host_id != session->agentId()) {
+    session->close(absl::PermissionDeniedError(absl::StrCat(
+        "command ", result.command_id, " does not belong to agent ", session->agentId())));
+    return;
+  }
+  if (model::isTerminal(c.state) && c.result_source == model::ResultSource::kAgent) {
+    session->send(ResultAckMsg{c.id, false, ""});  // a resend of a stored result
+    return;
+  }
+  // The server had inferred an outcome (expired, timed out); what the process did wins.
+  CommandState was = c.state;
+  applyResult(c, result, clock_.nowMs());
+  storeTerminal(std::move(c), {was}, session);
+}
+
+void CommandService::storeTerminal(model::Command updated, std::vector<CommandState> only_if,
+                                   std::shared_ptr<Session> ack_to) {
+  auto done = [this, updated, ack_to](store::WriteResult r) {
+    if (!r.status.ok()) {
+      spdlog::error("command {}: cannot store its result: {}", updated.id, r.status.message());
+      {
+        std::lock_guard lock(mu_);
+        if (!open_.count(updated.id)) {
+          // Still open in the store: keep it open here so sweeps and resends apply.
+          auto stored = updated;
+          stored.state = CommandState::kRunning;
+          addOpenLocked(std::move(stored));
+        }
+      }
+      // The agent keeps the result in its outbox and sends it again after reconnecting.
+      if (ack_to) {
+        ack_to->close(absl::UnavailableError(
+            absl::StrCat("server cannot store results right now: ", r.status.message())));
+      }
+      return;
+    }
+    if (r.rows == 0) {
+      // The stored state moved under us (e.g. expired concurrently); reconcile from the store.
+      if (ack_to && updated.result_source == model::ResultSource::kAgent) {
+        model::CommandResult again;
+        again.command_id = updated.id;
+        again.state = updated.state;
+        again.exit_code = updated.exit_code;
+        again.signal = updated.signal;
+        again.error = updated.error;
+        again.output_truncated = updated.output_truncated;
+        again.stdout_bytes = updated.stdout_bytes;
+        again.stderr_bytes = updated.stderr_bytes;
+        slow_path_.post([this, ack_to, again] { resultSlowPath(ack_to, again); });
+      }
+      return;
+    }
+    spdlog::info("command {} on {}: {}{}", updated.id, updated.host_id,
+                 model::toString(updated.state),
+                 updated.exit_code ? absl::StrCat(" (exit ", *updated.exit_code, ")") : "");
+    bus_.publishFinished(updated);
+    if (ack_to) ack_to->send(ResultAckMsg{updated.id, false, ""});
+  };
+  store_.write(store::UpdateCommand{updated, std::move(only_if)}, std::move(done));
+}
+
+absl::StatusOr<model::Command> CommandService::get(const std::string& id) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = open_.find(id);
+    if (it != open_.end()) return it->second.command;
+  }
+  auto stored = store_.getCommand(id);
+  if (!stored.ok()) return stored.status();
+  if (!stored->has_value()) {
+    return absl::NotFoundError(absl::StrCat("no command with id '", id.substr(0, 140), "'"));
+  }
+  return **stored;
+}
+
+absl::StatusOr<std::vector<model::Command>> CommandService::list(
+    const store::CommandFilter& filter) {
+  auto page = store_.listCommands(filter);
+  if (!page.ok()) return page.status();
+  std::lock_guard lock(mu_);
+  for (auto& c : *page) {
+    auto it = open_.find(c.id);
+    if (it != open_.end()) c = it->second.command;  // memory is ahead of the store
+  }
+  return page;
+}
+
+absl::StatusOr<model::Command> CommandService::cancel(const std::string& id,
+                                                      const std::string& reason) {
+  model::Command snapshot;
+  bool terminal_now = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = open_.find(id);
+    if (it != open_.end()) {
+      auto& c = it->second.command;
+      if (c.state == CommandState::kQueued) {
+        // Never left the server: cancelled for good right here.
+        c.state = CommandState::kCancelled;
+        c.error = reason;
+        c.finished_at_ms = clock_.nowMs();
+        c.result_source = model::ResultSource::kServer;
+        terminal_now = true;
+        snapshot = c;
+        removeOpenLocked(id);
+      } else {
+        c.cancel_requested = true;
+        snapshot = c;
+      }
+    }
+  }
+  if (snapshot.id.empty()) {
+    auto c = get(id);
+    if (!c.ok()) return c.status();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "command ", id, " already finished (", std::string(model::toString(c->state)),
+        "); nothing to cancel"));
+  }
+  if (terminal_now) {
+    auto r = store_.writeAndWait(store::UpdateCommand{snapshot, {CommandState::kQueued}});
+    if (!r.status.ok()) return r.status;
+    bus_.publishFinished(snapshot);
+    return snapshot;
+  }
+  auto r = store_.writeAndWait(store::UpdateCommand{snapshot, kOpenStates});
+  if (!r.status.ok()) return r.status;
+  if (auto session = hosts_.sessionFor(snapshot.host_id)) {
+    session->send(CancelMsg{id, reason});
+  }
+  return snapshot;
+}
+
+absl::StatusOr<std::vector<model::Command>> CommandService::cancelRun(const std::string& run_id,
+                                                                      const std::string& reason) {
+  auto run = store_.getRun(run_id);
+  if (!run.ok()) return run.status();
+  if (!run->has_value()) {
+    return absl::NotFoundError(absl::StrCat("no run with id '", run_id.substr(0, 140), "'"));
+  }
+  std::vector<std::string> ids;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, open] : open_) {
+      if (open.command.run_id == run_id) ids.push_back(id);
+    }
+  }
+  std::vector<model::Command> out;
+  for (const auto& id : ids) {
+    auto c = cancel(id, reason);
+    if (c.ok()) out.push_back(*std::move(c));
+  }
+  return out;
+}
+
+void CommandService::tick() {
+  int64_t now = clock_.nowMs();
+  std::vector<std::pair<model::Command, CommandState>> ended;
+  {
+    std::lock_guard lock(mu_);
+    std::vector<std::string> remove;
+    for (auto& [id, open] : open_) {
+      auto& c = open.command;
+      bool waiting = c.state == CommandState::kQueued || c.state == CommandState::kDispatched;
+      int64_t hard_deadline =
+          c.started_at_ms + c.exec.timeout_ms + c.exec.kill_grace_ms + config_.server_timeout_grace_ms;
+      if (waiting && c.expires_at_ms > 0 && now >= c.expires_at_ms) {
+        CommandState was = c.state;
+        c.state = CommandState::kExpired;
+        c.error = "expired before the host took it (host offline or busy until the deadline)";
+      ended.emplace_back(c, was);
+      } else if (c.state == CommandState::kRunning && c.exec.timeout_ms > 0 && now >= hard_deadline) {
+        c.state = CommandState::kTimedOut;
+        c.error = absl::StrCat("no result from the agent within the timeout (",
+                               c.exec.timeout_ms, " ms) plus grace; the host may be down");
+        ended.emplace_back(c, CommandState::kRunning);
+      } else {
+        continue;
+      }
+      c.finished_at_ms = now;
+      c.result_source = model::ResultSource::kServer;
+      remove.push_back(id);
+    }
+    for (const auto& id : remove) removeOpenLocked(id);
+  }
+  for (auto& [c, was] : ended) {
+    spdlog::warn("command {} on {}: {}", c.id, c.host_id, c.error);
+    storeTerminal(std::move(c), {was}, nullptr);
+  }
+}
+
+}  // namespace muster::server

@@ -1,0 +1,99 @@
+// Commands from creation to a stored result: persisted before dispatch, delivered at least
+// once (redelivered on reconnect; the agent's journal makes it run once), results stored
+// before they are acknowledged, expiry and server-side timeouts.
+//
+// Open (non-terminal) commands live in memory so that agent messages are handled without
+// I/O on transport threads; anything else is read from the store on `slow_path`.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "common/clock.h"
+#include "common/worker_pool.h"
+#include "server/core/config.h"
+#include "server/core/host_registry.h"
+#include "server/core/output_bus.h"
+#include "server/core/session.h"
+#include "store/store.h"
+
+namespace muster::server {
+
+struct CreateRunRequest {
+  std::vector<std::string> host_ids;
+  model::ExecSpec exec;
+  int64_t expire_in_ms = 0;  // 0: the configured default
+  std::string idempotency_key;
+  std::string created_by;
+};
+
+struct CreateRunResult {
+  std::string run_id;
+  std::vector<model::Command> commands;
+  bool replayed = false;  // an earlier request with the same idempotency key
+};
+
+class CommandService {
+ public:
+  CommandService(store::Store& store, HostRegistry& hosts, OutputBus& bus,
+                 common::Executor& slow_path, const common::Clock& clock, const CoreConfig& config);
+
+  // Loads open commands from the store (start-up).
+  absl::Status load();
+
+  // --- operator side: may block, call from worker threads ---
+  absl::StatusOr<CreateRunResult> createRun(CreateRunRequest request);
+  absl::StatusOr<model::Command> get(const std::string& id);
+  absl::StatusOr<std::vector<model::Command>> list(const store::CommandFilter& filter);
+  absl::StatusOr<model::Command> cancel(const std::string& id, const std::string& reason);
+  absl::StatusOr<std::vector<model::Command>> cancelRun(const std::string& run_id,
+                                                        const std::string& reason);
+
+  // --- agent side: never blocks ---
+  void onAgentConnected(const std::shared_ptr<Session>& session);
+  void onAccepted(const std::shared_ptr<Session>& session, const std::string& command_id);
+  void onOutput(const std::shared_ptr<Session>& session, model::OutputChunk chunk);
+  void onResult(const std::shared_ptr<Session>& session, model::CommandResult result);
+
+  // Expires commands nobody took and times out those whose agent never reported.
+  void tick();
+  size_t openCount() const;
+
+ private:
+  struct Open {
+    model::Command command;
+    uint64_t received_bytes = 0;
+  };
+
+  absl::Status validate(const CreateRunRequest& request) const;
+  absl::StatusOr<CreateRunResult> replay(const store::Run& run, const std::string& fingerprint);
+  void addOpenLocked(model::Command command) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void removeOpenLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Sends commands to the session and records them dispatched.
+  void deliver(const std::shared_ptr<Session>& session, const std::vector<std::string>& ids);
+  // Stores a terminal state; on commit publishes it and acks the agent (if any).
+  void storeTerminal(model::Command updated, std::vector<model::CommandState> only_if,
+                     std::shared_ptr<Session> ack_to);
+  void resultSlowPath(const std::shared_ptr<Session>& session, model::CommandResult result);
+  static void applyResult(model::Command& command, const model::CommandResult& result,
+                          int64_t now_ms);
+
+  store::Store& store_;
+  HostRegistry& hosts_;
+  OutputBus& bus_;
+  common::Executor& slow_path_;
+  const common::Clock& clock_;
+  CoreConfig config_;
+
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Open> open_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<std::string, std::set<std::string>> open_by_host_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace muster::server

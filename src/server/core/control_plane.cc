@@ -1,0 +1,83 @@
+// ControlPlane: wiring of the core services and agent link events.
+#include "server/core/control_plane.h"
+
+#include <spdlog/spdlog.h>
+
+#include "common/fmt_absl.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/ids.h"
+
+namespace muster::server {
+
+ControlPlane::ControlPlane(store::Store& store, common::Executor& slow_path,
+                           const common::Clock& clock, CoreConfig config)
+    : store_(store),
+      clock_(clock),
+      config_(config),
+      hosts_(store, clock, config_),
+      commands_(store, hosts_, bus_, slow_path, clock, config_),
+      enrollment_(store, hosts_, clock) {}
+
+absl::Status ControlPlane::start() {
+  if (auto st = hosts_.load(); !st.ok()) return st;
+  return commands_.load();
+}
+
+absl::Status ControlPlane::authenticate(const std::string& agent_id,
+                                        const std::string& credential) const {
+  if (!common::isValidAgentId(agent_id)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid agent id '", agent_id.substr(0, 140), "': ids match [A-Za-z0-9._-]{1,128}"));
+  }
+  return hosts_.authenticate(agent_id, credential);
+}
+
+absl::Status ControlPlane::onHello(const std::shared_ptr<Session>& session,
+                                   const HelloInfo& hello) {
+  if (!accepting_) return absl::UnavailableError("server is shutting down; reconnect later");
+  if (hello.agent_id != session->agentId()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("hello names agent '", hello.agent_id.substr(0, 140),
+                     "' but the stream authenticated as '", session->agentId(), "'"));
+  }
+  if (hello.version.size() > 128 || hello.facts.size() > 256 || hello.labels.size() > 256) {
+    return absl::InvalidArgumentError("hello too large: at most 256 facts and 256 labels");
+  }
+  for (const auto& [k, v] : hello.labels) {
+    if (!common::isValidLabelKey(k) || !common::isValidLabelValue(v)) {
+      return absl::InvalidArgumentError(absl::StrCat("invalid label '", k.substr(0, 70), "'"));
+    }
+  }
+  for (const auto& [k, v] : hello.facts) {
+    if (k.size() > 128 || v.size() > 4096) {
+      return absl::InvalidArgumentError(absl::StrCat("fact '", k.substr(0, 70), "' too large"));
+    }
+  }
+  session->send(WelcomeMsg{session->sessionId(), config_.heartbeat_interval_ms, clock_.nowMs()});
+  hosts_.attach(session, hello);
+  spdlog::info("agent {} online (stream {}, version {}, {} in flight, {} unacked)", hello.agent_id,
+               session->sessionId(), hello.version, hello.in_flight_command_ids.size(),
+               hello.unacked_command_ids.size());
+  commands_.onAgentConnected(session);
+  return absl::OkStatus();
+}
+
+void ControlPlane::onHeartbeat(const std::shared_ptr<Session>& session,
+                               const model::Metrics& metrics) {
+  hosts_.heartbeat(*session, metrics);
+}
+
+void ControlPlane::onDisconnect(const Session& session, const absl::Status& why) {
+  hosts_.detach(session, why.ok() ? "stream ended" : std::string(why.message()));
+}
+
+void ControlPlane::tick() {
+  for (const auto& s : hosts_.takeSilentSessions()) {
+    s->close(absl::DeadlineExceededError(absl::StrCat(
+        "no heartbeat for ", config_.missed_heartbeats_offline, " intervals; reconnect")));
+  }
+  commands_.tick();
+}
+
+}  // namespace muster::server

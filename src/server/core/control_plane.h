@@ -1,0 +1,64 @@
+// The control-plane core: owns the host registry, command service, enrollment and output
+// bus, and is the single entry point for transport adapters (agent link events).
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "common/clock.h"
+#include "common/worker_pool.h"
+#include "server/core/command_service.h"
+#include "server/core/config.h"
+#include "server/core/enrollment.h"
+#include "server/core/host_registry.h"
+#include "server/core/output_bus.h"
+#include "server/core/session.h"
+#include "store/store.h"
+
+namespace muster::server {
+
+class ControlPlane {
+ public:
+  // `slow_path` must run tasks in submission order (one thread): it keeps an agent's
+  // resent output ahead of its result.
+  ControlPlane(store::Store& store, common::Executor& slow_path, const common::Clock& clock,
+               CoreConfig config);
+
+  absl::Status start();
+
+  HostRegistry& hosts() { return hosts_; }
+  CommandService& commands() { return commands_; }
+  Enrollment& enrollment() { return enrollment_; }
+  OutputBus& bus() { return bus_; }
+  store::Store& store() { return store_; }
+  const CoreConfig& config() const { return config_; }
+  const common::Clock& clock() const { return clock_; }
+
+  // --- agent link events; adapters call these from transport threads ---
+  absl::Status authenticate(const std::string& agent_id, const std::string& credential) const;
+  // An error means the adapter must end the link with that status.
+  absl::Status onHello(const std::shared_ptr<Session>& session, const HelloInfo& hello);
+  void onHeartbeat(const std::shared_ptr<Session>& session, const model::Metrics& metrics);
+  void onDisconnect(const Session& session, const absl::Status& why);
+
+  // Once a second: liveness by heartbeat, expiry, server-side timeouts.
+  void tick();
+
+  // Refuse new links from now on (shutdown drains).
+  void stopAccepting() { accepting_ = false; }
+  bool accepting() const { return accepting_; }
+
+ private:
+  store::Store& store_;
+  const common::Clock& clock_;
+  CoreConfig config_;
+  OutputBus bus_;
+  HostRegistry hosts_;
+  CommandService commands_;
+  Enrollment enrollment_;
+  std::atomic<bool> accepting_{true};
+};
+
+}  // namespace muster::server

@@ -1,0 +1,193 @@
+// HostRegistry: hosts, sessions, liveness.
+#include "server/core/host_registry.h"
+
+#include <spdlog/spdlog.h>
+
+#include "common/fmt_absl.h"
+
+#include "absl/strings/str_cat.h"
+#include "crypto/secrets.h"
+
+namespace muster::server {
+
+HostRegistry::HostRegistry(store::Store& store, const common::Clock& clock,
+                           const CoreConfig& config)
+    : store_(store), clock_(clock), config_(config) {}
+
+absl::Status HostRegistry::load() {
+  auto hosts = store_.loadHosts();
+  if (!hosts.ok()) return hosts.status();
+  std::lock_guard lock(mu_);
+  for (auto& host : *hosts) {
+    if (host.status == model::HostStatus::kOnline) {
+      host.status = model::HostStatus::kOffline;
+      host.status_changed_at_ms = clock_.nowMs();
+      store_.write(store::SetHostStatus{host.id, host.status, host.status_changed_at_ms}, {});
+    }
+    std::string id = host.id;
+    hosts_[id] = Entry{std::move(host), nullptr, 0};
+  }
+  return absl::OkStatus();
+}
+
+absl::Status HostRegistry::authenticate(const std::string& agent_id,
+                                        const std::string& credential) const {
+  std::string presented = crypto::sha256Hex(credential);
+  std::lock_guard lock(mu_);
+  auto it = hosts_.find(agent_id);
+  if (it == hosts_.end() || it->second.host.credential_hash.empty()) {
+    // Compare anyway so unknown ids cost the same as wrong secrets.
+    crypto::constantTimeEquals(presented, std::string(presented.size(), '0'));
+    return absl::UnauthenticatedError(absl::StrCat(
+        "agent '", agent_id, "' is not enrolled: enroll it with a token from `muster token create --enroll`"));
+  }
+  if (it->second.host.status == model::HostStatus::kRevoked) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("agent '", agent_id, "' was revoked: re-enroll it with a new token"));
+  }
+  if (!crypto::constantTimeEquals(presented, it->second.host.credential_hash)) {
+    return absl::UnauthenticatedError(
+        absl::StrCat("wrong credential for agent '", agent_id,
+                     "': re-enroll it with a new token (its state dir may be stale)"));
+  }
+  return absl::OkStatus();
+}
+
+void HostRegistry::attach(const std::shared_ptr<Session>& session, const HelloInfo& hello) {
+  std::shared_ptr<Session> replaced;
+  model::Host snapshot;
+  {
+    std::lock_guard lock(mu_);
+    auto& entry = hosts_[hello.agent_id];
+    replaced = std::move(entry.session);
+    entry.session = session;
+    entry.last_heard_steady_ms = clock_.steadyMs();
+    auto& host = entry.host;
+    host.id = hello.agent_id;
+    host.version = hello.version;
+    host.facts = hello.facts;
+    for (const auto& [k, v] : hello.labels) host.labels[k] = v;
+    if (host.status != model::HostStatus::kOnline) host.status_changed_at_ms = clock_.nowMs();
+    host.status = model::HostStatus::kOnline;
+    host.last_seen_ms = clock_.nowMs();
+    snapshot = host;
+  }
+  if (replaced && replaced.get() != session.get()) {
+    spdlog::info("agent {}: new stream {} replaces stream {}", hello.agent_id,
+                 session->sessionId(), replaced->sessionId());
+    replaced->close(absl::AbortedError("replaced by a newer stream from the same agent"));
+  }
+  store_.write(store::UpsertHost{std::move(snapshot)}, [id = hello.agent_id](store::WriteResult r) {
+    if (!r.status.ok()) spdlog::error("agent {}: cannot store host record: {}", id, r.status.message());
+  });
+}
+
+bool HostRegistry::detach(const Session& session, const std::string& why) {
+  int64_t now = clock_.nowMs();
+  {
+    std::lock_guard lock(mu_);
+    auto it = hosts_.find(session.agentId());
+    if (it == hosts_.end() || it->second.session.get() != &session) return false;
+    it->second.session.reset();
+    it->second.host.status = model::HostStatus::kOffline;
+    it->second.host.status_changed_at_ms = now;
+  }
+  spdlog::info("agent {} offline: {}", session.agentId(), why);
+  store_.write(store::SetHostStatus{session.agentId(), model::HostStatus::kOffline, now}, {});
+  return true;
+}
+
+void HostRegistry::heartbeat(const Session& session, const model::Metrics& metrics) {
+  int64_t now = clock_.nowMs();
+  {
+    std::lock_guard lock(mu_);
+    auto it = hosts_.find(session.agentId());
+    if (it == hosts_.end() || it->second.session.get() != &session) return;
+    it->second.last_heard_steady_ms = clock_.steadyMs();
+    it->second.host.metrics = metrics;
+    it->second.host.last_seen_ms = now;
+  }
+  store_.write(store::RecordHeartbeat{session.agentId(), metrics, now}, {});
+}
+
+std::shared_ptr<Session> HostRegistry::sessionFor(const std::string& agent_id) const {
+  std::lock_guard lock(mu_);
+  auto it = hosts_.find(agent_id);
+  return it == hosts_.end() ? nullptr : it->second.session;
+}
+
+std::vector<std::shared_ptr<Session>> HostRegistry::takeSilentSessions() {
+  int64_t deadline_window = config_.heartbeat_interval_ms * config_.missed_heartbeats_offline;
+  int64_t now_steady = clock_.steadyMs();
+  int64_t now = clock_.nowMs();
+  std::vector<std::shared_ptr<Session>> silent;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, entry] : hosts_) {
+      if (!entry.session || now_steady - entry.last_heard_steady_ms <= deadline_window) continue;
+      silent.push_back(std::move(entry.session));
+      entry.session.reset();
+      entry.host.status = model::HostStatus::kOffline;
+      entry.host.status_changed_at_ms = now;
+    }
+  }
+  for (const auto& s : silent) {
+    spdlog::warn("agent {} offline: no heartbeat for {} ms ({} missed)", s->agentId(),
+                 deadline_window, config_.missed_heartbeats_offline);
+    store_.write(store::SetHostStatus{s->agentId(), model::HostStatus::kOffline, now}, {});
+  }
+  return silent;
+}
+
+std::optional<model::Host> HostRegistry::get(const std::string& id) const {
+  std::lock_guard lock(mu_);
+  auto it = hosts_.find(id);
+  if (it == hosts_.end()) return std::nullopt;
+  return it->second.host;
+}
+
+std::vector<model::Host> HostRegistry::list() const {
+  std::lock_guard lock(mu_);
+  std::vector<model::Host> out;
+  out.reserve(hosts_.size());
+  for (const auto& [id, entry] : hosts_) out.push_back(entry.host);
+  return out;
+}
+
+bool HostRegistry::exists(const std::string& id) const {
+  std::lock_guard lock(mu_);
+  return hosts_.count(id) > 0;
+}
+
+size_t HostRegistry::connectedCount() const {
+  std::lock_guard lock(mu_);
+  size_t n = 0;
+  for (const auto& [id, entry] : hosts_) n += entry.session ? 1 : 0;
+  return n;
+}
+
+absl::Status HostRegistry::putEnrolled(model::Host host) {
+  {
+    std::lock_guard lock(mu_);
+    auto it = hosts_.find(host.id);
+    if (it != hosts_.end()) {
+      // Keep what the live record knows; only the credential and labels change.
+      auto& existing = it->second.host;
+      for (const auto& [k, v] : host.labels) existing.labels[k] = v;
+      existing.credential_hash = host.credential_hash;
+      if (existing.status == model::HostStatus::kRevoked) existing.status = model::HostStatus::kOffline;
+      host = existing;
+    }
+  }
+  auto result = store_.writeAndWait(store::UpsertHost{host});
+  if (!result.status.ok()) return result.status;
+  std::lock_guard lock(mu_);
+  auto& entry = hosts_[host.id];
+  if (entry.host.id.empty()) entry.host = host;
+  entry.host.credential_hash = host.credential_hash;
+  entry.host.labels = host.labels;
+  if (entry.host.status == model::HostStatus::kRevoked) entry.host.status = model::HostStatus::kOffline;
+  return absl::OkStatus();
+}
+
+}  // namespace muster::server

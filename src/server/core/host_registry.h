@@ -1,0 +1,66 @@
+// Every known host in memory (the store is the durable copy) plus the live session of
+// each connected agent, liveness by stream and heartbeat, and credential checks.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "common/clock.h"
+#include "server/core/config.h"
+#include "server/core/session.h"
+#include "store/store.h"
+
+namespace muster::server {
+
+class HostRegistry {
+ public:
+  HostRegistry(store::Store& store, const common::Clock& clock, const CoreConfig& config);
+
+  // Loads hosts from the store. Hosts stored as online are marked offline: no agent is
+  // connected to a process that just started.
+  absl::Status load();
+
+  // Constant-time check of an agent's credential against the stored hash.
+  absl::Status authenticate(const std::string& agent_id, const std::string& credential) const;
+
+  // Makes `session` the agent's live link, replacing (and closing) an older one, and
+  // records the host online with the facts and labels of its Hello.
+  void attach(const std::shared_ptr<Session>& session, const HelloInfo& hello);
+  // Marks the host offline if `session` is still its live link. False if it was not.
+  bool detach(const Session& session, const std::string& why);
+  void heartbeat(const Session& session, const model::Metrics& metrics);
+
+  std::shared_ptr<Session> sessionFor(const std::string& agent_id) const;
+  // Sessions that missed too many heartbeats; they are detached and must be closed.
+  std::vector<std::shared_ptr<Session>> takeSilentSessions();
+
+  std::optional<model::Host> get(const std::string& id) const;
+  std::vector<model::Host> list() const;
+  bool exists(const std::string& id) const;
+  size_t connectedCount() const;
+
+  // Stores an enrolled (or re-enrolled) host with its credential hash; blocks until durable.
+  absl::Status putEnrolled(model::Host host);
+
+ private:
+  struct Entry {
+    model::Host host;
+    std::shared_ptr<Session> session;
+    int64_t last_heard_steady_ms = 0;
+  };
+
+
+  store::Store& store_;
+  const common::Clock& clock_;
+  CoreConfig config_;
+  mutable std::mutex mu_;
+  std::unordered_map<std::string, Entry> hosts_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace muster::server

@@ -1,0 +1,56 @@
+// The transport-neutral view of one agent's live link. gRPC streams (and later HTTP
+// long-polls) adapt to this; the core never sees the transport.
+#pragma once
+
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "model/command.h"
+#include "model/host.h"
+
+namespace muster::server {
+
+// --- server -> agent ---
+struct WelcomeMsg {
+  std::string session_id;
+  int64_t heartbeat_interval_ms = 0;
+  int64_t server_time_ms = 0;
+};
+struct DispatchMsg {
+  model::Command command;
+};
+struct CancelMsg {
+  std::string command_id;
+  std::string reason;
+};
+struct ResultAckMsg {
+  std::string command_id;
+  bool rejected = false;
+  std::string reason;
+};
+using ServerEvent = std::variant<WelcomeMsg, DispatchMsg, CancelMsg, ResultAckMsg>;
+
+// --- agent -> server ---
+struct HelloInfo {
+  std::string agent_id;
+  std::string version;
+  model::StringMap facts;
+  model::StringMap labels;
+  std::vector<std::string> in_flight_command_ids;
+  std::vector<std::string> unacked_command_ids;
+};
+
+class Session {
+ public:
+  virtual ~Session() = default;
+  virtual const std::string& agentId() const = 0;
+  virtual const std::string& sessionId() const = 0;
+  // Queues a message for the agent. Never blocks; false once the session is closed.
+  virtual bool send(ServerEvent event) = 0;
+  // Ends the link with `why` (idempotent). The agent sees it as the stream's status.
+  virtual void close(absl::Status why) = 0;
+};
+
+}  // namespace muster::server

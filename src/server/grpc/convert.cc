@@ -1,0 +1,115 @@
+// Proto <-> core conversions for the agent link.
+#include "server/grpc/convert.h"
+
+namespace muster::server::grpcadapter {
+namespace {
+template <class... Ts>
+struct Overloaded : Ts... {
+  using Ts::operator()...;
+};
+template <class... Ts>
+Overloaded(Ts...) -> Overloaded<Ts...>;
+
+void toProto(const model::Command& c, muster::v1::Command* out) {
+  out->set_command_id(c.id);
+  out->set_run_id(c.run_id);
+  out->set_expires_at_ms(c.expires_at_ms);
+  auto* exec = out->mutable_exec();
+  for (const auto& a : c.exec.argv) exec->add_argv(a);
+  exec->set_script(c.exec.script);
+  for (const auto& [k, v] : c.exec.env) (*exec->mutable_env())[k] = v;
+  exec->set_cwd(c.exec.cwd);
+  exec->set_timeout_ms(static_cast<uint32_t>(c.exec.timeout_ms));
+  exec->set_kill_grace_ms(static_cast<uint32_t>(c.exec.kill_grace_ms));
+}
+}  // namespace
+
+void toProto(const ServerEvent& event, muster::v1::ServerMessage* out) {
+  std::visit(Overloaded{
+                 [&](const WelcomeMsg& m) {
+                   auto* w = out->mutable_welcome();
+                   w->set_session_id(m.session_id);
+                   w->set_heartbeat_interval_ms(static_cast<uint32_t>(m.heartbeat_interval_ms));
+                   w->set_server_time_ms(m.server_time_ms);
+                 },
+                 [&](const DispatchMsg& m) { toProto(m.command, out->mutable_command()); },
+                 [&](const CancelMsg& m) {
+                   auto* c = out->mutable_cancel();
+                   c->set_command_id(m.command_id);
+                   c->set_reason(m.reason);
+                 },
+                 [&](const ResultAckMsg& m) {
+                   auto* a = out->mutable_result_ack();
+                   a->set_command_id(m.command_id);
+                   a->set_rejected(m.rejected);
+                   a->set_reason(m.reason);
+                 },
+             },
+             event);
+}
+
+HelloInfo fromProto(const muster::v1::Hello& hello) {
+  HelloInfo info;
+  info.agent_id = hello.agent_id();
+  info.version = hello.version();
+  info.facts.insert(hello.facts().begin(), hello.facts().end());
+  info.labels.insert(hello.labels().begin(), hello.labels().end());
+  info.in_flight_command_ids.assign(hello.in_flight_command_ids().begin(),
+                                    hello.in_flight_command_ids().end());
+  info.unacked_command_ids.assign(hello.unacked_command_ids().begin(),
+                                  hello.unacked_command_ids().end());
+  return info;
+}
+
+model::Metrics fromProto(const muster::v1::Metrics& m) {
+  model::Metrics out;
+  out.load1 = m.load1();
+  out.load5 = m.load5();
+  out.load15 = m.load15();
+  out.mem_total_bytes = m.mem_total_bytes();
+  out.mem_available_bytes = m.mem_available_bytes();
+  out.disk_total_bytes = m.disk_total_bytes();
+  out.disk_free_bytes = m.disk_free_bytes();
+  out.uptime_seconds = m.uptime_seconds();
+  return out;
+}
+
+bool fromProto(const muster::v1::CommandOutput& o, model::OutputChunk* out) {
+  if (o.command_id().empty()) return false;
+  if (o.stream() == muster::v1::OUTPUT_STREAM_STDOUT) {
+    out->stream = model::OutputStream::kStdout;
+  } else if (o.stream() == muster::v1::OUTPUT_STREAM_STDERR) {
+    out->stream = model::OutputStream::kStderr;
+  } else {
+    return false;
+  }
+  out->command_id = o.command_id();
+  out->offset = o.offset();
+  out->data = o.data();
+  return true;
+}
+
+bool fromProto(const muster::v1::CommandResult& r, model::CommandResult* out) {
+  using model::CommandState;
+  switch (r.outcome()) {
+    case muster::v1::COMMAND_OUTCOME_SUCCEEDED: out->state = CommandState::kSucceeded; break;
+    case muster::v1::COMMAND_OUTCOME_FAILED: out->state = CommandState::kFailed; break;
+    case muster::v1::COMMAND_OUTCOME_TIMED_OUT: out->state = CommandState::kTimedOut; break;
+    case muster::v1::COMMAND_OUTCOME_CANCELLED: out->state = CommandState::kCancelled; break;
+    case muster::v1::COMMAND_OUTCOME_REJECTED: out->state = CommandState::kFailed; break;
+    default: return false;
+  }
+  if (r.command_id().empty()) return false;
+  out->command_id = r.command_id();
+  if (r.has_exit_code()) out->exit_code = r.exit_code();
+  out->signal = r.signal();
+  out->error = r.error();
+  out->stdout_bytes = r.stdout_bytes();
+  out->stderr_bytes = r.stderr_bytes();
+  out->output_truncated = r.output_truncated();
+  out->started_at_ms = r.started_at_ms();
+  out->finished_at_ms = r.finished_at_ms();
+  return true;
+}
+
+}  // namespace muster::server::grpcadapter

@@ -1,0 +1,16 @@
+// Conversions between wire messages (proto) and core types. Included by .cc files only.
+#pragma once
+
+#include "muster/v1/agent.pb.h"
+#include "server/core/session.h"
+
+namespace muster::server::grpcadapter {
+
+void toProto(const ServerEvent& event, muster::v1::ServerMessage* out);
+HelloInfo fromProto(const muster::v1::Hello& hello);
+model::Metrics fromProto(const muster::v1::Metrics& metrics);
+// False when the message is malformed (unknown stream or outcome).
+bool fromProto(const muster::v1::CommandOutput& output, model::OutputChunk* out);
+bool fromProto(const muster::v1::CommandResult& result, model::CommandResult* out);
+
+}  // namespace muster::server::grpcadapter

@@ -1,0 +1,191 @@
+// Api: URL parsing, authentication and the route table.
+#include "server/http/api.h"
+
+#include <spdlog/spdlog.h>
+
+#include "common/fmt_absl.h"
+
+#include <boost/url/parse.hpp>
+
+#include <exception>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "server/http/api_json.h"
+#include "server/http/handlers.h"
+
+namespace muster::server::http {
+namespace {
+
+ApiReply methodNotAllowed(const ApiRequest& request, std::string_view allow) {
+  ApiReply reply = errorReply(
+      405, "method_not_allowed",
+      absl::StrCat(request.method, " is not supported on this path; use ", toAbsl(allow)));
+  reply.headers.emplace_back("Allow", std::string(allow));
+  return reply;
+}
+
+ApiReply notFound(const std::vector<std::string>& segments) {
+  std::string path;
+  for (const auto& s : segments) absl::StrAppend(&path, "/", s.substr(0, 64));
+  return errorReply(404, "not_found",
+                    absl::StrCat("no such endpoint: ", path.substr(0, 200),
+                                 " (the API lives under /api/v1; see docs/api.md)"));
+}
+
+struct RouteMatch {
+  Route route = Route::kUnknown;
+  const char* allow = "";  // methods the path supports
+  bool method_ok = false;
+};
+
+// `s`: path segments after /api/v1.
+RouteMatch matchRoute(const std::vector<std::string>& s, const std::string& method) {
+  bool get = method == "GET" || method == "HEAD";
+  bool post = method == "POST";
+  auto is = [&s](size_t n, const char* first, const char* third = nullptr) {
+    return s.size() == n && s[0] == first && (!third || s[2] == third);
+  };
+  if (is(1, "hosts")) return {Route::kListHosts, "GET", get};
+  if (is(2, "hosts")) return {Route::kGetHost, "GET", get};
+  if (is(1, "commands")) {
+    return {post ? Route::kCreateCommands : Route::kListCommands, "GET, POST", get || post};
+  }
+  if (is(2, "commands")) return {Route::kGetCommand, "GET", get};
+  if (is(3, "commands", "cancel")) return {Route::kCancelCommand, "POST", post};
+  if (is(3, "commands", "output")) return {Route::kCommandOutput, "GET", get};
+  if (is(2, "runs")) return {Route::kGetRun, "GET", get};
+  if (is(3, "runs", "cancel")) return {Route::kCancelRun, "POST", post};
+  if (is(1, "tokens")) return {Route::kCreateToken, "POST", post};
+  return {};
+}
+
+bool wantsFollow(const Context& ctx) {
+  if (const std::string* f = ctx.param("follow")) {
+    return *f == "1" || *f == "true" || *f == "yes";
+  }
+  return absl::StrContains(absl::AsciiStrToLower(ctx.request.accept), "text/event-stream");
+}
+
+}  // namespace
+
+std::string_view routeName(Route route) {
+  switch (route) {
+    case Route::kUnknown: return "unknown";
+    case Route::kHealthz: return "GET /healthz";
+    case Route::kReadyz: return "GET /readyz";
+    case Route::kListHosts: return "GET /api/v1/hosts";
+    case Route::kGetHost: return "GET /api/v1/hosts/{id}";
+    case Route::kCreateCommands: return "POST /api/v1/commands";
+    case Route::kListCommands: return "GET /api/v1/commands";
+    case Route::kGetCommand: return "GET /api/v1/commands/{id}";
+    case Route::kCancelCommand: return "POST /api/v1/commands/{id}/cancel";
+    case Route::kCommandOutput: return "GET /api/v1/commands/{id}/output";
+    case Route::kFollowOutput: return "GET /api/v1/commands/{id}/output (follow)";
+    case Route::kGetRun: return "GET /api/v1/runs/{id}";
+    case Route::kCancelRun: return "POST /api/v1/runs/{id}/cancel";
+    case Route::kCreateToken: return "POST /api/v1/tokens";
+    case Route::kCount: break;
+  }
+  return "unknown";
+}
+
+Api::Api(ControlPlane& plane, Authenticator authenticate)
+    : plane_(plane), authenticate_(std::move(authenticate)) {}
+
+std::optional<ApiReply> Api::tryInline(const ApiRequest& request, Route* route) const {
+  std::string_view path = request.target;
+  path = path.substr(0, path.find('?'));
+  if (path == "/healthz") {
+    *route = Route::kHealthz;
+    if (request.method != "GET" && request.method != "HEAD") {
+      return methodNotAllowed(request, "GET");
+    }
+    return jsonReply(200, boost::json::object{{"status", "ok"}});
+  }
+  return std::nullopt;
+}
+
+ApiReply Api::handle(const ApiRequest& request, Route* route) {
+  *route = Route::kUnknown;
+  try {
+    return dispatch(request, route);
+  } catch (const std::exception& e) {
+    spdlog::error("http: {} {} failed with an exception: {}", request.method,
+                  request.target.substr(0, 200), e.what());
+    return errorReply(500, "internal", "internal error while handling the request; see the server log");
+  }
+}
+
+ApiReply Api::dispatch(const ApiRequest& request, Route* route) {
+  auto url = boost::urls::parse_origin_form(request.target);
+  if (!url) {
+    return errorReply(400, "invalid_argument", "malformed request target");
+  }
+  std::vector<std::string> segments;
+  for (auto seg : url->segments()) segments.emplace_back(seg);
+  std::map<std::string, std::string> query;
+  for (auto param : url->params()) query[param.key] = param.value;
+
+  if (segments.size() == 1 && segments[0] == "readyz") {
+    *route = Route::kReadyz;
+    if (request.method != "GET" && request.method != "HEAD") return methodNotAllowed(request, "GET");
+    absl::Status ping = plane_.store().ping();
+    if (!ping.ok()) {
+      return errorReply(503, "unavailable", absl::StrCat("store not ready: ", ping.message()));
+    }
+    return jsonReply(200, boost::json::object{{"status", "ready"}});
+  }
+  if (segments.size() < 2 || segments[0] != "api" || segments[1] != "v1") {
+    return notFound(segments);
+  }
+
+  segments.erase(segments.begin(), segments.begin() + 2);
+  // The route is known before authentication (for the counters), but answered only after
+  // it, so without a valid token nothing about the API is revealed.
+  RouteMatch match = matchRoute(segments, request.method);
+  *route = match.route;
+
+  absl::string_view auth = request.authorization;
+  if (auth.size() < 7 || !absl::EqualsIgnoreCase(auth.substr(0, 7), "bearer ")) {
+    return errorReply(401, "unauthenticated",
+                      "missing bearer token: pass --token or set MUSTER_TOKEN (musterd writes "
+                      "the admin token to <data-dir>/admin.token)");
+  }
+  std::string_view bearer = toStd(absl::StripAsciiWhitespace(auth.substr(7)));
+  if (!authenticate_) {
+    return errorReply(503, "unavailable", "this server has no API authentication configured");
+  }
+  auto principal = authenticate_(bearer);
+  if (!principal.ok()) return errorReply(principal.status());
+
+  if (match.route == Route::kUnknown) {
+    std::vector<std::string> full = {"api", "v1"};
+    full.insert(full.end(), segments.begin(), segments.end());
+    return notFound(full);
+  }
+  if (!match.method_ok) return methodNotAllowed(request, match.allow);
+
+  Context ctx{plane_, request, *std::move(principal), std::move(segments), std::move(query)};
+  const auto& seg = ctx.segments;
+  switch (*route) {
+    case Route::kListHosts: return listHosts(ctx);
+    case Route::kGetHost: return getHost(ctx, seg[1]);
+    case Route::kCreateCommands: return createCommands(ctx);
+    case Route::kListCommands: return listCommands(ctx);
+    case Route::kGetCommand: return getCommand(ctx, seg[1]);
+    case Route::kCancelCommand: return cancelCommand(ctx, seg[1]);
+    case Route::kCommandOutput: {
+      bool follow = wantsFollow(ctx);
+      if (follow) *route = Route::kFollowOutput;
+      return commandOutput(ctx, seg[1], follow);
+    }
+    case Route::kGetRun: return getRun(ctx, seg[1]);
+    case Route::kCancelRun: return cancelRun(ctx, seg[1]);
+    case Route::kCreateToken: return createToken(ctx);
+    default: return notFound(seg);
+  }
+}
+
+}  // namespace muster::server::http

@@ -1,0 +1,80 @@
+// The REST API as plain functions: request in, reply out. Runs on worker threads (it may
+// block on the store); knows nothing of sockets, Beast or Asio.
+#pragma once
+
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/core/control_plane.h"
+
+namespace muster::server::http {
+
+enum class Route {
+  kUnknown = 0,
+  kHealthz,
+  kReadyz,
+  kListHosts,
+  kGetHost,
+  kCreateCommands,
+  kListCommands,
+  kGetCommand,
+  kCancelCommand,
+  kCommandOutput,
+  kFollowOutput,
+  kGetRun,
+  kCancelRun,
+  kCreateToken,
+  kCount,  // number of routes, not a route
+};
+std::string_view routeName(Route route);
+
+struct ApiRequest {
+  std::string method;  // "GET", "POST", ...
+  std::string target;  // origin-form request target: path and query
+  std::string authorization;
+  std::string idempotency_key;
+  std::string accept;
+  std::string body;
+};
+
+// Switches the connection to a Server-Sent Events stream of a command's output.
+struct FollowSpec {
+  model::Command command;  // as read when the request was answered
+  bool want_stdout = true;
+  bool want_stderr = true;
+};
+
+struct ApiReply {
+  int status = 200;
+  std::string body;
+  std::string content_type = "application/json";
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::optional<FollowSpec> follow;
+};
+
+using Authenticator = std::function<absl::StatusOr<std::string>(std::string_view bearer)>;
+
+class Api {
+ public:
+  Api(ControlPlane& plane, Authenticator authenticate);
+
+  // Routes that never block (liveness); std::nullopt when the request needs a worker.
+  std::optional<ApiReply> tryInline(const ApiRequest& request, Route* route) const;
+  // Everything else. May block: call on a worker thread. Never throws.
+  ApiReply handle(const ApiRequest& request, Route* route);
+
+  ControlPlane& plane() { return plane_; }
+
+ private:
+  ApiReply dispatch(const ApiRequest& request, Route* route);
+
+  ControlPlane& plane_;
+  Authenticator authenticate_;
+};
+
+}  // namespace muster::server::http

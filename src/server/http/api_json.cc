@@ -1,0 +1,295 @@
+// JSON encoding of hosts and commands, error replies, strict request-body readers.
+#include "server/http/api_json.h"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <ctime>
+#include <limits>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
+#include "common/duration.h"
+
+namespace muster::server::http {
+namespace json = boost::json;
+
+std::string rfc3339Ms(int64_t unix_ms) {
+  if (unix_ms == 0) return "";
+  int64_t secs = unix_ms / 1000;
+  int64_t millis = unix_ms % 1000;
+  if (millis < 0) {
+    millis += 1000;
+    --secs;
+  }
+  std::time_t t = static_cast<std::time_t>(secs);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(millis));
+  return buf;
+}
+
+namespace {
+
+json::value timeValue(int64_t ms) {
+  if (ms == 0) return nullptr;
+  return json::value(rfc3339Ms(ms));
+}
+
+json::object mapJson(const model::StringMap& map) {
+  json::object out;
+  for (const auto& [k, v] : map) out[k] = v;
+  return out;
+}
+
+}  // namespace
+
+json::object hostJson(const model::Host& h) {
+  json::object o;
+  o["id"] = h.id;
+  o["status"] = std::string(model::toString(h.status));
+  o["version"] = h.version;
+  o["facts"] = mapJson(h.facts);
+  o["labels"] = mapJson(h.labels);
+  json::object m;
+  m["load1"] = h.metrics.load1;
+  m["load5"] = h.metrics.load5;
+  m["load15"] = h.metrics.load15;
+  m["mem_total_bytes"] = h.metrics.mem_total_bytes;
+  m["mem_available_bytes"] = h.metrics.mem_available_bytes;
+  m["disk_total_bytes"] = h.metrics.disk_total_bytes;
+  m["disk_free_bytes"] = h.metrics.disk_free_bytes;
+  m["uptime_seconds"] = h.metrics.uptime_seconds;
+  o["metrics"] = std::move(m);
+  o["enrolled_at"] = timeValue(h.enrolled_at_ms);
+  o["last_seen"] = timeValue(h.last_seen_ms);
+  o["status_changed_at"] = timeValue(h.status_changed_at_ms);
+  o["enrolled_at_ms"] = h.enrolled_at_ms;
+  o["last_seen_ms"] = h.last_seen_ms;
+  o["status_changed_at_ms"] = h.status_changed_at_ms;
+  return o;
+}
+
+json::object commandJson(const model::Command& c) {
+  json::object o;
+  o["id"] = c.id;
+  o["run_id"] = c.run_id;
+  o["host_id"] = c.host_id;
+  o["state"] = std::string(model::toString(c.state));
+  if (!c.exec.argv.empty()) {
+    json::array argv;
+    for (const auto& a : c.exec.argv) argv.emplace_back(a);
+    o["argv"] = std::move(argv);
+  } else {
+    o["script"] = c.exec.script;
+  }
+  o["env"] = mapJson(c.exec.env);
+  o["cwd"] = c.exec.cwd;
+  o["timeout_ms"] = c.exec.timeout_ms;
+  o["created_by"] = c.created_by;
+  o["created_at"] = timeValue(c.created_at_ms);
+  o["dispatched_at"] = timeValue(c.dispatched_at_ms);
+  o["started_at"] = timeValue(c.started_at_ms);
+  o["finished_at"] = timeValue(c.finished_at_ms);
+  o["expires_at"] = timeValue(c.expires_at_ms);
+  if (c.exit_code) {
+    o["exit_code"] = *c.exit_code;
+  } else {
+    o["exit_code"] = nullptr;
+  }
+  o["signal"] = c.signal;
+  o["error"] = c.error;
+  o["output_truncated"] = c.output_truncated;
+  o["stdout_bytes"] = c.stdout_bytes;
+  o["stderr_bytes"] = c.stderr_bytes;
+  o["cancel_requested"] = c.cancel_requested;
+  return o;
+}
+
+int httpStatusFor(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kOk: return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange: return 400;
+    case absl::StatusCode::kUnauthenticated: return 401;
+    case absl::StatusCode::kPermissionDenied: return 403;
+    case absl::StatusCode::kNotFound: return 404;
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kAborted: return 409;
+    case absl::StatusCode::kResourceExhausted: return 429;
+    case absl::StatusCode::kUnavailable: return 503;
+    case absl::StatusCode::kDeadlineExceeded: return 504;
+    case absl::StatusCode::kUnimplemented: return 501;
+    default: return 500;
+  }
+}
+
+std::string errorCodeName(absl::StatusCode code) {
+  return absl::AsciiStrToLower(absl::StatusCodeToString(code));
+}
+
+ApiReply jsonReply(int status, const json::value& body) {
+  ApiReply reply;
+  reply.status = status;
+  reply.body = json::serialize(body);
+  return reply;
+}
+
+ApiReply errorReply(int http_status, std::string_view code, std::string_view message) {
+  json::object error;
+  error["code"] = code;
+  error["message"] = message;
+  json::object body;
+  body["error"] = std::move(error);
+  ApiReply reply = jsonReply(http_status, body);
+  if (http_status == 401) reply.headers.emplace_back("WWW-Authenticate", "Bearer");
+  return reply;
+}
+
+ApiReply errorReply(const absl::Status& status) {
+  return errorReply(httpStatusFor(status), errorCodeName(status.code()), toStd(status.message()));
+}
+
+absl::StatusOr<json::object> parseJsonObject(std::string_view body) {
+  if (body.empty()) {
+    return absl::InvalidArgumentError("request body is empty: send a JSON object");
+  }
+  json::parse_options options;
+  options.max_depth = 32;
+  boost::system::error_code ec;
+  json::value value = json::parse(body, ec, {}, options);
+  if (ec) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request body is not valid JSON (", ec.message(), ")"));
+  }
+  if (!value.is_object()) {
+    return absl::InvalidArgumentError("request body must be a JSON object");
+  }
+  return std::move(value.as_object());
+}
+
+FieldReader::FieldReader(const json::object& object, std::string what)
+    : object_(object), what_(std::move(what)) {}
+
+bool FieldReader::has(std::string_view key) const { return object_.contains(key); }
+
+const json::value* FieldReader::find(std::string_view key) {
+  seen_.emplace(key);
+  auto it = object_.find(key);
+  if (it == object_.end() || it->value().is_null()) return nullptr;
+  return &it->value();
+}
+
+absl::Status FieldReader::wrongType(std::string_view key, std::string_view expected) const {
+  return absl::InvalidArgumentError(
+      absl::StrCat(what_, ": field \"", toAbsl(key), "\" must be ", toAbsl(expected)));
+}
+
+void FieldReader::allow(std::string_view key) { seen_.emplace(key); }
+
+absl::Status FieldReader::optString(std::string_view key, std::string* out) {
+  const json::value* v = find(key);
+  if (!v) return absl::OkStatus();
+  if (!v->is_string()) return wrongType(key, "a string");
+  *out = std::string(v->get_string());
+  return absl::OkStatus();
+}
+
+absl::Status FieldReader::optInt(std::string_view key, int64_t* out) {
+  const json::value* v = find(key);
+  if (!v) return absl::OkStatus();
+  if (v->is_int64()) {
+    *out = v->get_int64();
+  } else if (v->is_uint64()) {
+    if (v->get_uint64() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+      return wrongType(key, "an integer in range");
+    }
+    *out = static_cast<int64_t>(v->get_uint64());
+  } else if (v->is_double()) {
+    double d = v->get_double();
+    if (d != static_cast<double>(static_cast<int64_t>(d)) || d > 9e18 || d < -9e18) {
+      return wrongType(key, "an integer");
+    }
+    *out = static_cast<int64_t>(d);
+  } else {
+    return wrongType(key, "an integer");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FieldReader::optBool(std::string_view key, bool* out) {
+  const json::value* v = find(key);
+  if (!v) return absl::OkStatus();
+  if (!v->is_bool()) return wrongType(key, "true or false");
+  *out = v->get_bool();
+  return absl::OkStatus();
+}
+
+absl::Status FieldReader::optStringList(std::string_view key, std::vector<std::string>* out) {
+  const json::value* v = find(key);
+  if (!v) return absl::OkStatus();
+  if (!v->is_array()) return wrongType(key, "an array of strings");
+  std::vector<std::string> list;
+  list.reserve(v->get_array().size());
+  for (const auto& item : v->get_array()) {
+    if (!item.is_string()) return wrongType(key, "an array of strings");
+    list.emplace_back(item.get_string());
+  }
+  *out = std::move(list);
+  return absl::OkStatus();
+}
+
+absl::Status FieldReader::optStringMap(std::string_view key, model::StringMap* out) {
+  const json::value* v = find(key);
+  if (!v) return absl::OkStatus();
+  if (!v->is_object()) return wrongType(key, "an object of string values");
+  model::StringMap map;
+  for (const auto& kv : v->get_object()) {
+    if (!kv.value().is_string()) return wrongType(key, "an object of string values");
+    map[std::string(kv.key())] = std::string(kv.value().get_string());
+  }
+  *out = std::move(map);
+  return absl::OkStatus();
+}
+
+absl::Status FieldReader::optDuration(std::string_view key, std::string_view key_ms,
+                                      int64_t* out_ms) {
+  if (has(key) && has(key_ms) && !object_.at(key).is_null() && !object_.at(key_ms).is_null()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what_, ": give either \"", toAbsl(key), "\" or \"", toAbsl(key_ms),
+                     "\", not both"));
+  }
+  if (const json::value* v = find(key)) {
+    if (!v->is_string()) {
+      return wrongType(key, absl::StrCat("a duration string like \"30s\" (or use \"",
+                                         toAbsl(key_ms), "\" for milliseconds)"));
+    }
+    auto ms = common::parseDurationMs(std::string_view(v->get_string()));
+    if (!ms.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what_, ": \"", toAbsl(key), "\": ", ms.status().message()));
+    }
+    *out_ms = *ms;
+    return absl::OkStatus();
+  }
+  if (auto st = optInt(key_ms, out_ms); !st.ok()) return st;
+  if (*out_ms < 0) return wrongType(key_ms, "a non-negative number of milliseconds");
+  return absl::OkStatus();
+}
+
+absl::Status FieldReader::finish() const {
+  for (const auto& kv : object_) {
+    if (!seen_.count(std::string_view(kv.key()))) {
+      std::string key(kv.key().substr(0, 64));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what_, ": unknown field \"", key, "\" (check its spelling)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace muster::server::http

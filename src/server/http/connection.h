@@ -1,0 +1,54 @@
+// Internal to the HTTP server: one client connection, served by one coroutine on its own
+// strand (keep-alive, limits, timeouts), and the event stream that can take it over.
+#pragma once
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+
+#include <memory>
+
+#include "server/http/api.h"
+#include "server/http/server_state.h"
+
+namespace muster::server::http {
+
+namespace beast = boost::beast;
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(std::shared_ptr<ServerState> state, asio::ip::tcp::socket socket)
+      : state_(std::move(state)), stream_(std::move(socket)) {}
+
+  // Any thread: answer the request in progress (if any), then close; event streams end now.
+  void requestStop();
+  // Any thread: close the socket now; pending operations fail.
+  void forceClose();
+
+  ServerState& state() { return *state_; }
+  const std::shared_ptr<ServerState>& sharedState() { return state_; }
+  beast::tcp_stream& stream() { return stream_; }
+  beast::flat_buffer& buffer() { return buffer_; }
+
+  // --- strand only ---
+  bool busy = false;            // between reading a request and answering it
+  bool stop_requested = false;  // set by requestStop()
+  asio::steady_timer* event_timer = nullptr;  // an event stream's wait; cancelled to wake it
+
+ private:
+  std::shared_ptr<ServerState> state_;
+  beast::tcp_stream stream_;
+  beast::flat_buffer buffer_;
+};
+
+// Serves requests until the client leaves, a timeout fires or the server stops.
+asio::awaitable<void> serveConnection(std::shared_ptr<Connection> connection);
+
+// Streams a command's output as Server-Sent Events (stored output first, then live, then an
+// `end` event). True when the connection may serve another request afterwards.
+asio::awaitable<bool> serveFollow(std::shared_ptr<Connection> connection, FollowSpec spec,
+                                  bool keep_alive);
+
+}  // namespace muster::server::http

@@ -1,0 +1,46 @@
+// Endpoint handlers of the REST API, one function per route; called by Api on a worker
+// thread after authentication.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/core/control_plane.h"
+#include "server/http/api.h"
+
+namespace muster::server::http {
+
+struct Context {
+  ControlPlane& plane;
+  const ApiRequest& request;
+  std::string principal;                     // who is calling (from the bearer token)
+  std::vector<std::string> segments;         // decoded path segments after /api/v1
+  std::map<std::string, std::string> query;  // decoded query parameters (last one wins)
+
+  const std::string* param(const std::string& key) const {
+    auto it = query.find(key);
+    return it == query.end() ? nullptr : &it->second;
+  }
+};
+
+// `limit` query parameter: 1..max_limit, `fallback` when absent.
+absl::StatusOr<int> limitParam(const Context& ctx, int fallback, int max_limit);
+
+ApiReply listHosts(Context& ctx);
+ApiReply getHost(Context& ctx, const std::string& id);
+
+ApiReply createCommands(Context& ctx);
+ApiReply listCommands(Context& ctx);
+ApiReply getCommand(Context& ctx, const std::string& id);
+ApiReply cancelCommand(Context& ctx, const std::string& id);
+ApiReply getRun(Context& ctx, const std::string& id);
+ApiReply cancelRun(Context& ctx, const std::string& id);
+
+// Whole stored output as JSON, or (follow) the hand-over to an event stream.
+ApiReply commandOutput(Context& ctx, const std::string& id, bool follow);
+
+ApiReply createToken(Context& ctx);
+
+}  // namespace muster::server::http

@@ -1,0 +1,171 @@
+// Commands and runs: create, get, list, cancel.
+#include <algorithm>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "server/http/api_json.h"
+#include "server/http/handlers.h"
+
+namespace muster::server::http {
+namespace {
+
+constexpr int kRunPage = 1000;
+
+boost::json::array commandsJson(const std::vector<model::Command>& commands) {
+  boost::json::array out;
+  out.reserve(commands.size());
+  for (const auto& c : commands) out.push_back(commandJson(c));
+  return out;
+}
+
+absl::StatusOr<CreateRunRequest> readCreateRun(Context& ctx) {
+  auto object = parseJsonObject(ctx.request.body);
+  if (!object.ok()) return object.status();
+  FieldReader fields(*object, "command request");
+  if (fields.has("selector")) {
+    // TODO(issue 3): label selectors (`env=prod,role in (web,db)`), answered 422 when invalid.
+    return absl::InvalidArgumentError(
+        "label selectors are not supported yet: name the target hosts by id in \"hosts\"");
+  }
+  CreateRunRequest run;
+  absl::Status st;
+  if (st = fields.optStringList("hosts", &run.host_ids); !st.ok()) return st;
+  if (st = fields.optStringList("argv", &run.exec.argv); !st.ok()) return st;
+  if (st = fields.optString("script", &run.exec.script); !st.ok()) return st;
+  if (st = fields.optStringMap("env", &run.exec.env); !st.ok()) return st;
+  if (st = fields.optString("cwd", &run.exec.cwd); !st.ok()) return st;
+  if (st = fields.optDuration("timeout", "timeout_ms", &run.exec.timeout_ms); !st.ok()) return st;
+  if (st = fields.optDuration("kill_grace", "kill_grace_ms", &run.exec.kill_grace_ms); !st.ok()) {
+    return st;
+  }
+  if (st = fields.optDuration("expire", "expire_ms", &run.expire_in_ms); !st.ok()) return st;
+  if (st = fields.optString("idempotency_key", &run.idempotency_key); !st.ok()) return st;
+  if (st = fields.finish(); !st.ok()) return st;
+
+  if (!fields.has("hosts")) {
+    return absl::InvalidArgumentError("command request: \"hosts\" is required (a list of host ids)");
+  }
+  if (!run.exec.argv.empty() && !run.exec.script.empty()) {
+    return absl::InvalidArgumentError(
+        "command request: give either \"argv\" or \"script\", not both");
+  }
+  const std::string& header_key = ctx.request.idempotency_key;
+  if (!header_key.empty()) {
+    if (!run.idempotency_key.empty() && run.idempotency_key != header_key) {
+      return absl::InvalidArgumentError(
+          "the Idempotency-Key header and the \"idempotency_key\" field differ: send one");
+    }
+    run.idempotency_key = header_key;
+  }
+  run.created_by = ctx.principal;
+  return run;
+}
+
+std::string cancelReason(const Context& ctx) {
+  return absl::StrCat("cancelled by ", ctx.principal);
+}
+
+}  // namespace
+
+ApiReply createCommands(Context& ctx) {
+  auto request = readCreateRun(ctx);
+  if (!request.ok()) return errorReply(request.status());
+  auto result = ctx.plane.commands().createRun(*std::move(request));
+  if (!result.ok()) return errorReply(result.status());
+  boost::json::object body;
+  body["run_id"] = result->run_id;
+  body["replayed"] = result->replayed;
+  body["commands"] = commandsJson(result->commands);
+  return jsonReply(result->replayed ? 200 : 201, body);
+}
+
+ApiReply getCommand(Context& ctx, const std::string& id) {
+  auto command = ctx.plane.commands().get(id);
+  if (!command.ok()) return errorReply(command.status());
+  return jsonReply(200, commandJson(*command));
+}
+
+ApiReply listCommands(Context& ctx) {
+  auto limit = limitParam(ctx, 100, 1000);
+  if (!limit.ok()) return errorReply(limit.status());
+  store::CommandFilter filter;
+  if (const std::string* run = ctx.param("run")) filter.run_id = *run;
+  if (const std::string* host = ctx.param("host")) filter.host_id = *host;
+  if (const std::string* cursor = ctx.param("cursor")) filter.before_id = *cursor;
+  if (const std::string* text = ctx.param("state"); text && !text->empty()) {
+    model::CommandState state;
+    if (!model::parseCommandState(*text, &state)) {
+      return errorReply(absl::InvalidArgumentError(absl::StrCat(
+          "invalid state '", text->substr(0, 32),
+          "': use queued, dispatched, running, succeeded, failed, timed_out, cancelled or "
+          "expired")));
+    }
+    filter.state = state;
+  }
+  filter.limit = *limit + 1;  // one more tells whether there is a next page
+  auto page = ctx.plane.commands().list(filter);
+  if (!page.ok()) return errorReply(page.status());
+  bool more = static_cast<int>(page->size()) > *limit;
+  if (more) page->resize(*limit);
+  boost::json::object body;
+  body["commands"] = commandsJson(*page);
+  if (more && !page->empty()) {
+    body["next_cursor"] = page->back().id;
+  } else {
+    body["next_cursor"] = nullptr;
+  }
+  return jsonReply(200, body);
+}
+
+ApiReply cancelCommand(Context& ctx, const std::string& id) {
+  auto command = ctx.plane.commands().cancel(id, cancelReason(ctx));
+  if (!command.ok()) return errorReply(command.status());
+  return jsonReply(200, commandJson(*command));
+}
+
+ApiReply getRun(Context& ctx, const std::string& id) {
+  auto run = ctx.plane.store().getRun(id);
+  if (!run.ok()) return errorReply(run.status());
+  if (!run->has_value()) {
+    return errorReply(absl::NotFoundError(absl::StrCat("no run with id '", id.substr(0, 140), "'")));
+  }
+  std::vector<model::Command> commands;
+  store::CommandFilter filter;
+  filter.run_id = id;
+  filter.limit = kRunPage;
+  while (true) {
+    auto page = ctx.plane.commands().list(filter);
+    if (!page.ok()) return errorReply(page.status());
+    for (auto& c : *page) commands.push_back(std::move(c));
+    if (static_cast<int>(page->size()) < kRunPage) break;
+    filter.before_id = commands.back().id;
+  }
+  std::sort(commands.begin(), commands.end(), [](const model::Command& a, const model::Command& b) {
+    return a.host_id < b.host_id;
+  });
+  boost::json::object summary;
+  for (int i = 0; i <= static_cast<int>(model::CommandState::kExpired); ++i) {
+    summary[model::toString(static_cast<model::CommandState>(i))] = 0;
+  }
+  for (const auto& c : commands) summary[model::toString(c.state)].as_int64() += 1;
+  summary["total"] = static_cast<int64_t>(commands.size());
+
+  boost::json::object body;
+  body["run_id"] = (*run)->id;
+  body["created_by"] = (*run)->created_by;
+  body["created_at"] = rfc3339Ms((*run)->created_at_ms);
+  body["summary"] = std::move(summary);
+  body["commands"] = commandsJson(commands);
+  return jsonReply(200, body);
+}
+
+ApiReply cancelRun(Context& ctx, const std::string& id) {
+  auto cancelled = ctx.plane.commands().cancelRun(id, cancelReason(ctx));
+  if (!cancelled.ok()) return errorReply(cancelled.status());
+  boost::json::object body;
+  body["run_id"] = id;
+  body["commands"] = commandsJson(*cancelled);
+  return jsonReply(200, body);
+}
+
+}  // namespace muster::server::http

@@ -1,0 +1,165 @@
+// Schema migrations of the SQLite store. Append new migrations; never edit an applied one.
+#include "store/sqlite/migrations.h"
+
+#include <iterator>
+
+#include "absl/strings/str_cat.h"
+
+namespace muster::store::sqlite {
+namespace {
+
+// Enum columns hold the names from model/names.cc so the file reads well in the sqlite3 shell.
+constexpr const char* kSchemaV1 = R"sql(
+CREATE TABLE hosts (
+  id                   TEXT NOT NULL PRIMARY KEY,
+  status               TEXT NOT NULL CHECK (status IN ('offline', 'online', 'revoked')),
+  version              TEXT NOT NULL DEFAULT '',
+  facts                TEXT NOT NULL DEFAULT '{}',
+  labels               TEXT NOT NULL DEFAULT '{}',
+  load1                REAL NOT NULL DEFAULT 0,
+  load5                REAL NOT NULL DEFAULT 0,
+  load15               REAL NOT NULL DEFAULT 0,
+  mem_total_bytes      INTEGER NOT NULL DEFAULT 0,
+  mem_available_bytes  INTEGER NOT NULL DEFAULT 0,
+  disk_total_bytes     INTEGER NOT NULL DEFAULT 0,
+  disk_free_bytes      INTEGER NOT NULL DEFAULT 0,
+  uptime_seconds       INTEGER NOT NULL DEFAULT 0,
+  enrolled_at_ms       INTEGER NOT NULL DEFAULT 0,
+  last_seen_ms         INTEGER NOT NULL DEFAULT 0,
+  status_changed_at_ms INTEGER NOT NULL DEFAULT 0,
+  credential_hash      TEXT NOT NULL DEFAULT ''
+) STRICT;
+
+CREATE TABLE runs (
+  id                  TEXT NOT NULL PRIMARY KEY,
+  idempotency_key     TEXT NOT NULL DEFAULT '',
+  request_fingerprint TEXT NOT NULL DEFAULT '',
+  created_by          TEXT NOT NULL DEFAULT '',
+  created_at_ms       INTEGER NOT NULL DEFAULT 0
+) STRICT;
+-- Most runs have no key; only keyed runs must be unique.
+CREATE UNIQUE INDEX runs_idempotency_key ON runs (idempotency_key) WHERE idempotency_key <> '';
+
+CREATE TABLE commands (
+  id                 TEXT NOT NULL PRIMARY KEY,
+  run_id             TEXT NOT NULL REFERENCES runs (id),
+  host_id            TEXT NOT NULL,
+  exec_argv          TEXT NOT NULL DEFAULT '[]',
+  exec_script        TEXT NOT NULL DEFAULT '',
+  exec_env           TEXT NOT NULL DEFAULT '{}',
+  exec_cwd           TEXT NOT NULL DEFAULT '',
+  exec_timeout_ms    INTEGER NOT NULL DEFAULT 0,
+  exec_kill_grace_ms INTEGER NOT NULL DEFAULT 0,
+  state              TEXT NOT NULL CHECK (state IN ('queued', 'dispatched', 'running',
+                       'succeeded', 'failed', 'timed_out', 'cancelled', 'expired')),
+  idempotency_key    TEXT NOT NULL DEFAULT '',
+  created_by         TEXT NOT NULL DEFAULT '',
+  created_at_ms      INTEGER NOT NULL DEFAULT 0,
+  expires_at_ms      INTEGER NOT NULL DEFAULT 0,
+  dispatched_at_ms   INTEGER NOT NULL DEFAULT 0,
+  started_at_ms      INTEGER NOT NULL DEFAULT 0,
+  finished_at_ms     INTEGER NOT NULL DEFAULT 0,
+  exit_code          INTEGER,
+  signal             INTEGER NOT NULL DEFAULT 0,
+  error              TEXT NOT NULL DEFAULT '',
+  output_truncated   INTEGER NOT NULL DEFAULT 0 CHECK (output_truncated IN (0, 1)),
+  stdout_bytes       INTEGER NOT NULL DEFAULT 0,
+  stderr_bytes       INTEGER NOT NULL DEFAULT 0,
+  cancel_requested   INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
+  result_source      TEXT NOT NULL DEFAULT 'none' CHECK (result_source IN ('none', 'agent', 'server'))
+) STRICT;
+-- (x, id): newest-first listings by host, run or state walk the index backwards, no sort.
+CREATE INDEX commands_host_id ON commands (host_id, id);
+CREATE INDEX commands_run_id ON commands (run_id, id);
+CREATE INDEX commands_state ON commands (state, id);
+
+CREATE TABLE command_output (
+  command_id TEXT NOT NULL REFERENCES commands (id),
+  stream     TEXT NOT NULL CHECK (stream IN ('stdout', 'stderr')),
+  offset     INTEGER NOT NULL CHECK (offset >= 0),
+  data       BLOB NOT NULL,
+  PRIMARY KEY (command_id, stream, offset)
+) STRICT;
+
+CREATE TABLE enroll_tokens (
+  id            TEXT NOT NULL PRIMARY KEY,
+  token_hash    TEXT NOT NULL UNIQUE,
+  uses_left     INTEGER NOT NULL CHECK (uses_left >= -1),
+  expires_at_ms INTEGER NOT NULL DEFAULT 0,
+  labels        TEXT NOT NULL DEFAULT '{}',
+  created_by    TEXT NOT NULL DEFAULT '',
+  created_at_ms INTEGER NOT NULL DEFAULT 0,
+  revoked       INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1))
+) STRICT;
+)sql";
+
+constexpr Migration kMigrations[] = {
+    {1, "hosts, runs, commands, command_output, enroll_tokens", kSchemaV1},
+};
+
+absl::Status applyOne(Connection& conn, const Migration& m, int64_t now_ms) {
+  if (auto st = conn.exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+  // Re-read inside the write lock: another process may have migrated meanwhile.
+  auto current = currentSchemaVersion(conn);
+  absl::Status st = current.status();
+  if (st.ok() && *current < m.version) {
+    st = conn.exec(m.sql);
+    if (st.ok()) {
+      auto insert = conn.prepare(
+          "INSERT INTO schema_migrations (version, description, applied_at_ms) VALUES (?1, ?2, ?3)");
+      st = insert.status();
+      if (st.ok()) st = insert->bindInt(1, m.version).bindText(2, m.description).bindInt(3, now_ms).run();
+    }
+  }
+  if (st.ok()) st = conn.exec("COMMIT");
+  if (!st.ok() && conn.inTransaction()) (void)conn.exec("ROLLBACK");
+  return st;
+}
+
+}  // namespace
+
+int64_t latestSchemaVersion() { return std::prev(std::end(kMigrations))->version; }
+
+absl::StatusOr<int64_t> currentSchemaVersion(Connection& conn) {
+  auto text = conn.queryText("SELECT COALESCE(MAX(version), 0) FROM schema_migrations");
+  if (!text.ok()) return text.status();
+  int64_t version = 0;
+  for (char c : *text) {
+    if (c < '0' || c > '9') {
+      return absl::DataLossError(absl::StrCat("schema_migrations holds a non-numeric version '",
+                                              *text, "'"));
+    }
+    version = version * 10 + (c - '0');
+  }
+  return version;
+}
+
+absl::Status migrate(Connection& conn, int64_t now_ms) {
+  const std::string where = absl::StrCat("migrating database ", conn.path());
+  absl::Status st = conn.exec(
+      "CREATE TABLE IF NOT EXISTS schema_migrations ("
+      " version INTEGER NOT NULL PRIMARY KEY,"
+      " description TEXT NOT NULL,"
+      " applied_at_ms INTEGER NOT NULL) STRICT");
+  if (!st.ok()) return annotate(st, where);
+  auto current = currentSchemaVersion(conn);
+  if (!current.ok()) return annotate(current.status(), where);
+  if (*current > latestSchemaVersion()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "database ", conn.path(), " has schema version ", *current,
+        " but this binary knows versions up to ", latestSchemaVersion(),
+        ": it was written by a newer Muster release; run that release or restore a backup "
+        "taken before the upgrade"));
+  }
+  for (const Migration& m : kMigrations) {
+    if (m.version <= *current) continue;
+    st = applyOne(conn, m, now_ms);
+    if (!st.ok()) {
+      return annotate(st, absl::StrCat(where, ": schema migration ", m.version, " (",
+                                       m.description, ") failed and was rolled back"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace muster::store::sqlite

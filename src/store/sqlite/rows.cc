@@ -1,0 +1,217 @@
+// Row <-> model conversions of the SQLite store.
+#include "store/sqlite/rows.h"
+
+#include "absl/strings/str_cat.h"
+#include "store/sqlite/json_codec.h"
+
+namespace muster::store::sqlite {
+namespace {
+
+// Unsigned counters are stored bit-for-bit in SQLite's signed 64-bit integers.
+int64_t asStored(uint64_t v) { return static_cast<int64_t>(v); }
+uint64_t asUnsigned(int64_t v) { return static_cast<uint64_t>(v); }
+
+absl::Status damaged(const char* table, const std::string& id, const char* column,
+                     const absl::Status& why) {
+  return absl::DataLossError(absl::StrCat("stored ", table, " ", id, " has an unreadable ",
+                                          column, " (", why.message(),
+                                          "); the database may be damaged: restore a backup"));
+}
+
+absl::Status badName(const char* table, const std::string& id, const char* column,
+                     const std::string& value) {
+  return absl::DataLossError(absl::StrCat("stored ", table, " ", id, " has an unknown ", column,
+                                          " '", value,
+                                          "'; was the database written by a newer release?"));
+}
+
+bool parseResultSource(std::string_view text, model::ResultSource* out) {
+  for (auto s : {model::ResultSource::kNone, model::ResultSource::kAgent,
+                 model::ResultSource::kServer}) {
+    if (resultSourceName(s) == text) {
+      *out = s;
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string placeholders(int n) {
+  std::string out;
+  for (int i = 1; i <= n; ++i) absl::StrAppend(&out, i > 1 ? ", ?" : "?", i);
+  return out;
+}
+
+std::string_view resultSourceName(model::ResultSource source) {
+  switch (source) {
+    case model::ResultSource::kNone: return "none";
+    case model::ResultSource::kAgent: return "agent";
+    case model::ResultSource::kServer: return "server";
+  }
+  return "none";
+}
+
+void bindHost(Stmt& stmt, const model::Host& h) {
+  stmt.bindText(1, h.id)
+      .bindText(2, model::toString(h.status))
+      .bindText(3, h.version)
+      .bindText(4, encodeStringMap(h.facts))
+      .bindText(5, encodeStringMap(h.labels))
+      .bindDouble(6, h.metrics.load1)
+      .bindDouble(7, h.metrics.load5)
+      .bindDouble(8, h.metrics.load15)
+      .bindInt(9, asStored(h.metrics.mem_total_bytes))
+      .bindInt(10, asStored(h.metrics.mem_available_bytes))
+      .bindInt(11, asStored(h.metrics.disk_total_bytes))
+      .bindInt(12, asStored(h.metrics.disk_free_bytes))
+      .bindInt(13, asStored(h.metrics.uptime_seconds))
+      .bindInt(14, h.enrolled_at_ms)
+      .bindInt(15, h.last_seen_ms)
+      .bindInt(16, h.status_changed_at_ms)
+      .bindText(17, h.credential_hash);
+}
+
+void bindRun(Stmt& stmt, const Run& r) {
+  stmt.bindText(1, r.id)
+      .bindText(2, r.idempotency_key)
+      .bindText(3, r.request_fingerprint)
+      .bindText(4, r.created_by)
+      .bindInt(5, r.created_at_ms);
+}
+
+void bindCommand(Stmt& stmt, const model::Command& c) {
+  stmt.bindText(1, c.id)
+      .bindText(2, c.run_id)
+      .bindText(3, c.host_id)
+      .bindText(4, encodeStringList(c.exec.argv))
+      .bindText(5, c.exec.script)
+      .bindText(6, encodeStringMap(c.exec.env))
+      .bindText(7, c.exec.cwd)
+      .bindInt(8, c.exec.timeout_ms)
+      .bindInt(9, c.exec.kill_grace_ms)
+      .bindText(10, model::toString(c.state))
+      .bindText(11, c.idempotency_key)
+      .bindText(12, c.created_by)
+      .bindInt(13, c.created_at_ms)
+      .bindInt(14, c.expires_at_ms)
+      .bindInt(15, c.dispatched_at_ms)
+      .bindInt(16, c.started_at_ms)
+      .bindInt(17, c.finished_at_ms);
+  if (c.exit_code.has_value()) {
+    stmt.bindInt(18, *c.exit_code);
+  } else {
+    stmt.bindNull(18);
+  }
+  stmt.bindInt(19, c.signal)
+      .bindText(20, c.error)
+      .bindInt(21, c.output_truncated ? 1 : 0)
+      .bindInt(22, asStored(c.stdout_bytes))
+      .bindInt(23, asStored(c.stderr_bytes))
+      .bindInt(24, c.cancel_requested ? 1 : 0)
+      .bindText(25, resultSourceName(c.result_source));
+}
+
+void bindEnrollToken(Stmt& stmt, const EnrollToken& t) {
+  stmt.bindText(1, t.id)
+      .bindText(2, t.token_hash)
+      .bindInt(3, t.uses_left)
+      .bindInt(4, t.expires_at_ms)
+      .bindText(5, encodeStringMap(t.labels))
+      .bindText(6, t.created_by)
+      .bindInt(7, t.created_at_ms)
+      .bindInt(8, t.revoked ? 1 : 0);
+}
+
+absl::StatusOr<model::Host> hostFromRow(const Stmt& s) {
+  model::Host h;
+  h.id = s.columnText(0);
+  std::string status = s.columnText(1);
+  if (!model::parseHostStatus(status, &h.status)) return badName("host", h.id, "status", status);
+  h.version = s.columnText(2);
+  auto facts = decodeStringMap(s.columnText(3));
+  if (!facts.ok()) return damaged("host", h.id, "facts", facts.status());
+  h.facts = std::move(*facts);
+  auto labels = decodeStringMap(s.columnText(4));
+  if (!labels.ok()) return damaged("host", h.id, "labels", labels.status());
+  h.labels = std::move(*labels);
+  h.metrics.load1 = s.columnDouble(5);
+  h.metrics.load5 = s.columnDouble(6);
+  h.metrics.load15 = s.columnDouble(7);
+  h.metrics.mem_total_bytes = asUnsigned(s.columnInt(8));
+  h.metrics.mem_available_bytes = asUnsigned(s.columnInt(9));
+  h.metrics.disk_total_bytes = asUnsigned(s.columnInt(10));
+  h.metrics.disk_free_bytes = asUnsigned(s.columnInt(11));
+  h.metrics.uptime_seconds = asUnsigned(s.columnInt(12));
+  h.enrolled_at_ms = s.columnInt(13);
+  h.last_seen_ms = s.columnInt(14);
+  h.status_changed_at_ms = s.columnInt(15);
+  h.credential_hash = s.columnText(16);
+  return h;
+}
+
+absl::StatusOr<Run> runFromRow(const Stmt& s) {
+  Run r;
+  r.id = s.columnText(0);
+  r.idempotency_key = s.columnText(1);
+  r.request_fingerprint = s.columnText(2);
+  r.created_by = s.columnText(3);
+  r.created_at_ms = s.columnInt(4);
+  return r;
+}
+
+absl::StatusOr<model::Command> commandFromRow(const Stmt& s) {
+  model::Command c;
+  c.id = s.columnText(0);
+  c.run_id = s.columnText(1);
+  c.host_id = s.columnText(2);
+  auto argv = decodeStringList(s.columnText(3));
+  if (!argv.ok()) return damaged("command", c.id, "argv", argv.status());
+  c.exec.argv = std::move(*argv);
+  c.exec.script = s.columnText(4);
+  auto env = decodeStringMap(s.columnText(5));
+  if (!env.ok()) return damaged("command", c.id, "env", env.status());
+  c.exec.env = std::move(*env);
+  c.exec.cwd = s.columnText(6);
+  c.exec.timeout_ms = s.columnInt(7);
+  c.exec.kill_grace_ms = s.columnInt(8);
+  std::string state = s.columnText(9);
+  if (!model::parseCommandState(state, &c.state)) return badName("command", c.id, "state", state);
+  c.idempotency_key = s.columnText(10);
+  c.created_by = s.columnText(11);
+  c.created_at_ms = s.columnInt(12);
+  c.expires_at_ms = s.columnInt(13);
+  c.dispatched_at_ms = s.columnInt(14);
+  c.started_at_ms = s.columnInt(15);
+  c.finished_at_ms = s.columnInt(16);
+  if (!s.columnIsNull(17)) c.exit_code = static_cast<int>(s.columnInt(17));
+  c.signal = static_cast<int>(s.columnInt(18));
+  c.error = s.columnText(19);
+  c.output_truncated = s.columnInt(20) != 0;
+  c.stdout_bytes = asUnsigned(s.columnInt(21));
+  c.stderr_bytes = asUnsigned(s.columnInt(22));
+  c.cancel_requested = s.columnInt(23) != 0;
+  std::string source = s.columnText(24);
+  if (!parseResultSource(source, &c.result_source)) {
+    return badName("command", c.id, "result_source", source);
+  }
+  return c;
+}
+
+absl::StatusOr<EnrollToken> enrollTokenFromRow(const Stmt& s) {
+  EnrollToken t;
+  t.id = s.columnText(0);
+  t.token_hash = s.columnText(1);
+  t.uses_left = s.columnInt(2);
+  t.expires_at_ms = s.columnInt(3);
+  auto labels = decodeStringMap(s.columnText(4));
+  if (!labels.ok()) return damaged("enroll token", t.id, "labels", labels.status());
+  t.labels = std::move(*labels);
+  t.created_by = s.columnText(5);
+  t.created_at_ms = s.columnInt(6);
+  t.revoked = s.columnInt(7) != 0;
+  return t;
+}
+
+}  // namespace muster::store::sqlite

@@ -1,0 +1,53 @@
+// How store and model types map to table rows: column lists, binding and decoding, enum names.
+#pragma once
+
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "model/command.h"
+#include "model/host.h"
+#include "store/sqlite/connection.h"
+#include "store/store.h"
+
+namespace muster::store::sqlite {
+
+// Column lists in the order bind*() binds them (?1..?N) and *FromRow() reads them (0..N-1).
+inline constexpr char kHostColumns[] =
+    "id, status, version, facts, labels, load1, load5, load15, mem_total_bytes, "
+    "mem_available_bytes, disk_total_bytes, disk_free_bytes, uptime_seconds, enrolled_at_ms, "
+    "last_seen_ms, status_changed_at_ms, credential_hash";
+inline constexpr int kHostColumnCount = 17;
+
+inline constexpr char kRunColumns[] =
+    "id, idempotency_key, request_fingerprint, created_by, created_at_ms";
+inline constexpr int kRunColumnCount = 5;
+
+inline constexpr char kCommandColumns[] =
+    "id, run_id, host_id, exec_argv, exec_script, exec_env, exec_cwd, exec_timeout_ms, "
+    "exec_kill_grace_ms, state, idempotency_key, created_by, created_at_ms, expires_at_ms, "
+    "dispatched_at_ms, started_at_ms, finished_at_ms, exit_code, signal, error, "
+    "output_truncated, stdout_bytes, stderr_bytes, cancel_requested, result_source";
+inline constexpr int kCommandColumnCount = 25;
+
+inline constexpr char kEnrollTokenColumns[] =
+    "id, token_hash, uses_left, expires_at_ms, labels, created_by, created_at_ms, revoked";
+inline constexpr int kEnrollTokenColumnCount = 8;
+
+// "?1, ?2, ..., ?n"
+std::string placeholders(int n);
+
+std::string_view resultSourceName(model::ResultSource source);
+
+void bindHost(Stmt& stmt, const model::Host& host);
+void bindRun(Stmt& stmt, const Run& run);
+void bindCommand(Stmt& stmt, const model::Command& command);
+void bindEnrollToken(Stmt& stmt, const EnrollToken& token);
+
+// Decoding fails with DATA_LOSS when a stored value cannot be read back (a damaged file or
+// a row written by something else than this store).
+absl::StatusOr<model::Host> hostFromRow(const Stmt& stmt);
+absl::StatusOr<Run> runFromRow(const Stmt& stmt);
+absl::StatusOr<model::Command> commandFromRow(const Stmt& stmt);
+absl::StatusOr<EnrollToken> enrollTokenFromRow(const Stmt& stmt);
+
+}  // namespace muster::store::sqlite

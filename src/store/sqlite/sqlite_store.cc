@@ -1,0 +1,248 @@
+// SqliteStore: opening and migrating the file, and every read (on the read connection).
+#include "store/sqlite/sqlite_store.h"
+
+#include <algorithm>
+#include <chrono>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "store/sqlite/connection.h"
+#include "store/sqlite/group_commit.h"
+#include "store/sqlite/migrations.h"
+#include "store/sqlite/rows.h"
+
+namespace muster::store {
+
+using sqlite::Connection;
+using sqlite::Stmt;
+
+namespace {
+
+constexpr int kMaxListLimit = 1000;
+
+template <typename T>
+using Decoder = absl::StatusOr<T> (*)(const Stmt&);
+
+template <typename T>
+absl::StatusOr<std::vector<T>> allRows(Stmt& stmt, Decoder<T> decode) {
+  std::vector<T> out;
+  for (;;) {
+    auto row = stmt.step();
+    if (!row.ok()) return row.status();
+    if (!*row) return out;
+    auto value = decode(stmt);
+    if (!value.ok()) return value.status();
+    out.push_back(std::move(*value));
+  }
+}
+
+template <typename T>
+absl::StatusOr<std::optional<T>> firstRow(Stmt& stmt, Decoder<T> decode) {
+  auto row = stmt.step();
+  if (!row.ok()) return row.status();
+  if (!*row) return std::optional<T>();
+  auto value = decode(stmt);
+  if (!value.ok()) return value.status();
+  return std::optional<T>(std::move(*value));
+}
+
+// Runs `sql` (bound by `bind`) on the read connection and decodes every row.
+template <typename T, typename Bind>
+absl::StatusOr<std::vector<T>> queryAll(Connection& conn, const std::string& sql, Bind bind,
+                                        Decoder<T> decode, const std::string& context) {
+  auto stmt = conn.prepare(sql);
+  if (!stmt.ok()) return sqlite::annotate(stmt.status(), context);
+  bind(*stmt);
+  auto rows = allRows(*stmt, decode);
+  if (!rows.ok()) return sqlite::annotate(rows.status(), context);
+  return rows;
+}
+
+template <typename T, typename Bind>
+absl::StatusOr<std::optional<T>> queryOne(Connection& conn, const std::string& sql, Bind bind,
+                                          Decoder<T> decode, const std::string& context) {
+  auto stmt = conn.prepare(sql);
+  if (!stmt.ok()) return sqlite::annotate(stmt.status(), context);
+  bind(*stmt);
+  auto row = firstRow(*stmt, decode);
+  if (!row.ok()) return sqlite::annotate(row.status(), context);
+  return row;
+}
+
+void bindNothing(Stmt&) {}
+
+int64_t nowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path) {
+  return open(path, SqliteStoreOptions{});
+}
+
+absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string& path,
+                                                               const SqliteStoreOptions& options) {
+  auto writer_conn = Connection::open(path, Connection::Role::kWriter, options.busy_timeout_ms);
+  if (!writer_conn.ok()) return writer_conn.status();
+  if (auto st = sqlite::migrate(**writer_conn, nowMs()); !st.ok()) return st;
+  auto reader = Connection::open(path, Connection::Role::kReader, options.busy_timeout_ms);
+  if (!reader.ok()) return reader.status();
+  auto writer = std::make_unique<sqlite::GroupCommitWriter>(std::move(*writer_conn),
+                                                            options.max_batch);
+  return std::unique_ptr<SqliteStore>(
+      new SqliteStore(path, std::move(*reader), std::move(writer)));
+}
+
+SqliteStore::SqliteStore(std::string path, std::unique_ptr<Connection> reader,
+                         std::unique_ptr<sqlite::GroupCommitWriter> writer)
+    : path_(std::move(path)), reader_(std::move(reader)), writer_(std::move(writer)) {}
+
+SqliteStore::~SqliteStore() {
+  writer_.reset();  // drains the queue; the read connection closes after it
+}
+
+void SqliteStore::write(Mutation mutation, WriteDone done) {
+  writer_->submit(std::move(mutation), std::move(done));
+}
+
+absl::Status SqliteStore::flush() { return writer_->flush(); }
+
+StoreStats SqliteStore::stats() const { return writer_->stats(); }
+
+absl::Status SqliteStore::ping() {
+  std::lock_guard lock(read_mu_);
+  auto version = sqlite::currentSchemaVersion(*reader_);
+  if (!version.ok()) {
+    return sqlite::annotate(version.status(), absl::StrCat("database ", path_, " is not readable"));
+  }
+  if (*version != sqlite::latestSchemaVersion()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "database ", path_, " has schema version ", *version, ", expected ",
+        sqlite::latestSchemaVersion(), "; was it changed by another Muster release?"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<model::Host>> SqliteStore::loadHosts() {
+  static const std::string sql =
+      absl::StrCat("SELECT ", sqlite::kHostColumns, " FROM hosts ORDER BY id");
+  std::lock_guard lock(read_mu_);
+  return queryAll(*reader_, sql, bindNothing, &sqlite::hostFromRow, "loading hosts");
+}
+
+absl::StatusOr<std::optional<model::Command>> SqliteStore::getCommand(const std::string& id) {
+  static const std::string sql =
+      absl::StrCat("SELECT ", sqlite::kCommandColumns, " FROM commands WHERE id = ?1");
+  std::lock_guard lock(read_mu_);
+  return queryOne(
+      *reader_, sql, [&](Stmt& s) { s.bindText(1, id); }, &sqlite::commandFromRow,
+      absl::StrCat("reading command ", id));
+}
+
+absl::StatusOr<std::vector<model::Command>> SqliteStore::loadOpenCommands() {
+  static const std::string sql =
+      absl::StrCat("SELECT ", sqlite::kCommandColumns,
+                   " FROM commands WHERE state IN ('queued', 'dispatched', 'running') ORDER BY id");
+  std::lock_guard lock(read_mu_);
+  return queryAll(*reader_, sql, bindNothing, &sqlite::commandFromRow, "loading open commands");
+}
+
+absl::StatusOr<std::vector<model::Command>> SqliteStore::listCommands(
+    const CommandFilter& filter) {
+  // One cached statement per combination of filters, so each can use its own index.
+  std::string sql = absl::StrCat("SELECT ", sqlite::kCommandColumns, " FROM commands WHERE 1");
+  if (!filter.run_id.empty()) sql += " AND run_id = ?1";
+  if (!filter.host_id.empty()) sql += " AND host_id = ?2";
+  if (filter.state.has_value()) sql += " AND state = ?3";
+  if (!filter.before_id.empty()) sql += " AND id < ?4";
+  sql += " ORDER BY id DESC LIMIT ?5";
+  const int limit = std::clamp(filter.limit, 1, kMaxListLimit);
+  std::lock_guard lock(read_mu_);
+  return queryAll(
+      *reader_, sql,
+      [&](Stmt& s) {
+        s.bindText(1, filter.run_id).bindText(2, filter.host_id);
+        if (filter.state.has_value()) s.bindText(3, model::toString(*filter.state));
+        s.bindText(4, filter.before_id).bindInt(5, limit);
+      },
+      &sqlite::commandFromRow, "listing commands");
+}
+
+absl::StatusOr<std::optional<Run>> SqliteStore::getRun(const std::string& id) {
+  static const std::string sql =
+      absl::StrCat("SELECT ", sqlite::kRunColumns, " FROM runs WHERE id = ?1");
+  std::lock_guard lock(read_mu_);
+  return queryOne(
+      *reader_, sql, [&](Stmt& s) { s.bindText(1, id); }, &sqlite::runFromRow,
+      absl::StrCat("reading run ", id));
+}
+
+absl::StatusOr<std::optional<Run>> SqliteStore::findRunByIdempotencyKey(const std::string& key) {
+  if (key.empty()) return std::optional<Run>();
+  // The `<> ''` term lets the planner use the partial unique index.
+  static const std::string sql =
+      absl::StrCat("SELECT ", sqlite::kRunColumns,
+                   " FROM runs WHERE idempotency_key = ?1 AND idempotency_key <> ''");
+  std::lock_guard lock(read_mu_);
+  return queryOne(
+      *reader_, sql, [&](Stmt& s) { s.bindText(1, key); }, &sqlite::runFromRow,
+      "looking up a run by idempotency key");
+}
+
+absl::StatusOr<std::vector<model::OutputChunk>> SqliteStore::readOutput(
+    const std::string& command_id, model::OutputStream stream, uint64_t from_offset,
+    uint64_t max_bytes) {
+  // Start at the chunk just at or below `from` when it covers `from`, else at `from`.
+  static const std::string sql =
+      "SELECT offset, data FROM command_output WHERE command_id = ?1 AND stream = ?2 AND "
+      "offset >= COALESCE((SELECT CASE WHEN offset + length(data) > ?3 THEN offset ELSE ?3 END "
+      "FROM command_output WHERE command_id = ?1 AND stream = ?2 AND offset <= ?3 "
+      "ORDER BY offset DESC LIMIT 1), ?3) ORDER BY offset";
+  const auto from = static_cast<int64_t>(
+      std::min<uint64_t>(from_offset, std::numeric_limits<int64_t>::max()));
+  const std::string context =
+      absl::StrCat("reading ", std::string(model::toString(stream)), " of command ", command_id);
+
+  std::lock_guard lock(read_mu_);
+  auto stmt = reader_->prepare(sql);
+  if (!stmt.ok()) return sqlite::annotate(stmt.status(), context);
+  stmt->bindText(1, command_id).bindText(2, model::toString(stream)).bindInt(3, from);
+  std::vector<model::OutputChunk> out;
+  uint64_t gathered = 0;
+  while (out.empty() || gathered < max_bytes) {
+    auto row = stmt->step();
+    if (!row.ok()) return sqlite::annotate(row.status(), context);
+    if (!*row) break;
+    model::OutputChunk chunk;
+    chunk.command_id = command_id;
+    chunk.stream = stream;
+    chunk.offset = static_cast<uint64_t>(stmt->columnInt(0));
+    chunk.data = stmt->columnBlob(1);
+    gathered += chunk.data.size();
+    out.push_back(std::move(chunk));
+  }
+  return out;
+}
+
+absl::StatusOr<std::optional<EnrollToken>> SqliteStore::findEnrollTokenByHash(
+    const std::string& token_hash) {
+  static const std::string sql = absl::StrCat("SELECT ", sqlite::kEnrollTokenColumns,
+                                              " FROM enroll_tokens WHERE token_hash = ?1");
+  std::lock_guard lock(read_mu_);
+  return queryOne(
+      *reader_, sql, [&](Stmt& s) { s.bindText(1, token_hash); }, &sqlite::enrollTokenFromRow,
+      "looking up an enrollment token");
+}
+
+absl::StatusOr<std::vector<EnrollToken>> SqliteStore::listEnrollTokens() {
+  static const std::string sql = absl::StrCat("SELECT ", sqlite::kEnrollTokenColumns,
+                                              " FROM enroll_tokens ORDER BY created_at_ms, id");
+  std::lock_guard lock(read_mu_);
+  return queryAll(*reader_, sql, bindNothing, &sqlite::enrollTokenFromRow,
+                  "listing enrollment tokens");
+}
+
+}  // namespace muster::store

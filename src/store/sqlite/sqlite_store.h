@@ -1,0 +1,82 @@
+// The embedded Store: one SQLite file in WAL mode, a group-commit writer thread, and a
+// separate read connection, so reads never queue behind an fsync.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "store/store.h"
+
+namespace muster::store {
+
+namespace sqlite {
+class Connection;
+class GroupCommitWriter;
+}  // namespace sqlite
+
+struct SqliteStoreOptions {
+  // How long a statement waits for a lock held by another connection before failing.
+  int busy_timeout_ms = 5000;
+  // Mutations per transaction at most.
+  size_t max_batch = 4096;
+};
+
+// StoreStats of this store: `transactions` counts committed transactions, `mutations` every
+// mutation the writer handled (whatever its outcome), `failed_transactions` transactions that
+// could not begin or commit, `last_commit_ms` the duration of the last transaction from BEGIN
+// to the end of COMMIT (fsync included).
+class SqliteStore final : public Store {
+ public:
+  // Opens the database at `path` (created if missing) and applies pending schema
+  // migrations. Fails if the file has a newer schema than this binary knows.
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> open(const std::string& path);
+  static absl::StatusOr<std::unique_ptr<SqliteStore>> open(const std::string& path,
+                                                           const SqliteStoreOptions& options);
+  // Commits everything still queued, then closes the database.
+  ~SqliteStore() override;
+  SqliteStore(const SqliteStore&) = delete;
+  SqliteStore& operator=(const SqliteStore&) = delete;
+
+  // `done` runs on the writer thread; it must not block on this store (flush, writeAndWait).
+  void write(Mutation mutation, WriteDone done) override;
+  absl::Status flush() override;
+
+  absl::StatusOr<std::vector<model::Host>> loadHosts() override;
+  absl::StatusOr<std::optional<model::Command>> getCommand(const std::string& id) override;
+  absl::StatusOr<std::vector<model::Command>> loadOpenCommands() override;
+  // Filters combine with AND; `limit` is clamped to 1..1000.
+  absl::StatusOr<std::vector<model::Command>> listCommands(const CommandFilter& filter) override;
+  absl::StatusOr<std::optional<Run>> getRun(const std::string& id) override;
+  absl::StatusOr<std::optional<Run>> findRunByIdempotencyKey(const std::string& key) override;
+  // Whole chunks: the first may start before `from_offset`. At least one chunk is returned
+  // when there is one; reading stops once `max_bytes` have been gathered.
+  absl::StatusOr<std::vector<model::OutputChunk>> readOutput(const std::string& command_id,
+                                                             model::OutputStream stream,
+                                                             uint64_t from_offset,
+                                                             uint64_t max_bytes) override;
+  absl::StatusOr<std::optional<EnrollToken>> findEnrollTokenByHash(
+      const std::string& token_hash) override;
+  // Oldest first.
+  absl::StatusOr<std::vector<EnrollToken>> listEnrollTokens() override;
+
+  absl::Status ping() override;
+  StoreStats stats() const override;
+
+ private:
+  SqliteStore(std::string path, std::unique_ptr<sqlite::Connection> reader,
+              std::unique_ptr<sqlite::GroupCommitWriter> writer);
+
+  const std::string path_;
+  std::mutex read_mu_;
+  std::unique_ptr<sqlite::Connection> reader_ ABSL_GUARDED_BY(read_mu_);
+  std::unique_ptr<sqlite::GroupCommitWriter> writer_;
+};
+
+}  // namespace muster::store

@@ -1,0 +1,140 @@
+// The storage port of the control plane. The core depends on this interface only;
+// src/store/sqlite (and later postgres) implement it.
+//
+// Writes are asynchronous and FIFO: every mutation handed to write() is applied in
+// submission order; implementations group many mutations into one transaction (one
+// fsync) and call each `done` after its transaction committed. Reads see committed data.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "model/command.h"
+#include "model/host.h"
+
+namespace muster::store {
+
+struct Run {
+  std::string id;
+  std::string idempotency_key;      // empty: none
+  std::string request_fingerprint;  // SHA-256 of the canonical request, for 409 on reuse
+  std::string created_by;
+  int64_t created_at_ms = 0;
+};
+
+struct EnrollToken {
+  std::string id;
+  std::string token_hash;  // SHA-256 hex of the secret
+  int64_t uses_left = 1;   // -1: unlimited
+  int64_t expires_at_ms = 0;
+  model::StringMap labels;
+  std::string created_by;
+  int64_t created_at_ms = 0;
+  bool revoked = false;
+};
+
+struct CommandFilter {
+  std::string run_id;   // empty: any
+  std::string host_id;  // empty: any
+  std::optional<model::CommandState> state;
+  std::string before_id;  // pagination: ids strictly below this (ULIDs sort by time)
+  int limit = 100;
+};
+
+// --- Mutations -------------------------------------------------------------------------
+// Inserts the host or replaces every stored field of it.
+struct UpsertHost {
+  model::Host host;
+};
+struct SetHostStatus {
+  std::string host_id;
+  model::HostStatus status;
+  int64_t at_ms = 0;
+};
+struct RecordHeartbeat {
+  std::string host_id;
+  model::Metrics metrics;
+  int64_t last_seen_ms = 0;
+};
+// A run and its commands, all or nothing. A duplicate idempotency key fails with
+// ALREADY_EXISTS and writes nothing.
+struct InsertRun {
+  Run run;
+  std::vector<model::Command> commands;
+};
+// Replaces the mutable fields of a command (state, times, result, flags) when its stored
+// state is one of `only_if_state_in` (empty: any). rows == 0 when the condition failed.
+struct UpdateCommand {
+  model::Command command;
+  std::vector<model::CommandState> only_if_state_in;
+};
+// Stores bytes at (command, stream, offset); a chunk already stored at that offset is kept.
+struct AppendOutput {
+  model::OutputChunk chunk;
+};
+struct InsertEnrollToken {
+  EnrollToken token;
+};
+// Decrements uses_left when it is > 0 (rows == 0 when used up); -1 stays -1.
+struct ConsumeEnrollToken {
+  std::string token_id;
+};
+
+using Mutation = std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, InsertRun,
+                              UpdateCommand, AppendOutput, InsertEnrollToken, ConsumeEnrollToken>;
+
+struct WriteResult {
+  absl::Status status;
+  int64_t rows = 0;  // rows changed by this mutation
+};
+using WriteDone = std::function<void(WriteResult)>;
+
+struct StoreStats {
+  uint64_t transactions = 0;
+  uint64_t mutations = 0;
+  uint64_t failed_transactions = 0;
+  double last_commit_ms = 0;
+  uint64_t last_batch_size = 0;
+};
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  // Queues a mutation; `done` (may be empty) runs on the writer thread after commit.
+  // Must not block on I/O.
+  virtual void write(Mutation mutation, WriteDone done) = 0;
+  // Blocks until the mutation committed (convenience for callers on worker threads).
+  WriteResult writeAndWait(Mutation mutation);
+  // Blocks until everything queued before the call committed.
+  virtual absl::Status flush() = 0;
+
+  virtual absl::StatusOr<std::vector<model::Host>> loadHosts() = 0;
+  virtual absl::StatusOr<std::optional<model::Command>> getCommand(const std::string& id) = 0;
+  // Every command in queued, dispatched or running state.
+  virtual absl::StatusOr<std::vector<model::Command>> loadOpenCommands() = 0;
+  // Newest first.
+  virtual absl::StatusOr<std::vector<model::Command>> listCommands(const CommandFilter& filter) = 0;
+  virtual absl::StatusOr<std::optional<Run>> getRun(const std::string& id) = 0;
+  virtual absl::StatusOr<std::optional<Run>> findRunByIdempotencyKey(const std::string& key) = 0;
+  // Chunks of one stream ordered by offset, starting with the chunk that contains
+  // `from_offset` (or the first after it), up to roughly `max_bytes`.
+  virtual absl::StatusOr<std::vector<model::OutputChunk>> readOutput(
+      const std::string& command_id, model::OutputStream stream, uint64_t from_offset,
+      uint64_t max_bytes) = 0;
+  virtual absl::StatusOr<std::optional<EnrollToken>> findEnrollTokenByHash(
+      const std::string& token_hash) = 0;
+  virtual absl::StatusOr<std::vector<EnrollToken>> listEnrollTokens() = 0;
+
+  // Store reachable and migrations applied (readiness).
+  virtual absl::Status ping() = 0;
+  virtual StoreStats stats() const = 0;
+};
+
+}  // namespace muster::store

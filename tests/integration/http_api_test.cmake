@@ -1,0 +1,8 @@
+# REST API tests: a real HttpServer on 127.0.0.1:0 over an in-process ControlPlane and a real
+# SqliteStore. Include from tests/integration/CMakeLists.txt:
+#   include(${CMAKE_CURRENT_SOURCE_DIR}/http_api_test.cmake)
+include(GoogleTest)
+add_executable(muster_http_api_test ${CMAKE_CURRENT_LIST_DIR}/http_api_test.cc)
+target_link_libraries(muster_http_api_test PRIVATE
+  muster_server_http muster_store_sqlite CURL::libcurl Boost::json GTest::gtest_main)
+gtest_discover_tests(muster_http_api_test DISCOVERY_TIMEOUT 60 PROPERTIES TIMEOUT 120)

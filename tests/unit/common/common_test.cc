@@ -1,0 +1,77 @@
+// Unit tests of src/common and src/crypto helpers.
+#include <gtest/gtest.h>
+
+#include <set>
+
+#include "common/backoff.h"
+#include "common/duration.h"
+#include "common/ids.h"
+#include "crypto/secrets.h"
+
+namespace muster::common {
+namespace {
+
+TEST(UlidTest, SortsByTimeAndIsUnique) {
+  std::set<std::string> seen;
+  std::string prev;
+  for (int i = 0; i < 1000; ++i) {
+    auto id = newUlid(1'700'000'000'000 + i);
+    EXPECT_EQ(id.size(), 26u);
+    EXPECT_GT(id, prev);
+    prev = id;
+    EXPECT_TRUE(seen.insert(id).second);
+  }
+}
+
+TEST(AgentIdTest, AcceptsOnlyTheDocumentedAlphabet) {
+  EXPECT_TRUE(isValidAgentId("web-01.prod_eu"));
+  EXPECT_TRUE(isValidAgentId(std::string(128, 'a')));
+  EXPECT_FALSE(isValidAgentId(std::string(129, 'a')));
+  EXPECT_FALSE(isValidAgentId(""));
+  EXPECT_FALSE(isValidAgentId("a b"));
+  EXPECT_FALSE(isValidAgentId("../etc"));
+  EXPECT_FALSE(isValidAgentId(std::string("a\0b", 3)));
+}
+
+TEST(DurationTest, ParsesOperatorDurations) {
+  EXPECT_EQ(*parseDurationMs("30s"), 30'000);
+  EXPECT_EQ(*parseDurationMs("5m"), 300'000);
+  EXPECT_EQ(*parseDurationMs("24h"), 86'400'000);
+  EXPECT_EQ(*parseDurationMs("1h30m"), 5'400'000);
+  EXPECT_EQ(*parseDurationMs("250ms"), 250);
+  EXPECT_FALSE(parseDurationMs("").ok());
+  EXPECT_FALSE(parseDurationMs("30").ok());
+  EXPECT_FALSE(parseDurationMs("-5s").ok());
+  EXPECT_FALSE(parseDurationMs("5 s").ok());
+  EXPECT_FALSE(parseDurationMs("99999999999999h").ok());
+  EXPECT_EQ(formatDurationMs(90'000), "1m30s");
+}
+
+TEST(BackoffTest, FullJitterStaysUnderTheCappedCeiling) {
+  Backoff b(1000, 60'000, 42);
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    int64_t ceiling = b.ceilingMs();
+    EXPECT_LE(ceiling, 60'000);
+    int64_t d = b.nextDelayMs();
+    EXPECT_GE(d, 0);
+    EXPECT_LE(d, ceiling);
+  }
+  EXPECT_EQ(b.ceilingMs(), 60'000);
+  b.reset();
+  EXPECT_EQ(b.ceilingMs(), 1000);
+}
+
+TEST(SecretsTest, TokensAreRandomAndHashesStable) {
+  auto a = crypto::randomToken("mst_");
+  auto b = crypto::randomToken("mst_");
+  EXPECT_NE(a, b);
+  EXPECT_EQ(a.rfind("mst_", 0), 0u);
+  EXPECT_EQ(crypto::sha256Hex("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_TRUE(crypto::constantTimeEquals("abc", "abc"));
+  EXPECT_FALSE(crypto::constantTimeEquals("abc", "abd"));
+  EXPECT_FALSE(crypto::constantTimeEquals("abc", "abcd"));
+}
+
+}  // namespace
+}  // namespace muster::common

@@ -1,0 +1,277 @@
+// Core command lifecycle with a real SQLite store in a temp dir, a FakeClock and fake sessions.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "common/clock.h"
+#include "common/worker_pool.h"
+#include "server/core/control_plane.h"
+#include "store/sqlite/sqlite_store.h"
+#include "tests/unit/server/fake_session.h"
+
+namespace muster::server {
+namespace {
+using model::CommandState;
+using testing::FakeSession;
+
+class ControlPlaneTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() /
+           ("muster-core-" + std::to_string(::getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(dir_);
+    std::filesystem::create_directories(dir_);
+    openPlane();
+  }
+  void TearDown() override {
+    plane_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void openPlane() {
+    plane_.reset();
+    store_.reset();
+    auto store = store::SqliteStore::open((dir_ / "muster.db").string());
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    config_.heartbeat_interval_ms = 1000;
+    plane_ = std::make_unique<ControlPlane>(*store_, inline_, clock_, config_);
+    ASSERT_TRUE(plane_->start().ok());
+  }
+  std::string enroll(const std::string& id) {
+    auto token = plane_->enrollment().createToken(1, 0, {}, "test");
+    EXPECT_TRUE(token.ok());
+    auto cred = plane_->enrollment().enroll({token->secret, id, {}, {}});
+    EXPECT_TRUE(cred.ok()) << cred.status();
+    return *cred;
+  }
+  std::shared_ptr<FakeSession> connect(const std::string& id, const std::string& sid = "s1") {
+    auto s = std::make_shared<FakeSession>(id, sid);
+    HelloInfo hello;
+    hello.agent_id = id;
+    hello.version = "test";
+    EXPECT_TRUE(plane_->onHello(s, hello).ok());
+    return s;
+  }
+  CreateRunResult run(const std::string& host, const std::string& key = "") {
+    CreateRunRequest req;
+    req.host_ids = {host};
+    req.exec.argv = {"true"};
+    req.idempotency_key = key;
+    req.created_by = "test";
+    auto r = plane_->commands().createRun(req);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return *r;
+  }
+  model::Command stored(const std::string& id) {
+    EXPECT_TRUE(store_->flush().ok());
+    auto c = store_->getCommand(id);
+    EXPECT_TRUE(c.ok() && c->has_value());
+    return **c;
+  }
+  model::CommandResult exited(const std::string& id, int code) {
+    model::CommandResult r;
+    r.command_id = id;
+    r.state = code == 0 ? CommandState::kSucceeded : CommandState::kFailed;
+    r.exit_code = code;
+    return r;
+  }
+
+  std::filesystem::path dir_;
+  common::FakeClock clock_;
+  common::InlineExecutor inline_;
+  CoreConfig config_;
+  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<ControlPlane> plane_;
+};
+
+TEST_F(ControlPlaneTest, EnrolledAgentAuthenticatesAndWrongSecretIsRefused) {
+  std::string cred = enroll("web-1");
+  EXPECT_TRUE(plane_->authenticate("web-1", cred).ok());
+  EXPECT_TRUE(absl::IsUnauthenticated(plane_->authenticate("web-1", cred + "x")));
+  EXPECT_TRUE(absl::IsUnauthenticated(plane_->authenticate("nobody", cred)));
+  EXPECT_TRUE(absl::IsInvalidArgument(plane_->authenticate("bad id!", cred)));
+}
+
+TEST_F(ControlPlaneTest, SingleUseEnrollTokenCannotBeReused) {
+  auto token = plane_->enrollment().createToken(1, 0, {}, "test");
+  ASSERT_TRUE(token.ok());
+  EXPECT_TRUE(plane_->enrollment().enroll({token->secret, "a", {}, {}}).ok());
+  auto again = plane_->enrollment().enroll({token->secret, "b", {}, {}});
+  EXPECT_TRUE(absl::IsPermissionDenied(again.status())) << again.status();
+  auto wrong = plane_->enrollment().enroll({"mst_enroll_nope", "b", {}, {}});
+  EXPECT_TRUE(absl::IsUnauthenticated(wrong.status()));
+}
+
+TEST_F(ControlPlaneTest, CommandForOfflineHostIsDeliveredWhenItConnects) {
+  enroll("web-1");
+  auto r = run("web-1");
+  ASSERT_EQ(r.commands.size(), 1u);
+  EXPECT_EQ(r.commands[0].state, CommandState::kQueued);
+  EXPECT_EQ(stored(r.commands[0].id).state, CommandState::kQueued);
+
+  auto s = connect("web-1");
+  ASSERT_EQ(s->sent<WelcomeMsg>().size(), 1u);
+  auto dispatched = s->sent<DispatchMsg>();
+  ASSERT_EQ(dispatched.size(), 1u);
+  EXPECT_EQ(dispatched[0].command.id, r.commands[0].id);
+  EXPECT_EQ(stored(r.commands[0].id).state, CommandState::kDispatched);
+}
+
+TEST_F(ControlPlaneTest, ResultIsStoredBeforeItIsAcknowledged) {
+  enroll("web-1");
+  auto s = connect("web-1");
+  auto r = run("web-1");
+  std::string id = r.commands[0].id;
+  plane_->commands().onAccepted(s, id);
+  plane_->commands().onOutput(s, {id, model::OutputStream::kStdout, 0, "hello\n"});
+  plane_->commands().onResult(s, exited(id, 3));
+  ASSERT_TRUE(store_->flush().ok());
+  auto acks = s->sent<ResultAckMsg>();
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_FALSE(acks[0].rejected);
+  auto c = stored(id);
+  EXPECT_EQ(c.state, CommandState::kFailed);
+  EXPECT_EQ(c.exit_code, 3);
+  auto out = store_->readOutput(id, model::OutputStream::kStdout, 0, 1 << 20);
+  ASSERT_TRUE(out.ok());
+  ASSERT_EQ(out->size(), 1u);
+  EXPECT_EQ((*out)[0].data, "hello\n");
+  // A resend of the same result (after a reconnect) is acknowledged again, not stored twice.
+  plane_->commands().onResult(s, exited(id, 3));
+  ASSERT_TRUE(store_->flush().ok());
+  EXPECT_EQ(s->sent<ResultAckMsg>().size(), 2u);
+}
+
+TEST_F(ControlPlaneTest, ResultForAnotherAgentsCommandClosesTheStream) {
+  enroll("web-1");
+  enroll("web-2");
+  auto s1 = connect("web-1", "s1");
+  auto s2 = connect("web-2", "s2");
+  auto r = run("web-1");
+  plane_->commands().onResult(s2, exited(r.commands[0].id, 0));
+  ASSERT_TRUE(s2->closed());
+  EXPECT_TRUE(absl::IsPermissionDenied(*s2->closeStatus()));
+  EXPECT_EQ(stored(r.commands[0].id).state, CommandState::kDispatched);
+}
+
+TEST_F(ControlPlaneTest, ResultForUnknownCommandIsRejectedSoTheAgentDropsIt) {
+  enroll("web-1");
+  auto s = connect("web-1");
+  plane_->commands().onResult(s, exited("01UNKNOWN", 0));
+  auto acks = s->sent<ResultAckMsg>();
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_TRUE(acks[0].rejected);
+  EXPECT_FALSE(s->closed());
+}
+
+TEST_F(ControlPlaneTest, QueuedCommandExpires) {
+  enroll("web-1");
+  auto r = run("web-1");
+  clock_.advanceMs(config_.default_expiry_ms + 1);
+  plane_->tick();
+  EXPECT_EQ(stored(r.commands[0].id).state, CommandState::kExpired);
+}
+
+TEST_F(ControlPlaneTest, ServerTimesOutSilentCommandAndLateAgentResultWins) {
+  enroll("web-1");
+  auto s = connect("web-1");
+  auto r = run("web-1");
+  std::string id = r.commands[0].id;
+  plane_->commands().onAccepted(s, id);
+  clock_.advanceMs(config_.default_timeout_ms + config_.default_kill_grace_ms +
+                   config_.server_timeout_grace_ms + 1);
+  plane_->tick();
+  EXPECT_EQ(stored(id).state, CommandState::kTimedOut);
+  plane_->commands().onResult(s, exited(id, 0));
+  ASSERT_TRUE(store_->flush().ok());
+  EXPECT_EQ(stored(id).state, CommandState::kSucceeded);
+}
+
+TEST_F(ControlPlaneTest, SilentStreamIsClosedAndHostMarkedOffline) {
+  enroll("web-1");
+  auto s = connect("web-1");
+  EXPECT_EQ(plane_->hosts().get("web-1")->status, model::HostStatus::kOnline);
+  clock_.advanceMs(2500);
+  plane_->onHeartbeat(s, {});
+  clock_.advanceMs(2500);
+  plane_->tick();
+  EXPECT_FALSE(s->closed());  // heard 2.5 s ago, bound is 3 s
+  clock_.advanceMs(600);
+  plane_->tick();
+  EXPECT_TRUE(s->closed());
+  EXPECT_EQ(plane_->hosts().get("web-1")->status, model::HostStatus::kOffline);
+}
+
+TEST_F(ControlPlaneTest, SecondStreamReplacesTheFirst) {
+  enroll("web-1");
+  auto s1 = connect("web-1", "s1");
+  auto s2 = connect("web-1", "s2");
+  EXPECT_TRUE(s1->closed());
+  EXPECT_TRUE(absl::IsAborted(*s1->closeStatus()));
+  EXPECT_FALSE(s2->closed());
+  // The old stream ending later must not mark the host offline.
+  plane_->onDisconnect(*s1, absl::CancelledError("gone"));
+  EXPECT_EQ(plane_->hosts().get("web-1")->status, model::HostStatus::kOnline);
+  plane_->onDisconnect(*s2, absl::CancelledError("gone"));
+  EXPECT_EQ(plane_->hosts().get("web-1")->status, model::HostStatus::kOffline);
+}
+
+TEST_F(ControlPlaneTest, IdempotencyKeyReplaysAndConflicts) {
+  enroll("web-1");
+  auto first = run("web-1", "deploy-42");
+  auto again = run("web-1", "deploy-42");
+  EXPECT_TRUE(again.replayed);
+  EXPECT_EQ(again.run_id, first.run_id);
+  ASSERT_EQ(again.commands.size(), 1u);
+  EXPECT_EQ(again.commands[0].id, first.commands[0].id);
+  CreateRunRequest other;
+  other.host_ids = {"web-1"};
+  other.exec.argv = {"false"};
+  other.idempotency_key = "deploy-42";
+  auto conflict = plane_->commands().createRun(other);
+  EXPECT_TRUE(absl::IsAlreadyExists(conflict.status())) << conflict.status();
+}
+
+TEST_F(ControlPlaneTest, CancelQueuedEndsItAndCancelRunningAsksTheAgent) {
+  enroll("web-1");
+  auto queued = run("web-1");
+  auto c = plane_->commands().cancel(queued.commands[0].id, "operator");
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(stored(queued.commands[0].id).state, CommandState::kCancelled);
+
+  auto s = connect("web-1");
+  auto running = run("web-1");
+  plane_->commands().onAccepted(s, running.commands[0].id);
+  ASSERT_TRUE(plane_->commands().cancel(running.commands[0].id, "operator").ok());
+  ASSERT_EQ(s->sent<CancelMsg>().size(), 1u);
+  EXPECT_TRUE(stored(running.commands[0].id).cancel_requested);
+  auto twice = plane_->commands().cancel(queued.commands[0].id, "operator");
+  EXPECT_TRUE(absl::IsFailedPrecondition(twice.status()));
+}
+
+TEST_F(ControlPlaneTest, RestartKeepsOpenCommandsAndRedeliversThem) {
+  enroll("web-1");
+  auto s = connect("web-1");
+  auto r = run("web-1");
+  plane_->commands().onAccepted(s, r.commands[0].id);
+  ASSERT_TRUE(store_->flush().ok());
+  openPlane();  // a new process on the same database
+  EXPECT_EQ(plane_->hosts().get("web-1")->status, model::HostStatus::kOffline);
+  EXPECT_EQ(plane_->commands().openCount(), 1u);
+  auto s2 = connect("web-1", "s2");
+  ASSERT_EQ(s2->sent<DispatchMsg>().size(), 1u);
+  EXPECT_EQ(s2->sent<DispatchMsg>()[0].command.id, r.commands[0].id);
+}
+
+TEST_F(ControlPlaneTest, HelloForAnotherIdIsRefused) {
+  enroll("web-1");
+  auto s = std::make_shared<FakeSession>("web-1", "s1");
+  HelloInfo hello;
+  hello.agent_id = "web-2";
+  EXPECT_TRUE(absl::IsInvalidArgument(plane_->onHello(s, hello)));
+}
+
+}  // namespace
+}  // namespace muster::server

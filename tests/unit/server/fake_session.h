@@ -1,0 +1,56 @@
+// A Session that records what the core sends, for core unit tests.
+#pragma once
+
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "server/core/session.h"
+
+namespace muster::server::testing {
+
+class FakeSession final : public Session {
+ public:
+  FakeSession(std::string agent_id, std::string session_id)
+      : agent_id_(std::move(agent_id)), session_id_(std::move(session_id)) {}
+  const std::string& agentId() const override { return agent_id_; }
+  const std::string& sessionId() const override { return session_id_; }
+  bool send(ServerEvent event) override {
+    std::lock_guard lock(mu_);
+    if (closed_) return false;
+    events_.push_back(std::move(event));
+    return true;
+  }
+  void close(absl::Status why) override {
+    std::lock_guard lock(mu_);
+    if (!closed_) close_status_ = why;
+    closed_ = true;
+  }
+
+  template <class T>
+  std::vector<T> sent() {
+    std::lock_guard lock(mu_);
+    std::vector<T> out;
+    for (const auto& e : events_) {
+      if (auto* v = std::get_if<T>(&e)) out.push_back(*v);
+    }
+    return out;
+  }
+  bool closed() {
+    std::lock_guard lock(mu_);
+    return closed_;
+  }
+  std::optional<absl::Status> closeStatus() {
+    std::lock_guard lock(mu_);
+    return close_status_;
+  }
+
+ private:
+  std::string agent_id_, session_id_;
+  std::mutex mu_;
+  std::vector<ServerEvent> events_;
+  bool closed_ = false;
+  std::optional<absl::Status> close_status_;
+};
+
+}  // namespace muster::server::testing
