@@ -7,6 +7,8 @@ set -euo pipefail
 DEPS_DIR="${MUSTER_DEPS_DIR:-$HOME/.cache/muster-deps}"
 GRPC_PREFIX="$DEPS_DIR/grpc-1.51.1-release"
 GRPC_STAMP="$GRPC_PREFIX/.built"
+# Bump when the gRPC build recipe changes; an existing build dir is then reconfigured.
+GRPC_RECIPE="2-rpath-origin"
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
@@ -34,11 +36,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-if [ -f "$GRPC_STAMP" ]; then
+if [ -f "$GRPC_STAMP" ] && [ "$(cat "$GRPC_STAMP")" = "$GRPC_RECIPE" ]; then
   log "gRPC 1.51.1 Release already built in $GRPC_PREFIX"
   exit 0
 fi
 
+# Its libraries find each other through RUNPATH=$ORIGIN, never a system libgrpc of the same
+# soname (Debian's libgrpc29 may be installed alongside).
 # A private deb-src list, so the machine's own apt configuration stays untouched.
 SRC_DIR="$DEPS_DIR/src"
 APT_DIR="$DEPS_DIR/apt"
@@ -65,7 +69,7 @@ cmake -S "$SRC_DIR/grpc-1.51.1" -B "$BUILD" -G Ninja \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$GRPC_PREFIX" \
   -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
   -DCMAKE_CXX_STANDARD=17 -DCMAKE_POSITION_INDEPENDENT_CODE=ON \
-  -DBUILD_SHARED_LIBS=ON -DgRPC_INSTALL=ON -DgRPC_BUILD_TESTS=OFF \
+  -DBUILD_SHARED_LIBS=ON -DCMAKE_INSTALL_RPATH='$ORIGIN' -DgRPC_INSTALL=ON -DgRPC_BUILD_TESTS=OFF \
   -DgRPC_ABSL_PROVIDER=package -DgRPC_CARES_PROVIDER=package -DgRPC_PROTOBUF_PROVIDER=package \
   -DgRPC_RE2_PROVIDER=package -DgRPC_SSL_PROVIDER=package -DgRPC_ZLIB_PROVIDER=package \
   -DgRPC_BUILD_CSHARP_EXT=OFF -DgRPC_BUILD_GRPC_CSHARP_PLUGIN=OFF -DgRPC_BUILD_GRPC_NODE_PLUGIN=OFF \
@@ -76,5 +80,5 @@ cmake -S "$SRC_DIR/grpc-1.51.1" -B "$BUILD" -G Ninja \
 cmake --build "$BUILD" --parallel "$(nproc)" >"$DEPS_DIR/grpc-build.log" 2>&1 ||
   { tail -60 "$DEPS_DIR/grpc-build.log"; exit 1; }
 cmake --install "$BUILD" >/dev/null
-touch "$GRPC_STAMP"
+echo "$GRPC_RECIPE" >"$GRPC_STAMP"
 log "gRPC ready in $GRPC_PREFIX"

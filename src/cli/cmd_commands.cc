@@ -32,26 +32,26 @@ int showCommand(const ClientConfig& config, const std::string& id, bool as_json,
     return kExitOk;
   }
   const json::value& c = *command;
+  auto line = [](std::string_view label, const std::string& value) {
+    if (!value.empty()) std::cout << label << std::string(12 - label.size(), ' ') << value << "\n";
+  };
   bool cancel_pending = field(c, "cancel_requested") == "true" && field(c, "state") != "cancelled";
-  std::cout << "id:        " << field(c, "id") << "\n"
-            << "run:       " << field(c, "run_id") << "\n"
-            << "host:      " << field(c, "host_id") << "\n"
-            << "state:     " << outcomeText(c) << (cancel_pending ? " (cancel requested)" : "")
-            << "\n"
-            << "command:   " << commandText(c) << "\n";
-  if (!field(c, "cwd").empty()) std::cout << "cwd:       " << field(c, "cwd") << "\n";
-  std::cout << "timeout:   " << intField(c, "timeout_ms") / 1000 << "s\n"
-            << "created:   " << field(c, "created_at") << " by " << field(c, "created_by") << "\n";
-  for (auto [label, key] : {std::pair{"dispatched:", "dispatched_at"},
-                            std::pair{"started:   ", "started_at"},
-                            std::pair{"finished:  ", "finished_at"},
-                            std::pair{"expires:   ", "expires_at"}}) {
-    if (!field(c, key).empty()) std::cout << label << " " << field(c, key) << "\n";
-  }
-  if (!field(c, "error").empty()) std::cout << "error:     " << field(c, "error") << "\n";
-  std::cout << "output:    " << humanBytes(intField(c, "stdout_bytes")) << " stdout, "
-            << humanBytes(intField(c, "stderr_bytes")) << " stderr"
-            << (field(c, "output_truncated") == "true" ? " (truncated)" : "") << "\n";
+  line("id:", field(c, "id"));
+  line("run:", field(c, "run_id"));
+  line("host:", field(c, "host_id"));
+  line("state:", outcomeText(c) + (cancel_pending ? " (cancel requested)" : ""));
+  line("command:", commandText(c));
+  line("cwd:", field(c, "cwd"));
+  line("timeout:", absl::StrCat(intField(c, "timeout_ms") / 1000, "s"));
+  line("created:", field(c, "created_at") + " by " + field(c, "created_by"));
+  line("dispatched:", field(c, "dispatched_at"));
+  line("started:", field(c, "started_at"));
+  line("finished:", field(c, "finished_at"));
+  line("expires:", field(c, "expires_at"));
+  line("error:", field(c, "error"));
+  line("output:", humanBytes(intField(c, "stdout_bytes")) + " stdout, " +
+                      humanBytes(intField(c, "stderr_bytes")) + " stderr" +
+                      (field(c, "output_truncated") == "true" ? " (truncated)" : ""));
   if (with_output) {
     std::cout << "--- stdout\n" << field(*output, "stdout");
     std::cout << "--- stderr\n" << field(*output, "stderr");

@@ -171,7 +171,7 @@ int runCommand(const ClientConfig& config, const RunOptions& o) {
     } else {
       std::cout << run_id << "\n";
       std::cerr << "run " << run_id << ": " << commands.size()
-                << " command(s) queued; see `muster run show " << run_id << "`\n";
+                << " command(s) created; see `muster run show " << run_id << "`\n";
     }
     return kExitOk;
   }
@@ -259,7 +259,9 @@ void registerRunCommands(CLI::App& app, std::vector<Runner>* runners) {
   auto opts = std::make_shared<RunOptions>();
   auto* run = app.add_subcommand(
       "run", "Run a command on hosts and stream their output: muster run -H ID -- CMD ARGS...");
-  run->add_option("-H,--host", opts->hosts, "target host id (repeat for several hosts)");
+  // One value per -H, so `-H a -- cmd -x` leaves `--` to end the options.
+  run->add_option("-H,--host", opts->hosts, "target host id (repeat for several hosts)")
+      ->allow_extra_args(false);
   run->add_option("--timeout", opts->timeout, "kill the command after this long (e.g. 30s, 5m)");
   run->add_option("--expire", opts->expire,
                   "drop the command if its host has not taken it within this long (e.g. 1h)");

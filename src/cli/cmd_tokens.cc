@@ -72,7 +72,8 @@ void registerTokenCommands(CLI::App& app, std::vector<Runner>* runners) {
   create->add_flag("--enroll", opts->enroll, "a token agents use to enroll");
   create->add_option("--uses", opts->uses, "how many agents may enroll with it (-1: unlimited)");
   create->add_option("--ttl", opts->ttl, "valid for this long (e.g. 24h, 7d; 0: forever)");
-  create->add_option("--label", opts->labels, "label k=v applied to hosts that enroll with it");
+  create->add_option("--label", opts->labels, "label k=v applied to hosts that enroll with it")
+      ->allow_extra_args(false);
   create->add_flag("--json", opts->json, "print JSON");
   runners->push_back({create, [opts](const ClientConfig& c) { return createToken(c, *opts); }});
 }

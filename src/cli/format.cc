@@ -159,9 +159,6 @@ std::string hintFor(absl::StatusCode code) {
       return "this token may not do that; use a token with a stronger role";
     case absl::StatusCode::kNotFound:
       return "`muster hosts` and `muster commands` list what exists";
-    case absl::StatusCode::kUnavailable:
-      return "check that musterd is running and that --server / MUSTER_SERVER is its HTTP "
-             "address";
     case absl::StatusCode::kInvalidArgument:
       return "see `muster --help` or `muster <command> --help`";
     case absl::StatusCode::kAlreadyExists:

@@ -140,10 +140,8 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
       break;
     }
     if (hec == beast::error::timeout) {
-      state.stats.record(Route::kUnknown, 408);
-      co_await writeReply(conn, errorReply(408, "request_timeout", "request headers too slow"), 11,
-                          false, false);
-      break;
+      state.stats.record(Route::kUnknown, 408);  // tcp_stream closed the socket already
+      co_return;
     }
     if (hec) {
       if (isDisconnect(hec)) co_return;
@@ -204,12 +202,12 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
     } else {
       using Answer = std::pair<Route, ApiReply>;
       auto shared_state = conn->sharedState();
-      Answer answer = co_await runBlocking<Answer>(
-          shared_state, [shared_state, request = std::move(request)]() {
-            Answer out{Route::kUnknown, ApiReply{}};
-            out.second = shared_state->api.handle(request, &out.first);
-            return out;
-          });
+      auto job = [shared_state, request = std::move(request)]() {
+        Answer out{Route::kUnknown, ApiReply{}};
+        out.second = shared_state->api.handle(request, &out.first);
+        return out;
+      };
+      Answer answer = co_await runBlocking<Answer>(shared_state, std::move(job));
       route = answer.first;
       reply = std::move(answer.second);
     }
@@ -222,9 +220,8 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
       continue;
     }
     keep_alive = keep_alive && !conn->stop_requested && !state.stopping;
-    int status = reply.status;
+    state.stats.record(route, reply.status);
     bool written = co_await writeReply(conn, std::move(reply), version, keep_alive, head);
-    state.stats.record(route, status);
     conn->busy = false;
     if (!written) co_return;
     if (!keep_alive) break;

@@ -6,7 +6,6 @@
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
-#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
 
@@ -66,20 +65,34 @@ struct ServerState {
 
 // Runs `fn` (which may block) on the worker pool and resumes the awaiting coroutine on its
 // own executor with the result. The io thread never waits.
+//
+// Pass a named lambda (`co_await runBlocking<R>(state, std::move(job))`): GCC 12 copies a
+// closure prvalue written inside a co_await expression bitwise into the coroutine frame,
+// which corrupts captured std::strings (seen as free(): invalid pointer).
 template <typename R, typename Fn>
 asio::awaitable<R> runBlocking(std::shared_ptr<ServerState> state, Fn fn) {
   auto initiate = [state, fn = std::move(fn)](auto handler) mutable {
     using Handler = decltype(handler);
+    using Executor = asio::associated_executor_t<Handler>;
+    struct Job {
+      Fn fn;
+      std::shared_ptr<Handler> handler;
+      Executor executor;
+    };
     auto executor = asio::get_associated_executor(handler);
-    auto work = asio::make_work_guard(executor);
-    auto shared = std::make_shared<Handler>(std::move(handler));
+    auto job = std::make_shared<Job>(
+        Job{std::move(fn), std::make_shared<Handler>(std::move(handler)), std::move(executor)});
     state->blockingStarted();
-    state->workers.post([state, fn = std::move(fn), shared, executor, work]() mutable {
-      R result = fn();
-      asio::post(executor, [shared, result = std::move(result)]() mutable {
-        (*shared)(std::move(result));
-      });
-      work.reset();
+    state->workers.post([state, job]() mutable {
+      {
+        R result = job->fn();
+        asio::post(job->executor, [handler = std::move(job->handler),
+                                   result = std::move(result)]() mutable {
+          (*handler)(std::move(result));
+        });
+        // Drop every reference into the io_context before shutdown may destroy it.
+        job.reset();
+      }
       state->blockingFinished();
     });
   };

@@ -123,16 +123,17 @@ asio::awaitable<absl::Status> readStored(std::shared_ptr<Connection> conn, Strea
                                          std::string* out) {
   auto state = conn->sharedState();
   if (flush) {
-    absl::Status flushed = co_await runBlocking<absl::Status>(
-        state, [state] { return state->plane.store().flush(); });
+    auto job = [state] { return state->plane.store().flush(); };
+    absl::Status flushed = co_await runBlocking<absl::Status>(state, std::move(job));
     if (!flushed.ok()) co_return flushed;
   }
   while (s->cursor.next() < until) {
     uint64_t from = s->cursor.next();
     using Page = absl::StatusOr<std::vector<model::OutputChunk>>;
-    Page page = co_await runBlocking<Page>(state, [state, command_id, stream = s->stream, from] {
+    auto job = [state, command_id, stream = s->stream, from] {
       return state->plane.store().readOutput(command_id, stream, from, kStoredPageBytes);
-    });
+    };
+    Page page = co_await runBlocking<Page>(state, std::move(job));
     if (!page.ok()) co_return page.status();
     for (const auto& chunk : *page) {
       if (chunk.offset >= until) break;
@@ -262,8 +263,8 @@ asio::awaitable<bool> serveFollow(std::shared_ptr<Connection> conn, FollowSpec s
   // gets no more events, so it is answered from the store.
   auto shared_state = conn->sharedState();
   using CommandOr = absl::StatusOr<model::Command>;
-  CommandOr fresh = co_await runBlocking<CommandOr>(
-      shared_state, [shared_state, id] { return shared_state->plane.commands().get(id); });
+  auto get_job = [shared_state, id] { return shared_state->plane.commands().get(id); };
+  CommandOr fresh = co_await runBlocking<CommandOr>(shared_state, std::move(get_job));
   model::Command command = fresh.ok() ? *fresh : spec.command;
   if (model::isTerminal(command.state)) co_return co_await finishWith(conn, &follow, command);
 

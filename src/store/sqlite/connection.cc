@@ -1,6 +1,8 @@
 // Connection, Stmt and the SQLite -> absl::Status mapping.
 #include "store/sqlite/connection.h"
 
+#include <mutex>
+
 #include "absl/strings/str_cat.h"
 
 namespace muster::store::sqlite {
@@ -140,6 +142,10 @@ std::string Stmt::columnBlob(int col) const {
 
 absl::StatusOr<std::unique_ptr<Connection>> Connection::open(const std::string& path, Role role,
                                                               int busy_timeout_ms) {
+  // Memory statistics take a global mutex on every allocation (~20% of the writer's time);
+  // nothing reads them. Only possible before SQLite initializes; harmless if too late.
+  static std::once_flag no_memstatus;
+  std::call_once(no_memstatus, [] { sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0); });
   sqlite3* db = nullptr;
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX;
   if (role == Role::kWriter) flags |= SQLITE_OPEN_CREATE;

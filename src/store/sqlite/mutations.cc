@@ -219,4 +219,8 @@ absl::StatusOr<int64_t> applyMutation(Connection& conn, const Mutation& mutation
   return std::visit(Applier(conn), mutation);
 }
 
+bool isSingleStatement(const Mutation& mutation) {
+  return !std::holds_alternative<InsertRun>(mutation);
+}
+
 }  // namespace muster::store::sqlite

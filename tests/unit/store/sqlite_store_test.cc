@@ -353,20 +353,27 @@ TEST_F(SqliteStoreTest, UpdateCommandWithUnmetConditionChangesNothing) {
 
 TEST_F(SqliteStoreTest, FailedMutationDoesNotPoisonItsBatch) {
   ASSERT_TRUE(put(makeRun("r1", "key-1", {{"c1", "h1"}})).status.ok());
-  std::vector<WriteResult> results(3);
+  std::vector<WriteResult> results(5);
   {
     WriterGate gate(*store_);
     store_->write(makeRun("r2", "", {{"c2", "h1"}}), [&](WriteResult r) { results[0] = r; });
     store_->write(makeRun("r3", "key-1", {{"c3", "h1"}}), [&](WriteResult r) { results[1] = r; });
     store_->write(chunk("c1", OutputStream::kStdout, 0, "hello"),
                   [&](WriteResult r) { results[2] = r; });
+    store_->write(chunk("ghost", OutputStream::kStdout, 0, "x"),
+                  [&](WriteResult r) { results[3] = r; });
+    store_->write(chunk("c2", OutputStream::kStdout, 0, "after"),
+                  [&](WriteResult r) { results[4] = r; });
     gate.release();
     ASSERT_TRUE(store_->flush().ok());
   }
   EXPECT_TRUE(results[0].status.ok()) << results[0].status;
   EXPECT_EQ(results[1].status.code(), absl::StatusCode::kAlreadyExists);
   EXPECT_TRUE(results[2].status.ok()) << results[2].status;
-  EXPECT_EQ(store_->stats().last_batch_size, 3u);
+  EXPECT_EQ(results[3].status.code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(results[4].status.ok()) << results[4].status;
+  EXPECT_EQ(store_->stats().last_batch_size, 5u);
+  EXPECT_EQ(store_->readOutput("c2", OutputStream::kStdout, 0, 100)->size(), 1u);
   EXPECT_TRUE(store_->getCommand("c2")->has_value());
   EXPECT_FALSE(store_->getCommand("c3")->has_value());
   EXPECT_EQ(store_->readOutput("c1", OutputStream::kStdout, 0, 100)->size(), 1u);

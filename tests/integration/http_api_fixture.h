@@ -1,0 +1,269 @@
+// Test fixture of the REST API tests: a real HttpServer on 127.0.0.1:0 over an in-process
+// ControlPlane with a real SqliteStore in a temporary directory, and small libcurl clients.
+#pragma once
+
+#include <curl/curl.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <boost/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/worker_pool.h"
+#include "server/core/control_plane.h"
+#include "server/http/http_server.h"
+#include "store/sqlite/sqlite_store.h"
+
+namespace muster::server::http {
+namespace json = boost::json;
+using namespace std::chrono_literals;
+
+inline constexpr char kToken[] = "test-operator-token";
+
+struct Reply {
+  long status = 0;
+  std::string body;
+  json::value json;  // null when the body is not JSON
+  std::string header_blob;
+};
+
+inline size_t collect(char* data, size_t size, size_t n, void* user) {
+  static_cast<std::string*>(user)->append(data, size * n);
+  return size * n;
+}
+
+// Polls `condition` every 10 ms until it holds or `timeout` passes.
+inline bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 10s) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (condition()) return true;
+    std::this_thread::sleep_for(10ms);
+  }
+  return condition();
+}
+
+// Server-Sent Events as received by a client: (event, data JSON) pairs.
+inline std::vector<std::pair<std::string, json::value>> parseEvents(const std::string& text) {
+  std::vector<std::pair<std::string, json::value>> out;
+  size_t pos = 0;
+  while (true) {
+    size_t end = text.find("\n\n", pos);
+    if (end == std::string::npos) break;
+    std::string block = text.substr(pos, end - pos);
+    pos = end + 2;
+    std::string event = "message", data;
+    size_t line_start = 0;
+    while (line_start <= block.size()) {
+      size_t nl = block.find('\n', line_start);
+      std::string line = block.substr(line_start, nl == std::string::npos ? std::string::npos
+                                                                          : nl - line_start);
+      if (line.rfind("event: ", 0) == 0) event = line.substr(7);
+      if (line.rfind("data: ", 0) == 0) data += line.substr(6);
+      if (nl == std::string::npos) break;
+      line_start = nl + 1;
+    }
+    if (data.empty()) continue;  // a keep-alive comment
+    out.emplace_back(event, json::parse(data));
+  }
+  return out;
+}
+
+class HttpApiTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/muster-http-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    auto store = store::SqliteStore::open(dir_ + "/muster.db");
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+    slow_path_ = std::make_unique<common::WorkerPool>(1, "test-slow");
+    blocking_ = std::make_unique<common::WorkerPool>(2, "test-blocking");
+    plane_ = std::make_unique<ControlPlane>(*store_, *slow_path_, common::SystemClock::instance(),
+                                            CoreConfig{});
+    ASSERT_TRUE(plane_->start().ok());
+    startServer(HttpOptions{});
+  }
+
+  void startServer(HttpOptions options) {
+    options.listen = "127.0.0.1:0";
+    options.authenticate = [](std::string_view bearer) -> absl::StatusOr<std::string> {
+      if (bearer == kToken) return std::string("tester");
+      return absl::UnauthenticatedError("unknown API token");
+    };
+    auto server = HttpServer::start(*plane_, *blocking_, options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    base_ = "http://127.0.0.1:" + std::to_string(server_->port());
+  }
+
+  void TearDown() override {
+    if (server_) server_->shutdown();
+    server_.reset();
+    if (blocking_) blocking_->shutdown();
+    if (slow_path_) slow_path_->shutdown();
+    plane_.reset();
+    store_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+
+  Reply call(const std::string& method, const std::string& path, const std::string& body = "",
+             std::vector<std::string> headers = {}, bool with_token = true) {
+    CURL* curl = curl_easy_init();
+    Reply reply;
+    std::string url = base_ + path;
+    curl_slist* list = nullptr;
+    if (with_token) headers.push_back(std::string("Authorization: Bearer ") + kToken);
+    if (!body.empty()) headers.push_back("Content-Type: application/json");
+    headers.push_back("Expect:");  // no 100-continue round trip
+    for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
+    curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 20L);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &reply.body);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, collect);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &reply.header_blob);
+    if (!body.empty() || method == "POST") {
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
+      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    }
+    CURLcode rc = curl_easy_perform(curl);
+    EXPECT_EQ(rc, CURLE_OK) << method << " " << path << ": " << curl_easy_strerror(rc);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &reply.status);
+    curl_slist_free_all(list);
+    curl_easy_cleanup(curl);
+    boost::system::error_code ec;
+    json::value parsed = json::parse(reply.body, ec);
+    if (!ec) reply.json = std::move(parsed);
+    return reply;
+  }
+
+  static std::string errorCode(const Reply& r) {
+    if (!r.json.is_object()) return "<not json: " + r.body + ">";
+    const auto* error = r.json.as_object().if_contains("error");
+    if (!error || !error->is_object()) return "<no error object>";
+    return std::string(error->as_object().at("code").as_string());
+  }
+
+  void enrollHost(const std::string& id) {
+    auto token = plane_->enrollment().createToken(1, 0, {}, "test");
+    ASSERT_TRUE(token.ok()) << token.status();
+    auto credential = plane_->enrollment().enroll(EnrollRequest{token->secret, id, {}, {}});
+    ASSERT_TRUE(credential.ok()) << credential.status();
+  }
+
+  // Creates one command for `host`; returns the response JSON.
+  json::object createCommand(const std::string& host, const std::string& extra = "") {
+    Reply r = call("POST", "/api/v1/commands",
+                   R"({"hosts":[")" + host + R"("],"argv":["echo","hi"])" + extra + "}");
+    EXPECT_EQ(r.status, 201) << r.body;
+    return r.json.is_object() ? r.json.as_object() : json::object{};
+  }
+
+  static std::string str(const json::value& v, std::string_view key) {
+    const auto* f = v.as_object().if_contains(key);
+    if (!f || !f->is_string()) return "";
+    return std::string(f->as_string());
+  }
+
+  void putOutput(const std::string& id, model::OutputStream stream, uint64_t offset,
+                 const std::string& data) {
+    auto r = store_->writeAndWait(store::AppendOutput{model::OutputChunk{id, stream, offset, data}});
+    ASSERT_TRUE(r.status.ok()) << r.status;
+  }
+
+  size_t commandCount() {
+    Reply r = call("GET", "/api/v1/commands?limit=1000");
+    EXPECT_EQ(r.status, 200);
+    return r.json.as_object().at("commands").as_array().size();
+  }
+
+  std::string dir_;
+  std::unique_ptr<store::SqliteStore> store_;
+  std::unique_ptr<common::WorkerPool> slow_path_;
+  std::unique_ptr<common::WorkerPool> blocking_;
+  std::unique_ptr<ControlPlane> plane_;
+  std::unique_ptr<HttpServer> server_;
+  std::string base_;
+};
+
+// A follower of an event stream on its own thread, readable while it runs.
+class SseClient {
+ public:
+  explicit SseClient(const std::string& url) : url_(url) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~SseClient() {
+    stop_ = true;
+    thread_.join();
+  }
+  bool headersSeen() const { return headers_done_; }
+  bool finished() const { return finished_; }
+  std::string text() {
+    std::lock_guard lock(mu_);
+    return body_;
+  }
+  long status() const { return status_; }
+
+ private:
+  static size_t onBody(char* data, size_t size, size_t n, void* user) {
+    auto* self = static_cast<SseClient*>(user);
+    std::lock_guard lock(self->mu_);
+    self->body_.append(data, size * n);
+    return size * n;
+  }
+  static size_t onHeader(char* data, size_t size, size_t n, void* user) {
+    auto* self = static_cast<SseClient*>(user);
+    if (size * n == 2 && data[0] == '\r') self->headers_done_ = true;
+    return size * n;
+  }
+  static int onProgress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+    return static_cast<SseClient*>(user)->stop_ ? 1 : 0;
+  }
+  void run() {
+    CURL* curl = curl_easy_init();
+    curl_slist* list = curl_slist_append(nullptr, (std::string("Authorization: Bearer ") + kToken).c_str());
+    list = curl_slist_append(list, "Accept: text/event-stream");
+    curl_easy_setopt(curl, CURLOPT_URL, url_.c_str());
+    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
+    curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
+    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, onBody);
+    curl_easy_setopt(curl, CURLOPT_WRITEDATA, this);
+    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, onHeader);
+    curl_easy_setopt(curl, CURLOPT_HEADERDATA, this);
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, onProgress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, this);
+    curl_easy_perform(curl);
+    long status = 0;
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    status_ = status;
+    curl_slist_free_all(list);
+    curl_easy_cleanup(curl);
+    finished_ = true;
+  }
+
+  std::string url_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::string body_;
+  std::atomic<bool> headers_done_{false};
+  std::atomic<bool> finished_{false};
+  std::atomic<bool> stop_{false};
+  std::atomic<long> status_{0};
+};
+
+}  // namespace muster::server::http
