@@ -19,6 +19,10 @@ ApiReply createToken(Context& ctx) {
   if (st = fields.optDuration("ttl", "ttl_ms", &ttl_ms); !st.ok()) return errorReply(st);
   if (st = fields.optStringMap("labels", &labels); !st.ok()) return errorReply(st);
   if (st = fields.finish(); !st.ok()) return errorReply(st);
+  if (kind.empty()) {
+    return errorReply(absl::InvalidArgumentError(
+        "token request: \"kind\" is required (\"enroll\" for an agent enrollment token)"));
+  }
   if (kind != "enroll") {
     // TODO(issue 3): operator API tokens with roles (viewer, operator, admin).
     return errorReply(absl::InvalidArgumentError(absl::StrCat(
