@@ -278,8 +278,8 @@ void Agent::onWelcome(int64_t heartbeat_interval_ms) {
   }
   backoff_.reset();
   heartbeat_interval_ms_ = heartbeat_interval_ms > 0 ? heartbeat_interval_ms : 10'000;
-  next_heartbeat_ms_ = clock_.steadyMs() + heartbeat_interval_ms_;
   spdlog::info("connected to {} as {}", config_.server, agent_id_);
+  sendHeartbeat();  // metrics right away, then every interval
   // What the server may have missed while we were apart.
   for (const auto& [id, r] : running_) sendAll(outbox_->replay(id, false));
   for (const auto& id : outbox_->unacked()) sendAll(outbox_->replay(id, true));

@@ -12,8 +12,7 @@ absl::Status sqliteStatus(int rc, const std::string& detail, const std::string& 
   switch (rc & 0xff) {
     case SQLITE_OK:
     case SQLITE_ROW:
-    case SQLITE_DONE:
-      return absl::OkStatus();
+    case SQLITE_DONE: return absl::OkStatus();
     case SQLITE_CONSTRAINT:
       if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
         return absl::AlreadyExistsError(msg);
@@ -29,8 +28,9 @@ absl::Status sqliteStatus(int rc, const std::string& detail, const std::string& 
     case SQLITE_BUSY:
     case SQLITE_LOCKED:
       return absl::UnavailableError(absl::StrCat(
-          msg, "; another connection holds the lock: is a second musterd using the same data "
-               "directory?"));
+          msg,
+          "; another connection holds the lock: is a second musterd using the same data "
+          "directory?"));
     case SQLITE_IOERR:
       return absl::UnavailableError(
           absl::StrCat(msg, "; I/O error on the database: check the disk and the kernel log"));
@@ -44,8 +44,7 @@ absl::Status sqliteStatus(int rc, const std::string& detail, const std::string& 
     case SQLITE_NOTADB:
       return absl::DataLossError(absl::StrCat(
           msg, "; the database file is damaged or not a Muster database: restore a backup"));
-    default:
-      return absl::InternalError(absl::StrCat(msg, " (sqlite code ", rc, ")"));
+    default: return absl::InternalError(absl::StrCat(msg, " (sqlite code ", rc, ")"));
   }
 }
 
@@ -56,8 +55,7 @@ absl::Status annotate(const absl::Status& status, const std::string& context) {
 
 // --- Stmt ------------------------------------------------------------------------------
 
-Stmt::Stmt(Stmt&& other) noexcept
-    : db_(other.db_), stmt_(other.stmt_), bind_rc_(other.bind_rc_) {
+Stmt::Stmt(Stmt&& other) noexcept : db_(other.db_), stmt_(other.stmt_), bind_rc_(other.bind_rc_) {
   other.stmt_ = nullptr;
 }
 
@@ -141,7 +139,7 @@ std::string Stmt::columnBlob(int col) const {
 // --- Connection ------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<Connection>> Connection::open(const std::string& path, Role role,
-                                                              int busy_timeout_ms) {
+                                                             int busy_timeout_ms) {
   // Memory statistics take a global mutex on every allocation (~20% of the writer's time);
   // nothing reads them. Only possible before SQLite initializes; harmless if too late.
   static std::once_flag no_memstatus;

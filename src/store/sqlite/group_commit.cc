@@ -4,13 +4,12 @@
 #include <pthread.h>
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
 #include <algorithm>
 #include <chrono>
 #include <exception>
 
 #include "absl/strings/str_cat.h"
+#include "common/fmt_absl.h"
 #include "common/log.h"
 #include "store/sqlite/mutations.h"
 
@@ -48,7 +47,8 @@ absl::Status GroupCommitWriter::flush() {
   std::unique_lock lock(mu_);
   const uint64_t target = submitted_;
   const uint64_t failed_before = stats_.failed_transactions;
-  processed_cv_.wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return processed_ >= target; });
+  processed_cv_.wait(lock,
+                     [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return processed_ >= target; });
   if (stats_.failed_transactions != failed_before) return last_failure_;
   return absl::OkStatus();
 }
@@ -153,9 +153,9 @@ absl::Status GroupCommitWriter::commitBatch(std::vector<Pending>& batch,
   if (txn.ok()) return txn;
 
   if (conn_->inTransaction()) (void)execCached("ROLLBACK");
-  txn = annotate(txn, absl::StrCat("database ", conn_->path(), ": a transaction of ",
-                                   batch.size(), batch.size() == 1 ? " write" : " writes",
-                                   " failed and was rolled back"));
+  txn = annotate(
+      txn, absl::StrCat("database ", conn_->path(), ": a transaction of ", batch.size(),
+                        batch.size() == 1 ? " write" : " writes", " failed and was rolled back"));
   for (WriteResult& r : results) r = WriteResult{txn, 0};
   return txn;
 }

@@ -57,9 +57,8 @@ class Reader {
   explicit Reader(std::string_view text) : text_(text) {}
 
   void skipSpace() {
-    while (pos_ < text_.size() &&
-           (text_[pos_] == ' ' || text_[pos_] == '\n' || text_[pos_] == '\r' ||
-            text_[pos_] == '\t')) {
+    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\n' ||
+                                   text_[pos_] == '\r' || text_[pos_] == '\t')) {
       ++pos_;
     }
   }
@@ -124,8 +123,7 @@ class Reader {
           appendUtf8(out, code);
           break;
         }
-        default:
-          return error("unknown escape");
+        default: return error("unknown escape");
       }
     }
     return error("unterminated string");

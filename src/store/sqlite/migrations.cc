@@ -66,7 +66,8 @@ CREATE TABLE commands (
   stdout_bytes       INTEGER NOT NULL DEFAULT 0,
   stderr_bytes       INTEGER NOT NULL DEFAULT 0,
   cancel_requested   INTEGER NOT NULL DEFAULT 0 CHECK (cancel_requested IN (0, 1)),
-  result_source      TEXT NOT NULL DEFAULT 'none' CHECK (result_source IN ('none', 'agent', 'server'))
+  result_source      TEXT NOT NULL DEFAULT 'none'
+                       CHECK (result_source IN ('none', 'agent', 'server'))
 ) STRICT;
 -- (x, id): newest-first listings by host, run or state walk the index backwards, no sort.
 CREATE INDEX commands_host_id ON commands (host_id, id);
@@ -106,9 +107,11 @@ absl::Status applyOne(Connection& conn, const Migration& m, int64_t now_ms) {
     st = conn.exec(m.sql);
     if (st.ok()) {
       auto insert = conn.prepare(
-          "INSERT INTO schema_migrations (version, description, applied_at_ms) VALUES (?1, ?2, ?3)");
+          "INSERT INTO schema_migrations (version, description, applied_at_ms) VALUES (?1, ?2, "
+          "?3)");
       st = insert.status();
-      if (st.ok()) st = insert->bindInt(1, m.version).bindText(2, m.description).bindInt(3, now_ms).run();
+      if (st.ok())
+        st = insert->bindInt(1, m.version).bindText(2, m.description).bindInt(3, now_ms).run();
     }
   }
   if (st.ok()) st = conn.exec("COMMIT");
@@ -126,8 +129,8 @@ absl::StatusOr<int64_t> currentSchemaVersion(Connection& conn) {
   int64_t version = 0;
   for (char c : *text) {
     if (c < '0' || c > '9') {
-      return absl::DataLossError(absl::StrCat("schema_migrations holds a non-numeric version '",
-                                              *text, "'"));
+      return absl::DataLossError(
+          absl::StrCat("schema_migrations holds a non-numeric version '", *text, "'"));
     }
     version = version * 10 + (c - '0');
   }
@@ -155,8 +158,8 @@ absl::Status migrate(Connection& conn, int64_t now_ms) {
     if (m.version <= *current) continue;
     st = applyOne(conn, m, now_ms);
     if (!st.ok()) {
-      return annotate(st, absl::StrCat(where, ": schema migration ", m.version, " (",
-                                       m.description, ") failed and was rolled back"));
+      return annotate(st, absl::StrCat(where, ": schema migration ", m.version, " (", m.description,
+                                       ") failed and was rolled back"));
     }
   }
   return absl::OkStatus();

@@ -41,10 +41,9 @@ class Applier {
   explicit Applier(Connection& conn) : conn_(conn) {}
 
   absl::StatusOr<int64_t> operator()(const UpsertHost& m) {
-    static const std::string sql =
-        absl::StrCat("INSERT INTO hosts (", kHostColumns, ") VALUES (",
-                     placeholders(kHostColumnCount), ") ON CONFLICT (id) DO UPDATE SET ",
-                     hostUpsertAssignments());
+    static const std::string sql = absl::StrCat(
+        "INSERT INTO hosts (", kHostColumns, ") VALUES (", placeholders(kHostColumnCount),
+        ") ON CONFLICT (id) DO UPDATE SET ", hostUpsertAssignments());
     return runStatement(
         conn_, sql, [&](Stmt& s) { bindHost(s, m.host); },
         absl::StrCat("storing host ", m.host.id));
@@ -82,8 +81,8 @@ class Applier {
   }
 
   absl::StatusOr<int64_t> operator()(const InsertRun& m) {
-    static const std::string run_sql = absl::StrCat(
-        "INSERT INTO runs (", kRunColumns, ") VALUES (", placeholders(kRunColumnCount), ")");
+    static const std::string run_sql = absl::StrCat("INSERT INTO runs (", kRunColumns, ") VALUES (",
+                                                    placeholders(kRunColumnCount), ")");
     static const std::string command_sql =
         absl::StrCat("INSERT INTO commands (", kCommandColumns, ") VALUES (",
                      placeholders(kCommandColumnCount), ")");
@@ -98,9 +97,9 @@ class Applier {
         conn_, run_sql, [&](Stmt& s) { bindRun(s, run); }, absl::StrCat("storing run ", run.id));
     if (absl::IsAlreadyExists(rows.status())) {
       if (rows.status().message().find("idempotency_key") != absl::string_view::npos) {
-        return absl::AlreadyExistsError(
-            absl::StrCat("idempotency key '", run.idempotency_key,
-                         "' is already used by another run; run ", run.id, " was not stored"));
+        return absl::AlreadyExistsError(absl::StrCat("idempotency key '", run.idempotency_key,
+                                                     "' is already used by another run; run ",
+                                                     run.id, " was not stored"));
       }
       return absl::AlreadyExistsError(absl::StrCat("run ", run.id, " already exists"));
     }
@@ -176,11 +175,10 @@ class Applier {
               .bindBlob(4, ch.data);
         },
         absl::StrCat("storing ", std::string(model::toString(ch.stream)), " of command ",
-                     ch.command_id,
-                     " at offset ", ch.offset));
+                     ch.command_id, " at offset ", ch.offset));
     if (isForeignKeyError(rows.status())) {
-      return absl::NotFoundError(absl::StrCat("output for unknown command ", ch.command_id,
-                                              " was not stored"));
+      return absl::NotFoundError(
+          absl::StrCat("output for unknown command ", ch.command_id, " was not stored"));
     }
     return rows;
   }

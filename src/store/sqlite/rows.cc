@@ -13,8 +13,8 @@ uint64_t asUnsigned(int64_t v) { return static_cast<uint64_t>(v); }
 
 absl::Status damaged(const char* table, const std::string& id, const char* column,
                      const absl::Status& why) {
-  return absl::DataLossError(absl::StrCat("stored ", table, " ", id, " has an unreadable ",
-                                          column, " (", why.message(),
+  return absl::DataLossError(absl::StrCat("stored ", table, " ", id, " has an unreadable ", column,
+                                          " (", why.message(),
                                           "); the database may be damaged: restore a backup"));
 }
 
@@ -26,8 +26,8 @@ absl::Status badName(const char* table, const std::string& id, const char* colum
 }
 
 bool parseResultSource(std::string_view text, model::ResultSource* out) {
-  for (auto s : {model::ResultSource::kNone, model::ResultSource::kAgent,
-                 model::ResultSource::kServer}) {
+  for (auto s :
+       {model::ResultSource::kNone, model::ResultSource::kAgent, model::ResultSource::kServer}) {
     if (resultSourceName(s) == text) {
       *out = s;
       return true;

@@ -90,10 +90,9 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string
   if (auto st = sqlite::migrate(**writer_conn, nowMs()); !st.ok()) return st;
   auto reader = Connection::open(path, Connection::Role::kReader, options.busy_timeout_ms);
   if (!reader.ok()) return reader.status();
-  auto writer = std::make_unique<sqlite::GroupCommitWriter>(std::move(*writer_conn),
-                                                            options.max_batch);
-  return std::unique_ptr<SqliteStore>(
-      new SqliteStore(path, std::move(*reader), std::move(writer)));
+  auto writer =
+      std::make_unique<sqlite::GroupCommitWriter>(std::move(*writer_conn), options.max_batch);
+  return std::unique_ptr<SqliteStore>(new SqliteStore(path, std::move(*reader), std::move(writer)));
 }
 
 SqliteStore::SqliteStore(std::string path, std::unique_ptr<Connection> reader,
@@ -119,9 +118,9 @@ absl::Status SqliteStore::ping() {
     return sqlite::annotate(version.status(), absl::StrCat("database ", path_, " is not readable"));
   }
   if (*version != sqlite::latestSchemaVersion()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "database ", path_, " has schema version ", *version, ", expected ",
-        sqlite::latestSchemaVersion(), "; was it changed by another Muster release?"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("database ", path_, " has schema version ", *version, ", expected ",
+                     sqlite::latestSchemaVersion(), "; was it changed by another Muster release?"));
   }
   return absl::OkStatus();
 }
@@ -150,8 +149,7 @@ absl::StatusOr<std::vector<model::Command>> SqliteStore::loadOpenCommands() {
   return queryAll(*reader_, sql, bindNothing, &sqlite::commandFromRow, "loading open commands");
 }
 
-absl::StatusOr<std::vector<model::Command>> SqliteStore::listCommands(
-    const CommandFilter& filter) {
+absl::StatusOr<std::vector<model::Command>> SqliteStore::listCommands(const CommandFilter& filter) {
   // One cached statement per combination of filters, so each can use its own index.
   std::string sql = absl::StrCat("SELECT ", sqlite::kCommandColumns, " FROM commands WHERE 1");
   if (!filter.run_id.empty()) sql += " AND run_id = ?1";
@@ -201,8 +199,8 @@ absl::StatusOr<std::vector<model::OutputChunk>> SqliteStore::readOutput(
       "offset >= COALESCE((SELECT CASE WHEN offset + length(data) > ?3 THEN offset ELSE ?3 END "
       "FROM command_output WHERE command_id = ?1 AND stream = ?2 AND offset <= ?3 "
       "ORDER BY offset DESC LIMIT 1), ?3) ORDER BY offset";
-  const auto from = static_cast<int64_t>(
-      std::min<uint64_t>(from_offset, std::numeric_limits<int64_t>::max()));
+  const auto from =
+      static_cast<int64_t>(std::min<uint64_t>(from_offset, std::numeric_limits<int64_t>::max()));
   const std::string context =
       absl::StrCat("reading ", std::string(model::toString(stream)), " of command ", command_id);
 

@@ -44,8 +44,8 @@ TEST(JsonCodecTest, DecodeAcceptsStandardJson) {
 }
 
 TEST(JsonCodecTest, DecodeRejectsMalformedTextWithDataLoss) {
-  for (const char* bad : {"", "[", "[\"a\"", "[\"a\",]", "[1]", "[\"a\"] x", "{}",
-                          "[\"\\u12\"]", "[\"\\q\"]", "[\"a\nb\"]", "[\"a\\"}) {
+  for (const char* bad : {"", "[", "[\"a\"", "[\"a\",]", "[1]", "[\"a\"] x", "{}", "[\"\\u12\"]",
+                          "[\"\\q\"]", "[\"a\nb\"]", "[\"a\\"}) {
     auto list = decodeStringList(bad);
     ASSERT_FALSE(list.ok()) << bad;
     EXPECT_EQ(list.status().code(), absl::StatusCode::kDataLoss);

@@ -1,0 +1,156 @@
+// Tests of SqliteStore's writer and lifecycle: batching, isolation, flush, reopen, migrations.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "sqlite_store_fixture.h"
+
+namespace muster::store::test {
+namespace {
+
+TEST_F(SqliteStoreTest, FailedMutationDoesNotPoisonItsBatch) {
+  ASSERT_TRUE(put(makeRun("r1", "key-1", {{"c1", "h1"}})).status.ok());
+  std::vector<WriteResult> results(5);
+  {
+    WriterGate gate(*store_);
+    store_->write(makeRun("r2", "", {{"c2", "h1"}}), [&](WriteResult r) { results[0] = r; });
+    store_->write(makeRun("r3", "key-1", {{"c3", "h1"}}), [&](WriteResult r) { results[1] = r; });
+    store_->write(chunk("c1", OutputStream::kStdout, 0, "hello"),
+                  [&](WriteResult r) { results[2] = r; });
+    store_->write(chunk("ghost", OutputStream::kStdout, 0, "x"),
+                  [&](WriteResult r) { results[3] = r; });
+    store_->write(chunk("c2", OutputStream::kStdout, 0, "after"),
+                  [&](WriteResult r) { results[4] = r; });
+    gate.release();
+    ASSERT_TRUE(store_->flush().ok());
+  }
+  EXPECT_TRUE(results[0].status.ok()) << results[0].status;
+  EXPECT_EQ(results[1].status.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(results[2].status.ok()) << results[2].status;
+  EXPECT_EQ(results[3].status.code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(results[4].status.ok()) << results[4].status;
+  EXPECT_EQ(store_->stats().last_batch_size, 5u);
+  EXPECT_EQ(store_->readOutput("c2", OutputStream::kStdout, 0, 100)->size(), 1u);
+  EXPECT_TRUE(store_->getCommand("c2")->has_value());
+  EXPECT_FALSE(store_->getCommand("c3")->has_value());
+  EXPECT_EQ(store_->readOutput("c1", OutputStream::kStdout, 0, 100)->size(), 1u);
+}
+
+TEST_F(SqliteStoreTest, ManyQueuedWritesCommitInFewTransactions) {
+  constexpr int kCommands = 100;
+  std::vector<std::pair<std::string, std::string>> cmds;
+  for (int i = 0; i < kCommands; ++i) cmds.push_back({absl::StrCat("c", 1000 + i), "h1"});
+  InsertRun run = makeRun("r1", "", cmds);
+  ASSERT_TRUE(put(run).status.ok());
+  StoreStats before = store_->stats();
+
+  constexpr int kWrites = 10'000;
+  std::atomic<int> ok{0};
+  auto count = [&ok](WriteResult r) {
+    if (r.status.ok() && r.rows == 1) ok.fetch_add(1);
+  };
+  {
+    WriterGate gate(*store_);
+    for (int i = 0; i < kWrites / 2; ++i) {
+      model::Command c = run.commands[i % kCommands];
+      c.state = CommandState::kRunning;
+      c.stdout_bytes = static_cast<uint64_t>(i);
+      store_->write(UpdateCommand{c, {}}, count);
+      store_->write(chunk(c.id, OutputStream::kStdout, static_cast<uint64_t>(i), "x"), count);
+    }
+    gate.release();
+    ASSERT_TRUE(store_->flush().ok());
+  }
+  EXPECT_EQ(ok.load(), kWrites);
+  StoreStats after = store_->stats();
+  uint64_t transactions = after.transactions - before.transactions;
+  uint64_t mutations = after.mutations - before.mutations;
+  EXPECT_EQ(mutations, kWrites + 1u);  // + the gate's write
+  EXPECT_LE(transactions, 5u) << "batches: 1 (gate) + ceil(10000 / 4096)";
+  EXPECT_EQ(after.failed_transactions, 0u);
+  std::printf("10000 writes in %llu transactions, last batch %llu in %.2f ms\n",
+              static_cast<unsigned long long>(transactions),
+              static_cast<unsigned long long>(after.last_batch_size), after.last_commit_ms);
+  EXPECT_EQ((**store_->getCommand("c1099")).stdout_bytes, 4999u);
+}
+
+TEST_F(SqliteStoreTest, FlushWaitsForCallbacksOfEarlierWrites) {
+  std::atomic<int> called{0};
+  for (int i = 0; i < 100; ++i) {
+    store_->write(UpsertHost{makeHost(absl::StrCat("h", i))}, [&](WriteResult) { ++called; });
+  }
+  ASSERT_TRUE(store_->flush().ok());
+  EXPECT_EQ(called.load(), 100);
+  EXPECT_EQ(store_->loadHosts()->size(), 100u);
+}
+
+TEST_F(SqliteStoreTest, CloseDrainsQueueAndReopenKeepsData) {
+  ASSERT_TRUE(put(makeRun("r1", "key", {{"c1", "h1"}})).status.ok());
+  for (int i = 0; i < 500; ++i) {
+    store_->write(UpsertHost{makeHost(absl::StrCat("h", i))}, nullptr);
+  }
+  reopen();  // destroys the store without a flush
+  EXPECT_EQ(store_->loadHosts()->size(), 500u);
+  EXPECT_TRUE(store_->getCommand("c1")->has_value());
+  EXPECT_EQ((*store_->findRunByIdempotencyKey("key"))->id, "r1");
+  EXPECT_TRUE(store_->ping().ok());
+}
+
+TEST_F(SqliteStoreTest, OpenAppliesMigrationsOnce) {
+  reopen();
+  reopen();
+  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM schema_migrations"), "1");
+  EXPECT_EQ(rawQuery("SELECT version FROM schema_migrations"), "1");
+  EXPECT_EQ(rawQuery("PRAGMA journal_mode"), "wal");
+  EXPECT_TRUE(store_->ping().ok());
+}
+
+TEST_F(SqliteStoreTest, OpenRefusesNewerSchema) {
+  store_.reset();
+  rawQuery("INSERT INTO schema_migrations VALUES (99, 'from the future', 0) RETURNING version");
+  ASSERT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "99");
+  auto opened = SqliteStore::open(path_);
+  ASSERT_FALSE(opened.ok());
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(opened.status().message().find("schema version 99"), absl::string_view::npos)
+      << opened.status();
+}
+
+TEST_F(SqliteStoreTest, OpenFailsUnavailableInMissingDirectory) {
+  auto opened = SqliteStore::open(dir_ + "/missing/muster.db");
+  ASSERT_FALSE(opened.ok());
+  EXPECT_EQ(opened.status().code(), absl::StatusCode::kUnavailable) << opened.status();
+}
+
+TEST_F(SqliteStoreTest, LockedDatabaseFailsTheWholeBatchUnavailable) {
+  SqliteStoreOptions options;
+  options.busy_timeout_ms = 50;
+  reopen(options);
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  std::vector<WriteResult> results(2);
+  {
+    WriterGate gate(*store_);
+    store_->write(UpsertHost{makeHost("h1")}, [&](WriteResult r) { results[0] = r; });
+    store_->write(UpsertHost{makeHost("h2")}, [&](WriteResult r) { results[1] = r; });
+    gate.release();
+    absl::Status flushed = store_->flush();
+    EXPECT_EQ(flushed.code(), absl::StatusCode::kUnavailable) << flushed;
+  }
+  for (const WriteResult& r : results) {
+    EXPECT_EQ(r.status.code(), absl::StatusCode::kUnavailable) << r.status;
+  }
+  EXPECT_GE(store_->stats().failed_transactions, 1u);
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  ASSERT_TRUE(put(UpsertHost{makeHost("h3")}).status.ok());  // the store recovers
+  EXPECT_EQ(store_->loadHosts()->size(), 1u);
+}
+
+}  // namespace
+}  // namespace muster::store::test
