@@ -27,6 +27,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"muster-agent: runs Muster commands on this host"};
   app.set_config("--config", "", "TOML file with any of the flags below (flag names as keys)");
+  app.allow_config_extras(CLI::config_extras_mode::error);
   agent::AgentConfig config;
   std::vector<std::string> labels;
   std::string max_output = "16777216", shutdown_grace = "10s", log_format = "text",

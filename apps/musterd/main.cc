@@ -170,6 +170,7 @@ int main(int argc, char** argv) {
 
   CLI::App app{"musterd: the Muster control plane"};
   app.set_config("--config", "", "TOML file with any of the flags below (flag names as keys)");
+  app.allow_config_extras(CLI::config_extras_mode::error);
   Flags flags;
   app.add_option("--data-dir", flags.data_dir, "SQLite database, admin token, artifacts")
       ->capture_default_str();

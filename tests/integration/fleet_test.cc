@@ -230,6 +230,26 @@ TEST_F(FleetTest, BadFlagsExitWithUsageError) {
   EXPECT_EQ(bad_agent.wait(), 2);
 }
 
+TEST_F(FleetTest, ConfigFileSetsEveryFlagAndUnknownKeysAreRefused) {
+  int http_port = freePort();
+  std::string config = dir_.sub("musterd.toml");
+  std::ofstream(config) << "data-dir = \"" << dir_.sub("cfg-data") << "\"\n"
+                        << "http-listen = \"127.0.0.1:" << http_port << "\"\n"
+                        << "grpc-listen = \"127.0.0.1:" << freePort() << "\"\n";
+  Process server({MUSTERD_BIN, "--config", config}, dir_.sub("cfg-musterd"));
+  EXPECT_TRUE(waitFor([&] {
+    return server.out().find("http=" + std::to_string(http_port)) != std::string::npos;
+  })) << server.err();
+  EXPECT_TRUE(std::filesystem::exists(dir_.sub("cfg-data") + "/admin.token"));
+  server.signal(SIGTERM);
+  EXPECT_EQ(server.wait(), 0);
+
+  std::string bad = dir_.sub("bad.toml");
+  std::ofstream(bad) << "no_such_key = 1\n";
+  Process refused({MUSTERD_BIN, "--config", bad}, dir_.sub("cfg-bad"));
+  EXPECT_EQ(refused.wait(), 2);
+}
+
 TEST_F(FleetTest, GarbageOnTheAgentPortDoesNotHurtTheServer) {
   startServer();
   startAgent("h1");
