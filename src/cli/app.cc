@@ -2,7 +2,6 @@
 #include "cli/app.h"
 
 #include <CLI/CLI.hpp>
-
 #include <iostream>
 
 #include "cli/cli_config.h"

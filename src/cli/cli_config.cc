@@ -45,9 +45,9 @@ absl::StatusOr<ClientConfig> resolveClientConfig(const GlobalFlags& flags) {
         if (config.server.empty()) config.server = table["server"].value_or(std::string());
         if (config.token.empty()) config.token = table["token"].value_or(std::string());
       } catch (const toml::parse_error& e) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "cannot read ", path, ": ", std::string(e.description()), " at line ",
-            e.source().begin.line, "; fix the file or pass --server and --token"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("cannot read ", path, ": ", std::string(e.description()), " at line ",
+                         e.source().begin.line, "; fix the file or pass --server and --token"));
       }
     }
   }

@@ -1,6 +1,5 @@
 // `muster command show ID`, `muster commands ...` and `muster cancel ID|RUN`.
 #include <CLI/CLI.hpp>
-
 #include <iostream>
 #include <memory>
 
@@ -13,8 +12,7 @@ namespace muster::cli {
 namespace {
 namespace json = boost::json;
 
-int showCommand(const ClientConfig& config, const std::string& id, bool as_json,
-                bool with_output) {
+int showCommand(const ClientConfig& config, const std::string& id, bool as_json, bool with_output) {
   HttpClient client(config);
   auto command = client.get("/api/v1/commands/" + urlEscape(id));
   if (!command.ok()) return reportError(command.status());
@@ -113,8 +111,7 @@ int cancel(const ClientConfig& config, const std::string& id) {
   auto run = client.post("/api/v1/runs/" + urlEscape(id) + "/cancel", json::object{});
   if (!run.ok()) {
     if (absl::IsNotFound(run.status())) {
-      return reportError(absl::NotFoundError(
-          absl::StrCat("no command or run with id '", id, "'")));
+      return reportError(absl::NotFoundError(absl::StrCat("no command or run with id '", id, "'")));
     }
     return reportError(run.status());
   }
@@ -150,19 +147,19 @@ void registerCommandCommands(CLI::App& app, std::vector<Runner>* runners) {
   list->add_option("--run", opts->list.run, "only commands of this run");
   list->add_option("--host", opts->list.host, "only commands for this host");
   list->add_option("--state", opts->list.state, "only commands in this state")
-      ->check(CLI::IsMember({"queued", "dispatched", "running", "succeeded", "failed",
-                             "timed_out", "cancelled", "expired"}));
+      ->check(CLI::IsMember({"queued", "dispatched", "running", "succeeded", "failed", "timed_out",
+                             "cancelled", "expired"}));
   list->add_option("--limit", opts->list.limit, "at most this many (1-1000)")
       ->check(CLI::Range(1, 1000));
   list->add_option("--cursor", opts->list.cursor, "continue after this command id");
   list->add_flag("--json", opts->list.json, "print JSON");
   runners->push_back({list, [opts](const ClientConfig& c) { return listCommands(c, opts->list); }});
 
-  auto* cancel_cmd = app.add_subcommand("cancel", "Cancel a command, or every open command of a run");
+  auto* cancel_cmd =
+      app.add_subcommand("cancel", "Cancel a command, or every open command of a run");
   cancel_cmd->add_option("id", opts->cancel_id, "command id or run id")->required();
-  runners->push_back({cancel_cmd, [opts](const ClientConfig& c) {
-                        return cancel(c, opts->cancel_id);
-                      }});
+  runners->push_back(
+      {cancel_cmd, [opts](const ClientConfig& c) { return cancel(c, opts->cancel_id); }});
 }
 
 }  // namespace muster::cli

@@ -1,6 +1,5 @@
 // `muster hosts` and `muster host show ID`.
 #include <CLI/CLI.hpp>
-
 #include <iostream>
 #include <memory>
 
@@ -129,17 +128,15 @@ void registerHostCommands(CLI::App& app, std::vector<Runner>* runners) {
   auto* show = host->add_subcommand("show", "Show one host's facts, labels and metrics");
   show->add_option("id", opts->id, "host id")->required();
   show->add_flag("--json", opts->show_json, "print JSON");
-  runners->push_back({show, [opts](const ClientConfig& c) {
-                        return showHost(c, opts->id, opts->show_json);
-                      }});
+  runners->push_back(
+      {show, [opts](const ClientConfig& c) { return showHost(c, opts->id, opts->show_json); }});
 
   auto* hosts = app.add_subcommand("hosts", "List hosts");
   hosts->add_option("--status", opts->status, "only hosts with this status")
       ->check(CLI::IsMember({"online", "offline", "revoked"}));
   hosts->add_flag("--json", opts->json, "print JSON");
-  runners->push_back({hosts, [opts](const ClientConfig& c) {
-                        return listHosts(c, opts->status, opts->json);
-                      }});
+  runners->push_back(
+      {hosts, [opts](const ClientConfig& c) { return listHosts(c, opts->status, opts->json); }});
 }
 
 }  // namespace muster::cli

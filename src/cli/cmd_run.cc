@@ -1,11 +1,9 @@
 // `muster run -H ID... -- CMD ARGS...` (create a run, stream every host's output live,
 // summarize, exit 0 only if every host succeeded) and `muster run show RUN`.
 #include <CLI/CLI.hpp>
-
-#include <boost/json/parse.hpp>
-
 #include <algorithm>
 #include <atomic>
+#include <boost/json/parse.hpp>
 #include <csignal>
 #include <iostream>
 #include <map>
@@ -71,7 +69,8 @@ std::string newIdempotencyKey() {
   std::random_device random;
   std::uniform_int_distribution<uint64_t> dist;
   char buf[40];
-  std::snprintf(buf, sizeof buf, "cli-%016llx%016llx", static_cast<unsigned long long>(dist(random)),
+  std::snprintf(buf, sizeof buf, "cli-%016llx%016llx",
+                static_cast<unsigned long long>(dist(random)),
                 static_cast<unsigned long long>(dist(random)));
   return buf;
 }
@@ -119,8 +118,8 @@ void followRun(const ClientConfig& config, const json::array& commands, bool pri
     out_printers[i]->flush();
     err_printers[i]->flush();
     if (g_interrupted || !(*finals)[i].is_null()) continue;
-    std::string why = !stream_errors[i].empty() ? stream_errors[i]
-                                                : std::string(results[i].message());
+    std::string why =
+        !stream_errors[i].empty() ? stream_errors[i] : std::string(results[i].message());
     if (!why.empty()) {
       std::cerr << "muster: lost the output stream of " << field(commands[i], "host_id") << ": "
                 << why << "\n";
@@ -215,7 +214,8 @@ int runCommand(const ClientConfig& config, const RunOptions& o) {
   std::cout << "\n";
   table.print(std::cout);
   std::string counts;
-  for (const auto& [state, n] : by_state) absl::StrAppend(&counts, counts.empty() ? "" : ", ", n, " ", state);
+  for (const auto& [state, n] : by_state)
+    absl::StrAppend(&counts, counts.empty() ? "" : ", ", n, " ", state);
   std::cout << "run " << run_id << ": " << counts << "\n";
   return all_ok ? kExitOk : kExitFailure;
 }
@@ -238,8 +238,8 @@ int showRun(const ClientConfig& config, const std::string& id, bool as_json) {
       absl::StrAppend(&counts, counts.empty() ? "" : ", ", scalarText(kv.value()), " ",
                       std::string(kv.key()));
     }
-    std::cout << "commands: " << field(*summary, "total") << (counts.empty() ? "" : " (")
-              << counts << (counts.empty() ? "" : ")") << "\n\n";
+    std::cout << "commands: " << field(*summary, "total") << (counts.empty() ? "" : " (") << counts
+              << (counts.empty() ? "" : ")") << "\n\n";
   }
   Table table({"HOST", "STATE", "EXIT", "COMMAND-ID", "ERROR"});
   if (const json::value* commands = member(*run, "commands"); commands && commands->is_array()) {
@@ -273,9 +273,8 @@ void registerRunCommands(CLI::App& app, std::vector<Runner>* runners) {
   show->add_option("run", opts->show_id, "run id")->required();
   show->add_flag("--json", opts->show_json, "print JSON");
   // `show` first: the most specific parsed subcommand wins.
-  runners->push_back({show, [opts](const ClientConfig& c) {
-                        return showRun(c, opts->show_id, opts->show_json);
-                      }});
+  runners->push_back(
+      {show, [opts](const ClientConfig& c) { return showRun(c, opts->show_id, opts->show_json); }});
   runners->push_back({run, [opts](const ClientConfig& c) { return runCommand(c, *opts); }});
 }
 

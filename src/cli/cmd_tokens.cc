@@ -1,6 +1,5 @@
 // `muster token create --enroll [--uses N] [--ttl 24h] [--label k=v]`.
 #include <CLI/CLI.hpp>
-
 #include <iostream>
 #include <memory>
 

@@ -30,7 +30,8 @@ std::string commandText(const json::value& c) {
   for (const auto& a : argv->as_array()) {
     std::string arg = scalarText(a);
     if (!out.empty()) out += ' ';
-    bool plain = !arg.empty() && arg.find_first_of(" \t\n'\"\\$`*?;&|<>()[]{}!#~") == std::string::npos;
+    bool plain =
+        !arg.empty() && arg.find_first_of(" \t\n'\"\\$`*?;&|<>()[]{}!#~") == std::string::npos;
     if (plain) {
       out += arg;
     } else {

@@ -1,9 +1,8 @@
 // Tables, times, sizes, JSON pretty printing and error reporting for the CLI.
 #include "cli/format.h"
 
-#include <boost/json/serialize.hpp>
-
 #include <algorithm>
+#include <boost/json/serialize.hpp>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -163,10 +162,8 @@ std::string hintFor(absl::StatusCode code) {
       return "see `muster --help` or `muster <command> --help`";
     case absl::StatusCode::kAlreadyExists:
       return "retry with a new idempotency key, or repeat the original request exactly";
-    case absl::StatusCode::kResourceExhausted:
-      return "send less, or try again later";
-    default:
-      return "";
+    case absl::StatusCode::kResourceExhausted: return "send less, or try again later";
+    default: return "";
   }
 }
 
@@ -185,7 +182,8 @@ int reportError(const absl::Status& status) {
 }
 
 int reportUsage(const std::string& message) {
-  std::cerr << "muster: " << message << "\n" << "Run with --help for more information.\n";
+  std::cerr << "muster: " << message << "\n"
+            << "Run with --help for more information.\n";
   return kExitUsage;
 }
 

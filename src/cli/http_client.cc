@@ -5,7 +5,6 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
-
 #include <cctype>
 #include <cstdio>
 #include <memory>
@@ -76,14 +75,12 @@ absl::Status transportError(int curl_code, const std::string& url, const std::st
     case CURLE_COULDNT_CONNECT:
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
-      return absl::UnavailableError(absl::StrCat(
-          "cannot connect to ", url, ": ", what,
-          ". Is musterd running there? Check --server or MUSTER_SERVER"));
+      return absl::UnavailableError(
+          absl::StrCat("cannot connect to ", url, ": ", what,
+                       ". Is musterd running there? Check --server or MUSTER_SERVER"));
     case CURLE_OPERATION_TIMEDOUT:
-      return absl::DeadlineExceededError(
-          absl::StrCat("no answer from ", url, " in time: ", what));
-    default:
-      return absl::UnavailableError(absl::StrCat("request to ", url, " failed: ", what));
+      return absl::DeadlineExceededError(absl::StrCat("no answer from ", url, " in time: ", what));
+    default: return absl::UnavailableError(absl::StrCat("request to ", url, " failed: ", what));
   }
 }
 
@@ -100,10 +97,9 @@ absl::Status httpError(long http_status, const std::string& body) {
     }
   }
   std::string excerpt = body.substr(0, 200);
-  return statusForHttp(http_status,
-                       absl::StrCat("server answered HTTP ", http_status,
-                                    excerpt.empty() ? "" : ": ", excerpt,
-                                    " (is --server pointing at musterd?)"));
+  return statusForHttp(
+      http_status, absl::StrCat("server answered HTTP ", http_status, excerpt.empty() ? "" : ": ",
+                                excerpt, " (is --server pointing at musterd?)"));
 }
 
 // --- HttpClient ----------------------------------------------------------------------------

@@ -2,9 +2,8 @@
 // messages turned into Status, and Server-Sent Events followers for live output.
 #pragma once
 
-#include <boost/json/value.hpp>
-
 #include <atomic>
+#include <boost/json/value.hpp>
 #include <functional>
 #include <string>
 #include <string_view>

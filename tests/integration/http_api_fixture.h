@@ -6,9 +6,8 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
-#include <boost/json.hpp>
-
 #include <atomic>
+#include <boost/json.hpp>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -44,7 +43,8 @@ inline size_t collect(char* data, size_t size, size_t n, void* user) {
 }
 
 // Polls `condition` every 10 ms until it holds or `timeout` passes.
-inline bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout = 10s) {
+inline bool waitFor(const std::function<bool()>& condition,
+                    std::chrono::milliseconds timeout = 10s) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
     if (condition()) return true;
@@ -66,8 +66,8 @@ inline std::vector<std::pair<std::string, json::value>> parseEvents(const std::s
     size_t line_start = 0;
     while (line_start <= block.size()) {
       size_t nl = block.find('\n', line_start);
-      std::string line = block.substr(line_start, nl == std::string::npos ? std::string::npos
-                                                                          : nl - line_start);
+      std::string line =
+          block.substr(line_start, nl == std::string::npos ? std::string::npos : nl - line_start);
       if (line.rfind("event: ", 0) == 0) event = line.substr(7);
       if (line.rfind("data: ", 0) == 0) data += line.substr(6);
       if (nl == std::string::npos) break;
@@ -181,7 +181,8 @@ class HttpApiTest : public ::testing::Test {
 
   void putOutput(const std::string& id, model::OutputStream stream, uint64_t offset,
                  const std::string& data) {
-    auto r = store_->writeAndWait(store::AppendOutput{model::OutputChunk{id, stream, offset, data}});
+    auto r =
+        store_->writeAndWait(store::AppendOutput{model::OutputChunk{id, stream, offset, data}});
     ASSERT_TRUE(r.status.ok()) << r.status;
   }
 
@@ -235,7 +236,8 @@ class SseClient {
   }
   void run() {
     CURL* curl = curl_easy_init();
-    curl_slist* list = curl_slist_append(nullptr, (std::string("Authorization: Bearer ") + kToken).c_str());
+    curl_slist* list =
+        curl_slist_append(nullptr, (std::string("Authorization: Bearer ") + kToken).c_str());
     list = curl_slist_append(list, "Accept: text/event-stream");
     curl_easy_setopt(curl, CURLOPT_URL, url_.c_str());
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);

@@ -27,8 +27,8 @@ TEST_F(HttpApiTest, ApiRejectsMissingOrWrongToken) {
 
 TEST_F(HttpApiTest, UnknownResourcesAre404Json) {
   for (const char* path : {"/api/v1/hosts/nope", "/api/v1/commands/01HZZZZZZZZZZZZZZZZZZZZZZZ",
-                           "/api/v1/runs/01HZZZZZZZZZZZZZZZZZZZZZZZ", "/api/v1/nothing",
-                           "/nothing", "/api/v1/commands/01HZZZZZZZZZZZZZZZZZZZZZZZ/output"}) {
+                           "/api/v1/runs/01HZZZZZZZZZZZZZZZZZZZZZZZ", "/api/v1/nothing", "/nothing",
+                           "/api/v1/commands/01HZZZZZZZZZZZZZZZZZZZZZZZ/output"}) {
     Reply r = call("GET", path);
     EXPECT_EQ(r.status, 404) << path << ": " << r.body;
     EXPECT_EQ(errorCode(r), "not_found") << path;
@@ -99,10 +99,13 @@ TEST_F(HttpApiTest, QueuedCommandForOfflineHostCanBeCreatedReadListedAndCancelle
   EXPECT_EQ(str(host_list[0], "id"), "web-1");
   EXPECT_EQ(str(host_list[0], "status"), "offline");
   EXPECT_TRUE(hosts.json.as_object().at("next_cursor").is_null());
-  EXPECT_EQ(call("GET", "/api/v1/hosts?status=online").json.as_object().at("hosts").as_array().size(), 0u);
+  EXPECT_EQ(
+      call("GET", "/api/v1/hosts?status=online").json.as_object().at("hosts").as_array().size(),
+      0u);
   EXPECT_EQ(call("GET", "/api/v1/hosts/web-1").status, 200);
 
-  json::object created = createCommand("web-1", R"(,"timeout":"30s","expire":"1h","env":{"A":"b"})");
+  json::object created =
+      createCommand("web-1", R"(,"timeout":"30s","expire":"1h","env":{"A":"b"})");
   std::string run_id = str(created, "run_id");
   ASSERT_FALSE(run_id.empty());
   auto& commands = created.at("commands").as_array();
@@ -175,9 +178,8 @@ TEST_F(HttpApiTest, IdempotencyKeyReplaysAndConflicts) {
   EXPECT_EQ(header.status, 200) << header.body;
   EXPECT_EQ(str(header.json, "run_id"), str(first.json, "run_id"));
 
-  Reply conflict =
-      call("POST", "/api/v1/commands",
-           R"({"hosts":["web-1"],"argv":["reboot"],"idempotency_key":"deploy-42"})");
+  Reply conflict = call("POST", "/api/v1/commands",
+                        R"({"hosts":["web-1"],"argv":["reboot"],"idempotency_key":"deploy-42"})");
   EXPECT_EQ(conflict.status, 409) << conflict.body;
   EXPECT_EQ(errorCode(conflict), "already_exists");
   Reply mismatch = call("POST", "/api/v1/commands", body, {"Idempotency-Key: other"});
@@ -195,7 +197,8 @@ TEST_F(HttpApiTest, CommandListPagesNewestFirst) {
   std::string cursor;
   int pages = 0;
   do {
-    Reply page = call("GET", "/api/v1/commands?limit=2" + (cursor.empty() ? "" : "&cursor=" + cursor));
+    Reply page =
+        call("GET", "/api/v1/commands?limit=2" + (cursor.empty() ? "" : "&cursor=" + cursor));
     ASSERT_EQ(page.status, 200) << page.body;
     for (const auto& c : page.json.as_object().at("commands").as_array()) {
       seen.push_back(str(c, "id"));

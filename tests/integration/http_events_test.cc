@@ -60,8 +60,8 @@ TEST_F(HttpEventsTest, FollowStreamsLiveChunksDedupedWithGapsMarked) {
   auto publish = [&](model::OutputStream s, uint64_t offset, std::string data) {
     plane_->bus().publishChunk(model::OutputChunk{id, s, offset, std::move(data)});
   };
-  publish(model::OutputStream::kStdout, 0, "stored\n");    // already sent: dropped
-  publish(model::OutputStream::kStdout, 7, "live \xC3");   // a character split across chunks
+  publish(model::OutputStream::kStdout, 0, "stored\n");   // already sent: dropped
+  publish(model::OutputStream::kStdout, 7, "live \xC3");  // a character split across chunks
   publish(model::OutputStream::kStdout, 13, "\xA9 one\n");
   publish(model::OutputStream::kStderr, 0, "warn\n");
   publish(model::OutputStream::kStdout, 40, "after gap\n");  // 21 bytes never arrive

@@ -85,8 +85,9 @@ TEST_F(HttpTransportTest, GarbageGets400AndTheServerKeepsServing) {
 
 TEST_F(HttpTransportTest, PipelinedRequestsAreAnsweredInOrder) {
   RawClient client(server_->port());
-  client.send("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n"
-              "Connection: close\r\n\r\n");
+  client.send(
+      "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nope HTTP/1.1\r\nHost: x\r\n"
+      "Connection: close\r\n\r\n");
   bool closed = false;
   std::string reply = client.readAll(5s, &closed);
   EXPECT_TRUE(closed);
@@ -122,9 +123,9 @@ TEST_F(HttpTransportTest, ChunkedBodyOverTheLimitIs413) {
   enrollHost("web-1");
   RawClient client(server_->port());
   std::string chunk(64 * 1024, 'x');
-  std::string request =
-      "POST /api/v1/commands HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
-      std::string(kToken) + "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+  std::string request = "POST /api/v1/commands HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                        std::string(kToken) +
+                        "\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
   char size_line[32];
   std::snprintf(size_line, sizeof size_line, "%zx\r\n", chunk.size());
   for (int i = 0; i < 40; ++i) request += size_line + chunk + "\r\n";

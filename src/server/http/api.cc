@@ -3,15 +3,13 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
 #include <boost/url/parse.hpp>
-
 #include <exception>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/fmt_absl.h"
 #include "server/http/api_json.h"
 #include "server/http/handlers.h"
 
@@ -114,7 +112,8 @@ ApiReply Api::handle(const ApiRequest& request, Route* route) {
   } catch (const std::exception& e) {
     spdlog::error("http: {} {} failed with an exception: {}", request.method,
                   request.target.substr(0, 200), e.what());
-    return errorReply(500, "internal", "internal error while handling the request; see the server log");
+    return errorReply(500, "internal",
+                      "internal error while handling the request; see the server log");
   }
 }
 
@@ -130,7 +129,8 @@ ApiReply Api::dispatch(const ApiRequest& request, Route* route) {
 
   if (segments.size() == 1 && segments[0] == "readyz") {
     *route = Route::kReadyz;
-    if (request.method != "GET" && request.method != "HEAD") return methodNotAllowed(request, "GET");
+    if (request.method != "GET" && request.method != "HEAD")
+      return methodNotAllowed(request, "GET");
     absl::Status ping = plane_.store().ping();
     if (!ping.ok()) {
       return errorReply(503, "unavailable", absl::StrCat("store not ready: ", ping.message()));

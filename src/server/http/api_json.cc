@@ -3,7 +3,6 @@
 
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
-
 #include <ctime>
 #include <limits>
 
@@ -259,9 +258,8 @@ absl::Status FieldReader::optStringMap(std::string_view key, model::StringMap* o
 absl::Status FieldReader::optDuration(std::string_view key, std::string_view key_ms,
                                       int64_t* out_ms) {
   if (has(key) && has(key_ms) && !object_.at(key).is_null() && !object_.at(key_ms).is_null()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(what_, ": give either \"", toAbsl(key), "\" or \"", toAbsl(key_ms),
-                     "\", not both"));
+    return absl::InvalidArgumentError(absl::StrCat(what_, ": give either \"", toAbsl(key),
+                                                   "\" or \"", toAbsl(key_ms), "\", not both"));
   }
   if (const json::value* v = find(key)) {
     if (!v->is_string()) {

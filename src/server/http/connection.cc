@@ -3,8 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
+#include <array>
 #include <boost/asio/post.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/empty_body.hpp>
@@ -12,10 +11,9 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
-
-#include <array>
 #include <chrono>
 
+#include "common/fmt_absl.h"
 #include "server/http/api_json.h"
 
 namespace muster::server::http {
@@ -34,8 +32,8 @@ struct Registration {
 };
 
 // Answers and returns whether the write succeeded.
-asio::awaitable<bool> writeReply(std::shared_ptr<Connection> conn, ApiReply reply,
-                                 unsigned version, bool keep_alive, bool head) {
+asio::awaitable<bool> writeReply(std::shared_ptr<Connection> conn, ApiReply reply, unsigned version,
+                                 bool keep_alive, bool head) {
   bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(reply.status), version};
   res.set(bhttp::field::server, "musterd");
   res.set(bhttp::field::content_type, reply.content_type);
@@ -114,7 +112,8 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
   while (!conn->stop_requested) {
     // Wait for the first byte of the next request: the idle timeout.
     if (buffer.size() == 0) {
-      stream.expires_after(milliseconds(first ? options.header_timeout_ms : options.idle_timeout_ms));
+      stream.expires_after(
+          milliseconds(first ? options.header_timeout_ms : options.idle_timeout_ms));
       auto [ec, n] = co_await stream.async_read_some(buffer.prepare(8192), kTuple);
       if (ec) co_return;  // idle timeout, client left, or shutdown closed us
       buffer.commit(n);
@@ -146,10 +145,10 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
     if (hec) {
       if (isDisconnect(hec)) co_return;
       state.stats.record(Route::kUnknown, 400);
-      co_await writeReply(conn,
-                          errorReply(400, "invalid_argument",
-                                     "malformed HTTP request (" + hec.message() + ")"),
-                          11, false, false);
+      co_await writeReply(
+          conn,
+          errorReply(400, "invalid_argument", "malformed HTTP request (" + hec.message() + ")"), 11,
+          false, false);
       break;
     }
 
@@ -177,10 +176,10 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
       if (bec) {
         if (isDisconnect(bec)) co_return;
         state.stats.record(Route::kUnknown, 400);
-        co_await writeReply(conn,
-                            errorReply(400, "invalid_argument",
-                                       "malformed request body (" + bec.message() + ")"),
-                            version, false, false);
+        co_await writeReply(
+            conn,
+            errorReply(400, "invalid_argument", "malformed request body (" + bec.message() + ")"),
+            version, false, false);
         break;
       }
     }

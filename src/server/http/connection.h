@@ -7,7 +7,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
-
 #include <memory>
 
 #include "server/http/api.h"
@@ -33,8 +32,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
   beast::flat_buffer& buffer() { return buffer_; }
 
   // --- strand only ---
-  bool busy = false;            // between reading a request and answering it
-  bool stop_requested = false;  // set by requestStop()
+  bool busy = false;                          // between reading a request and answering it
+  bool stop_requested = false;                // set by requestStop()
   asio::steady_timer* event_timer = nullptr;  // an event stream's wait; cancelled to wake it
 
  private:

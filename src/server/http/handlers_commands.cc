@@ -43,7 +43,8 @@ absl::StatusOr<CreateRunRequest> readCreateRun(Context& ctx) {
   if (st = fields.finish(); !st.ok()) return st;
 
   if (!fields.has("hosts")) {
-    return absl::InvalidArgumentError("command request: \"hosts\" is required (a list of host ids)");
+    return absl::InvalidArgumentError(
+        "command request: \"hosts\" is required (a list of host ids)");
   }
   if (!run.exec.argv.empty() && !run.exec.script.empty()) {
     return absl::InvalidArgumentError(
@@ -127,7 +128,8 @@ ApiReply getRun(Context& ctx, const std::string& id) {
   auto run = ctx.plane.store().getRun(id);
   if (!run.ok()) return errorReply(run.status());
   if (!run->has_value()) {
-    return errorReply(absl::NotFoundError(absl::StrCat("no run with id '", id.substr(0, 140), "'")));
+    return errorReply(
+        absl::NotFoundError(absl::StrCat("no run with id '", id.substr(0, 140), "'")));
   }
   std::vector<model::Command> commands;
   store::CommandFilter filter;
@@ -140,9 +142,8 @@ ApiReply getRun(Context& ctx, const std::string& id) {
     if (static_cast<int>(page->size()) < kRunPage) break;
     filter.before_id = commands.back().id;
   }
-  std::sort(commands.begin(), commands.end(), [](const model::Command& a, const model::Command& b) {
-    return a.host_id < b.host_id;
-  });
+  std::sort(commands.begin(), commands.end(),
+            [](const model::Command& a, const model::Command& b) { return a.host_id < b.host_id; });
   boost::json::object summary;
   for (int i = 0; i <= static_cast<int>(model::CommandState::kExpired); ++i) {
     summary[model::toString(static_cast<model::CommandState>(i))] = 0;

@@ -13,8 +13,8 @@ absl::StatusOr<int> limitParam(const Context& ctx, int fallback, int max_limit) 
   if (!text) return fallback;
   int limit = 0;
   if (!absl::SimpleAtoi(*text, &limit) || limit < 1 || limit > max_limit) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid limit '", text->substr(0, 32), "': use a number from 1 to ", max_limit));
+    return absl::InvalidArgumentError(absl::StrCat("invalid limit '", text->substr(0, 32),
+                                                   "': use a number from 1 to ", max_limit));
   }
   return limit;
 }

@@ -51,8 +51,8 @@ ApiReply commandOutput(Context& ctx, const std::string& id, bool follow) {
     } else if (*s == "stderr") {
       want_stdout = false;
     } else {
-      return errorReply(absl::InvalidArgumentError(absl::StrCat(
-          "invalid stream '", s->substr(0, 32), "': use stdout, stderr or both")));
+      return errorReply(absl::InvalidArgumentError(
+          absl::StrCat("invalid stream '", s->substr(0, 32), "': use stdout, stderr or both")));
     }
   }
   auto command = ctx.plane.commands().get(id);

@@ -25,9 +25,9 @@ ApiReply createToken(Context& ctx) {
   }
   if (kind != "enroll") {
     // TODO(issue 3): operator API tokens with roles (viewer, operator, admin).
-    return errorReply(absl::InvalidArgumentError(absl::StrCat(
-        "token request: unsupported \"kind\" '", kind.substr(0, 32),
-        "': only \"enroll\" tokens can be created for now")));
+    return errorReply(absl::InvalidArgumentError(
+        absl::StrCat("token request: unsupported \"kind\" '", kind.substr(0, 32),
+                     "': only \"enroll\" tokens can be created for now")));
   }
   auto token = ctx.plane.enrollment().createToken(uses, ttl_ms, labels, ctx.principal);
   if (!token.ok()) return errorReply(token.status());

@@ -4,14 +4,11 @@
 #include <pthread.h>
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
-
 #include <chrono>
 #include <exception>
 #include <optional>
@@ -19,6 +16,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/fmt_absl.h"
 #include "server/http/connection.h"
 #include "server/http/server_state.h"
 

@@ -16,13 +16,13 @@
 namespace muster::server::http {
 
 struct HttpOptions {
-  std::string listen = "127.0.0.1:7080";  // HOST:PORT; port 0 picks a free one
-  int threads = 1;                        // io threads (never block; blocking work hops out)
-  uint64_t max_body_bytes = 1 << 20;      // larger request bodies get 413
-  int64_t header_timeout_ms = 10'000;     // from the first byte of a request to its last header
-  int64_t idle_timeout_ms = 60'000;       // keep-alive connection without a request; body reads
-  int64_t drain_timeout_ms = 10'000;      // shutdown: how long in-flight requests may take
-  int64_t sse_keepalive_ms = 15'000;      // comment line on quiet event streams
+  std::string listen = "127.0.0.1:7080";    // HOST:PORT; port 0 picks a free one
+  int threads = 1;                          // io threads (never block; blocking work hops out)
+  uint64_t max_body_bytes = 1 << 20;        // larger request bodies get 413
+  int64_t header_timeout_ms = 10'000;       // from the first byte of a request to its last header
+  int64_t idle_timeout_ms = 60'000;         // keep-alive connection without a request; body reads
+  int64_t drain_timeout_ms = 10'000;        // shutdown: how long in-flight requests may take
+  int64_t sse_keepalive_ms = 15'000;        // comment line on quiet event streams
   uint64_t sse_max_queued_bytes = 8 << 20;  // a follower further behind is dropped
   // Maps a bearer token to the principal recorded as `created_by`; an error status is the
   // answer (UNAUTHENTICATED -> 401, PERMISSION_DENIED -> 403). Runs on `blocking_workers`,

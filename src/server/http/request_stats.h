@@ -17,9 +17,9 @@ class RequestStats {
   std::vector<RequestCount> snapshot() const;
 
  private:
-  static constexpr std::array<int, 19> kStatuses = {100, 200, 201, 204, 400, 401, 403, 404,
-                                                    405, 408, 409, 413, 415, 422, 429, 431,
-                                                    500, 503, 0};  // 0: any other
+  static constexpr std::array<int, 19> kStatuses = {100, 200, 201, 204, 400, 401, 403,
+                                                    404, 405, 408, 409, 413, 415, 422,
+                                                    429, 431, 500, 503, 0};  // 0: any other
   static constexpr size_t kRoutes = static_cast<size_t>(Route::kCount);
   std::array<std::array<std::atomic<uint64_t>, kStatuses.size()>, kRoutes> counts_{};
 };

@@ -2,14 +2,13 @@
 // hop that runs blocking work on the worker pool and resumes the coroutine on its strand.
 #pragma once
 
+#include <atomic>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/associated_executor.hpp>
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/use_awaitable.hpp>
-
-#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -86,10 +85,10 @@ asio::awaitable<R> runBlocking(std::shared_ptr<ServerState> state, Fn fn) {
     state->workers.post([state, job]() mutable {
       {
         R result = job->fn();
-        asio::post(job->executor, [handler = std::move(job->handler),
-                                   result = std::move(result)]() mutable {
-          (*handler)(std::move(result));
-        });
+        asio::post(job->executor,
+                   [handler = std::move(job->handler), result = std::move(result)]() mutable {
+                     (*handler)(std::move(result));
+                   });
         // Drop every reference into the io_context before shutdown may destroy it.
         job.reset();
       }

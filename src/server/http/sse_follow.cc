@@ -3,8 +3,7 @@
 // then `end` with the final command record.
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
+#include <array>
 #include <boost/asio/post.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/http/chunk_encode.hpp>
@@ -12,13 +11,12 @@
 #include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/json/serialize.hpp>
-
-#include <array>
 #include <chrono>
 #include <deque>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "common/fmt_absl.h"
 #include "server/http/api_json.h"
 #include "server/http/connection.h"
 #include "server/http/output_text.h"
@@ -98,8 +96,7 @@ void addChunk(StreamState& s, uint64_t offset, std::string_view data, std::strin
     uint64_t carried = s.utf8.carried();
     std::string rest = s.utf8.flush();
     if (!rest.empty()) *out += outputEvent(s.stream, gap_start - carried, rest, 0);
-    *out += outputEvent(s.stream, gap_start, truncationMarker(piece->gap_bytes),
-                        piece->gap_bytes);
+    *out += outputEvent(s.stream, gap_start, truncationMarker(piece->gap_bytes), piece->gap_bytes);
   }
   uint64_t start = piece->offset - s.utf8.carried();
   std::string text = s.utf8.take(piece->data);
@@ -110,8 +107,8 @@ void addChunk(StreamState& s, uint64_t offset, std::string_view data, std::strin
 asio::awaitable<bool> sendChunk(std::shared_ptr<Connection> conn, std::string text) {
   if (text.empty()) co_return true;
   conn->stream().expires_after(milliseconds(conn->state().options.idle_timeout_ms));
-  auto [ec, n] = co_await asio::async_write(
-      conn->stream(), bhttp::make_chunk(asio::buffer(text)), kTuple);
+  auto [ec, n] =
+      co_await asio::async_write(conn->stream(), bhttp::make_chunk(asio::buffer(text)), kTuple);
   co_return !ec;
 }
 
@@ -312,8 +309,7 @@ asio::awaitable<bool> serveFollow(std::shared_ptr<Connection> conn, FollowSpec s
       if (event.chunk.offset > s.cursor.next()) {
         // A hole: maybe a chunk that reached the store before we subscribed. Fill what the
         // store has; what it lacks is marked as truncated by addChunk.
-        absl::Status st =
-            co_await readStored(conn, &s, id, event.chunk.offset, true, &follow.out);
+        absl::Status st = co_await readStored(conn, &s, id, event.chunk.offset, true, &follow.out);
         if (!st.ok()) co_return co_await failWith(conn, &follow, st);
       }
       addChunk(s, event.chunk.offset, event.chunk.data, &follow.out);
