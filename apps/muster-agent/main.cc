@@ -3,8 +3,6 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <thread>
@@ -12,6 +10,7 @@
 #include "absl/synchronization/mutex.h"
 #include "agent/agent.h"
 #include "common/duration.h"
+#include "common/fmt_absl.h"
 #include "common/ids.h"
 #include "common/log.h"
 

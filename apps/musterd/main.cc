@@ -3,8 +3,6 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <condition_variable>
@@ -15,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "common/duration.h"
+#include "common/fmt_absl.h"
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/worker_pool.h"

@@ -3,8 +3,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -14,6 +12,7 @@
 #include "agent/outbox.h"
 #include "agent/output_capture.h"
 #include "agent/system_info.h"
+#include "common/fmt_absl.h"
 #include "common/fs.h"
 #include "muster/v1/agent.pb.h"
 
@@ -66,7 +65,8 @@ muster::v1::AgentMessage outputMessage(const std::string& id, const CapturedChun
   muster::v1::AgentMessage m;
   auto* o = m.mutable_output();
   o->set_command_id(id);
-  o->set_stream(c.stream == 2 ? muster::v1::OUTPUT_STREAM_STDERR : muster::v1::OUTPUT_STREAM_STDOUT);
+  o->set_stream(c.stream == 2 ? muster::v1::OUTPUT_STREAM_STDERR
+                              : muster::v1::OUTPUT_STREAM_STDOUT);
   o->set_offset(c.offset);
   o->set_data(c.data);
   return m;
@@ -74,7 +74,8 @@ muster::v1::AgentMessage outputMessage(const std::string& id, const CapturedChun
 }  // namespace
 
 Agent::Agent(AgentConfig config, const common::Clock& clock)
-    : config_(std::move(config)), clock_(clock),
+    : config_(std::move(config)),
+      clock_(clock),
       backoff_(config_.backoff_base_ms, config_.backoff_cap_ms) {}
 
 Agent::~Agent() {
@@ -120,8 +121,8 @@ absl::Status Agent::ensureEnrolled() {
   if (identity->has_value()) {
     if (!config_.id.empty() && config_.id != (*identity)->agent_id) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "state dir ", config_.state_dir, " belongs to agent '", (*identity)->agent_id,
-          "', not '", config_.id, "': use another --state-dir or drop --id"));
+          "state dir ", config_.state_dir, " belongs to agent '", (*identity)->agent_id, "', not '",
+          config_.id, "': use another --state-dir or drop --id"));
     }
     agent_id_ = (*identity)->agent_id;
     credential_ = (*identity)->credential;
@@ -156,8 +157,8 @@ absl::Status Agent::run() {
     if (st.ok()) break;
     if (!absl::IsUnavailable(st) && !absl::IsDeadlineExceeded(st)) return st;
     int64_t delay = backoff_.nextDelayMs();
-    spdlog::warn("cannot reach {} to enroll ({}); retrying in {} ms", config_.server,
-                 st.message(), delay);
+    spdlog::warn("cannot reach {} to enroll ({}); retrying in {} ms", config_.server, st.message(),
+                 delay);
     std::unique_lock lock(mu_);
     if (cv_.wait_for(lock, std::chrono::milliseconds(delay), [&] { return stop_requested_; })) {
       return absl::OkStatus();
@@ -236,9 +237,10 @@ void Agent::onLinkClosed(const std::shared_ptr<LinkStream>& link, const absl::St
   int64_t delay;
   if (absl::IsUnauthenticated(status) || absl::IsPermissionDenied(status)) {
     delay = config_.rejected_backoff_ms;
-    spdlog::error("server refused this agent: {}. Retrying in {} s; if it was revoked, "
-                  "re-enroll it with a new token",
-                  status.message(), delay / 1000);
+    spdlog::error(
+        "server refused this agent: {}. Retrying in {} s; if it was revoked, "
+        "re-enroll it with a new token",
+        status.message(), delay / 1000);
   } else {
     delay = backoff_.nextDelayMs();
     spdlog::warn("link to {} closed ({}: {}); reconnecting in {} ms", config_.server,
@@ -249,9 +251,7 @@ void Agent::onLinkClosed(const std::shared_ptr<LinkStream>& link, const absl::St
 
 void Agent::onMessage(const muster::v1::ServerMessage& m) {
   switch (m.kind_case()) {
-    case muster::v1::ServerMessage::kWelcome:
-      onWelcome(m.welcome().heartbeat_interval_ms());
-      break;
+    case muster::v1::ServerMessage::kWelcome: onWelcome(m.welcome().heartbeat_interval_ms()); break;
     case muster::v1::ServerMessage::kCommand: onCommand(m.command()); break;
     case muster::v1::ServerMessage::kCancel:
       onCancel(m.cancel().command_id(), m.cancel().reason());
@@ -322,7 +322,8 @@ void Agent::startCommand(const muster::v1::Command& command) {
   spec.env.insert(exec.env().begin(), exec.env().end());
   spec.cwd = exec.cwd();
   spec.timeout_ms = exec.timeout_ms() > 0 ? exec.timeout_ms() : config_.default_timeout_ms;
-  spec.kill_grace_ms = exec.kill_grace_ms() > 0 ? exec.kill_grace_ms() : config_.default_kill_grace_ms;
+  spec.kill_grace_ms =
+      exec.kill_grace_ms() > 0 ? exec.kill_grace_ms() : config_.default_kill_grace_ms;
   Running* r = running.get();
   auto on_output = [this, r, id](OutputStream stream, std::string_view data) {
     for (auto& chunk : r->capture->append(static_cast<int>(stream), data)) {
@@ -333,8 +334,8 @@ void Agent::startCommand(const muster::v1::Command& command) {
     post([this, id, exit] { finishCommand(id, exit); });
   };
   if (spec.argv.empty() && spec.script.empty()) {
-    ProcessExit exit{ExitKind::kStartFailed, std::nullopt, 0, "command has nothing to run",
-                     clock_.nowMs(), clock_.nowMs()};
+    ProcessExit exit{ExitKind::kStartFailed,       std::nullopt,   0,
+                     "command has nothing to run", clock_.nowMs(), clock_.nowMs()};
     running_[id] = std::move(running);
     finishCommand(id, exit);
     return;
@@ -342,8 +343,9 @@ void Agent::startCommand(const muster::v1::Command& command) {
   running_[id] = std::move(running);
   auto runner = ProcessRunner::start(std::move(spec), on_output, on_exit, clock_);
   if (!runner.ok()) {
-    ProcessExit exit{ExitKind::kStartFailed, std::nullopt, 0, std::string(runner.status().message()),
-                     clock_.nowMs(), clock_.nowMs()};
+    ProcessExit exit{
+        ExitKind::kStartFailed, std::nullopt,  0, std::string(runner.status().message()),
+        clock_.nowMs(),         clock_.nowMs()};
     finishCommand(id, exit);
     return;
   }

@@ -19,9 +19,9 @@ absl::Status fromGrpc(const grpc::Status& st) {
   return absl::Status(static_cast<absl::StatusCode>(st.error_code()), st.error_message());
 }
 
-class Stream final : public LinkStream,
-                     public grpc::ClientBidiReactor<muster::v1::AgentMessage,
-                                                    muster::v1::ServerMessage> {
+class Stream final
+    : public LinkStream,
+      public grpc::ClientBidiReactor<muster::v1::AgentMessage, muster::v1::ServerMessage> {
  public:
   explicit Stream(Handlers handlers) : handlers_(std::move(handlers)) {}
 

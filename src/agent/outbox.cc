@@ -2,6 +2,7 @@
 #include "agent/outbox.h"
 
 #include <dirent.h>
+#include <spdlog/spdlog.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -9,11 +10,8 @@
 #include <cstring>
 #include <filesystem>
 
-#include <spdlog/spdlog.h>
-
-#include "common/fmt_absl.h"
-
 #include "absl/strings/str_cat.h"
+#include "common/fmt_absl.h"
 #include "common/fs.h"
 
 namespace muster::agent {
@@ -34,8 +32,8 @@ absl::StatusOr<std::unique_ptr<Outbox>> Outbox::open(std::string dir, const comm
 bool Outbox::isSafeId(const std::string& id) {
   if (id.empty() || id.size() > 128 || id == "." || id == "..") return false;
   return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
+           c == '_' || c == '-';
   });
 }
 
@@ -141,7 +139,8 @@ std::vector<muster::v1::AgentMessage> Outbox::replay(const std::string& id, bool
       }
     };
     if (auto head = common::readFile(d + "/" + kStreams[s]); head.ok()) emit(0, *head);
-    if (auto tail = common::readFile(d + "/" + kStreams[s] + ".tail"); tail.ok() && tail->size() >= 8) {
+    if (auto tail = common::readFile(d + "/" + kStreams[s] + ".tail");
+        tail.ok() && tail->size() >= 8) {
       uint64_t offset = 0;
       std::memcpy(&offset, tail->data(), 8);
       emit(offset, tail->substr(8));

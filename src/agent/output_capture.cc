@@ -21,7 +21,8 @@ OutputCapture::OutputCapture(std::string dir, uint64_t cap_bytes)
     std::string path = absl::StrCat(dir_, "/", streamName(i));
     streams_[i].fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (streams_[i].fd < 0 && disk_status_.ok()) {
-      disk_status_ = absl::InternalError(absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
+      disk_status_ =
+          absl::InternalError(absl::StrCat("cannot create ", path, ": ", std::strerror(errno)));
     }
   }
 }

@@ -9,8 +9,9 @@ namespace muster::common {
 
 absl::StatusOr<int64_t> parseDurationMs(std::string_view text) {
   auto bad = [&] {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid duration '", std::string(text), "': use a number with a unit, like 30s, 5m, 24h or 1h30m"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid duration '", std::string(text),
+                     "': use a number with a unit, like 30s, 5m, 24h or 1h30m"));
   };
   if (text.empty()) return bad();
   int64_t total = 0;
@@ -27,12 +28,18 @@ absl::StatusOr<int64_t> parseDurationMs(std::string_view text) {
     while (i < text.size() && std::isalpha(static_cast<unsigned char>(text[i]))) ++i;
     std::string_view unit = text.substr(unit_start, i - unit_start);
     int64_t scale;
-    if (unit == "ms") scale = 1;
-    else if (unit == "s") scale = 1000;
-    else if (unit == "m") scale = 60'000;
-    else if (unit == "h") scale = 3'600'000;
-    else if (unit == "d") scale = 86'400'000;
-    else return bad();
+    if (unit == "ms")
+      scale = 1;
+    else if (unit == "s")
+      scale = 1000;
+    else if (unit == "m")
+      scale = 60'000;
+    else if (unit == "h")
+      scale = 3'600'000;
+    else if (unit == "d")
+      scale = 86'400'000;
+    else
+      return bad();
     total += value * scale;
   }
   return total;

@@ -4,10 +4,10 @@
 #include <spdlog/sinks/stdout_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
 #include <atomic>
 #include <cstdlib>
+
+#include "common/fmt_absl.h"
 
 namespace muster::common {
 namespace {
@@ -24,9 +24,8 @@ absl::Status setupLogging(const std::string& format, const std::string& level) {
   spdlog::set_default_logger(logger);
   spdlog::set_level(lvl);
   if (format == "json") {
-    spdlog::set_pattern(
-        R"({"time":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","thread":%t,"msg":"%v"})",
-        spdlog::pattern_time_type::utc);
+    spdlog::set_pattern(R"({"time":"%Y-%m-%dT%H:%M:%S.%eZ","level":"%l","thread":%t,"msg":"%v"})",
+                        spdlog::pattern_time_type::utc);
   } else if (format == "text") {
     spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%L%$ %v");
   } else {

@@ -86,8 +86,8 @@ struct ConsumeEnrollToken {
   std::string token_id;
 };
 
-using Mutation = std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, InsertRun,
-                              UpdateCommand, AppendOutput, InsertEnrollToken, ConsumeEnrollToken>;
+using Mutation = std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, InsertRun, UpdateCommand,
+                              AppendOutput, InsertEnrollToken, ConsumeEnrollToken>;
 
 struct WriteResult {
   absl::Status status;
@@ -125,9 +125,10 @@ class Store {
   virtual absl::StatusOr<std::optional<Run>> findRunByIdempotencyKey(const std::string& key) = 0;
   // Chunks of one stream ordered by offset, starting with the chunk that contains
   // `from_offset` (or the first after it), up to roughly `max_bytes`.
-  virtual absl::StatusOr<std::vector<model::OutputChunk>> readOutput(
-      const std::string& command_id, model::OutputStream stream, uint64_t from_offset,
-      uint64_t max_bytes) = 0;
+  virtual absl::StatusOr<std::vector<model::OutputChunk>> readOutput(const std::string& command_id,
+                                                                     model::OutputStream stream,
+                                                                     uint64_t from_offset,
+                                                                     uint64_t max_bytes) = 0;
   virtual absl::StatusOr<std::optional<EnrollToken>> findEnrollTokenByHash(
       const std::string& token_hash) = 0;
   virtual absl::StatusOr<std::vector<EnrollToken>> listEnrollTokens() = 0;

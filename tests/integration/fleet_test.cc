@@ -55,10 +55,12 @@ class FleetTest : public ::testing::Test {
   std::string waitTerminal(const std::string& command_id,
                            std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
     std::string state;
-    waitFor([&] {
-      state = server_->commandState(command_id);
-      return isTerminal(state);
-    }, timeout);
+    waitFor(
+        [&] {
+          state = server_->commandState(command_id);
+          return isTerminal(state);
+        },
+        timeout);
     return state;
   }
 
@@ -85,8 +87,9 @@ TEST_F(FleetTest, RunsOnThreeHostsWithOutputAndExitCodes) {
   startServer();
   for (auto id : {"h1", "h2", "h3"}) startAgent(id);
   for (auto id : {"h1", "h2", "h3"}) expectOnline(id);
-  auto run = server_->run({"h1", "h2", "h3"},
-                          "echo hello from $(cat /proc/sys/kernel/hostname); echo oops >&2; exit 3");
+  auto run =
+      server_->run({"h1", "h2", "h3"},
+                   "echo hello from $(cat /proc/sys/kernel/hostname); echo oops >&2; exit 3");
   auto ids = commandIds(run);
   ASSERT_EQ(ids.size(), 3u);
   for (const auto& id : ids) {
@@ -157,9 +160,8 @@ TEST_F(FleetTest, ServerKilledMidCommandLosesNothingAndRunsNothingTwice) {
   for (auto id : {"h1", "h2"}) startAgent(id);
   for (auto id : {"h1", "h2"}) expectOnline(id);
   std::string marker = dir_.sub("s9-marker");
-  auto slow = commandIds(server_->run({"h1", "h2"},
-                                      "echo begin; sleep 2; echo $(hostname)-run >> " + marker +
-                                          "; echo end"));
+  auto slow = commandIds(server_->run(
+      {"h1", "h2"}, "echo begin; sleep 2; echo $(hostname)-run >> " + marker + "; echo end"));
   ASSERT_TRUE(waitFor([&] {
     for (const auto& id : slow) {
       if (server_->commandState(id) != "running") return false;
@@ -185,8 +187,8 @@ TEST_F(FleetTest, HostGoesOfflineWhenItStopsHeartbeating) {
   expectOnline("h1");
   agent.process().signal(SIGSTOP);  // the TCP stream stays open, heartbeats stop
   auto start = std::chrono::steady_clock::now();
-  ASSERT_TRUE(waitFor([&] { return server_->hostStatus("h1") == "offline"; },
-                      std::chrono::seconds(10)));
+  ASSERT_TRUE(
+      waitFor([&] { return server_->hostStatus("h1") == "offline"; }, std::chrono::seconds(10)));
   auto took = std::chrono::steady_clock::now() - start;
   // 3 missed heartbeats (1.5 s) plus the sweep period; generous bound for a loaded machine.
   EXPECT_LT(took, std::chrono::seconds(5));
@@ -258,7 +260,8 @@ TEST_F(FleetTest, GarbageOnTheAgentPortDoesNotHurtTheServer) {
   int port = std::stoi(server_->grpcTarget().substr(server_->grpcTarget().rfind(':') + 1));
   sendRaw(port, std::string(4096, '\xff'));
   sendRaw(port, std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 24));
-  sendRaw(port, std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\x00\x00\x00\x00\x00\x01", 33));
+  sendRaw(port,
+          std::string("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\xff\xff\xff\x00\x00\x00\x00\x00\x01", 33));
   EXPECT_TRUE(server_->process().running());
   auto ids = commandIds(server_->run({"h1"}, "echo still fine"));
   EXPECT_EQ(waitTerminal(ids[0]), "succeeded");

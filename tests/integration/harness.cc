@@ -176,8 +176,11 @@ std::string str(const boost::json::value& v, const char* key) {
 }  // namespace
 
 Musterd::Musterd(const TempDir& dir, std::vector<std::string> extra_args)
-    : dir_(dir), data_dir_(dir.sub("server")), extra_args_(std::move(extra_args)),
-      grpc_port_(freePort()), http_port_(freePort()) {
+    : dir_(dir),
+      data_dir_(dir.sub("server")),
+      extra_args_(std::move(extra_args)),
+      grpc_port_(freePort()),
+      http_port_(freePort()) {
   start();
 }
 
@@ -186,8 +189,12 @@ Musterd::~Musterd() {
 }
 
 void Musterd::start() {
-  std::vector<std::string> argv = {MUSTERD_BIN, "--data-dir", data_dir_, "--http-listen",
-                                   "127.0.0.1:" + std::to_string(http_port_), "--grpc-listen",
+  std::vector<std::string> argv = {MUSTERD_BIN,
+                                   "--data-dir",
+                                   data_dir_,
+                                   "--http-listen",
+                                   "127.0.0.1:" + std::to_string(http_port_),
+                                   "--grpc-listen",
                                    "127.0.0.1:" + std::to_string(grpc_port_)};
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
   process_ = std::make_unique<Process>(argv, dir_.sub("musterd-" + std::to_string(starts_++)));
@@ -237,9 +244,7 @@ boost::json::value Musterd::command(const std::string& id) const {
 }
 
 std::string Musterd::hostStatus(const std::string& id) const { return str(host(id), "status"); }
-std::string Musterd::commandState(const std::string& id) const {
-  return str(command(id), "state");
-}
+std::string Musterd::commandState(const std::string& id) const { return str(command(id), "state"); }
 
 boost::json::value Musterd::run(const std::vector<std::string>& hosts, const std::string& script,
                                 const std::string& timeout) {
@@ -261,18 +266,22 @@ std::string Musterd::output(const std::string& command_id, const std::string& st
 
 AgentProc::AgentProc(const TempDir& dir, const Musterd& server, std::string id, std::string token,
                      std::vector<std::string> extra_args)
-    : dir_(dir), server_(server), id_(std::move(id)), token_(std::move(token)),
-      state_dir_(dir.sub("agent-" + id_)), extra_args_(std::move(extra_args)) {
+    : dir_(dir),
+      server_(server),
+      id_(std::move(id)),
+      token_(std::move(token)),
+      state_dir_(dir.sub("agent-" + id_)),
+      extra_args_(std::move(extra_args)) {
   start();
 }
 
 void AgentProc::start() {
-  std::vector<std::string> argv = {AGENT_BIN,   "--server",  server_.grpcTarget(),
-                                   "--state-dir", state_dir_, "--id",
-                                   id_,           "--enroll-token", token_,
-                                   "--backoff-cap", "2s"};
+  std::vector<std::string> argv = {
+      AGENT_BIN,        "--server", server_.grpcTarget(), "--state-dir", state_dir_, "--id", id_,
+      "--enroll-token", token_,     "--backoff-cap",      "2s"};
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
-  process_ = std::make_unique<Process>(argv, dir_.sub("agent-" + id_ + "-" + std::to_string(starts_++)));
+  process_ =
+      std::make_unique<Process>(argv, dir_.sub("agent-" + id_ + "-" + std::to_string(starts_++)));
 }
 
 int AgentProc::stop() {

@@ -4,6 +4,7 @@
 
 #include <sys/types.h>
 
+#include <boost/json.hpp>
 #include <chrono>
 #include <filesystem>
 #include <functional>
@@ -11,8 +12,6 @@
 #include <memory>
 #include <string>
 #include <vector>
-
-#include <boost/json.hpp>
 
 namespace muster::itest {
 
@@ -106,7 +105,10 @@ class AgentProc {
   AgentProc(const TempDir& dir, const Musterd& server, std::string id, std::string token,
             std::vector<std::string> extra_args = {});
   void start();
-  void kill9() { process_->signal(9); process_->wait(); }
+  void kill9() {
+    process_->signal(9);
+    process_->wait();
+  }
   int stop();
   Process& process() { return *process_; }
   const std::string& id() const { return id_; }

@@ -163,18 +163,13 @@ void childCloseRange(unsigned first, unsigned last, unsigned max_fd) {
       childFail(error_w, kStageExec, errno);
     }
     switch (err) {
-      case EACCES:
-        saw_eacces = true;
-        [[fallthrough]];
+      case EACCES: saw_eacces = true; [[fallthrough]];
       case ENOENT:
       case ENOTDIR:
       case ESTALE:
       case ENODEV:
-      case ETIMEDOUT:
-        last_err = err;
-        continue;
-      default:
-        childFail(error_w, kStageExec, err);
+      case ETIMEDOUT: last_err = err; continue;
+      default: childFail(error_w, kStageExec, err);
     }
   }
   childFail(error_w, kStageExec, saw_eacces ? EACCES : last_err);
@@ -227,16 +222,11 @@ absl::Status validate(const ProcessSpec& spec) {
 
 std::string_view exitKindName(ExitKind kind) {
   switch (kind) {
-    case ExitKind::kExited:
-      return "exited";
-    case ExitKind::kSignaled:
-      return "signaled";
-    case ExitKind::kTimedOut:
-      return "timed_out";
-    case ExitKind::kCancelled:
-      return "cancelled";
-    case ExitKind::kStartFailed:
-      return "start_failed";
+    case ExitKind::kExited: return "exited";
+    case ExitKind::kSignaled: return "signaled";
+    case ExitKind::kTimedOut: return "timed_out";
+    case ExitKind::kCancelled: return "cancelled";
+    case ExitKind::kStartFailed: return "start_failed";
   }
   return "unknown";
 }

@@ -3,11 +3,10 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "common/fmt_absl.h"
 #include "common/ids.h"
 #include "crypto/secrets.h"
 
@@ -40,7 +39,11 @@ std::string fingerprintOf(const CreateRunRequest& r) {
 CommandService::CommandService(store::Store& store, HostRegistry& hosts, OutputBus& bus,
                                common::Executor& slow_path, const common::Clock& clock,
                                const CoreConfig& config)
-    : store_(store), hosts_(hosts), bus_(bus), slow_path_(slow_path), clock_(clock),
+    : store_(store),
+      hosts_(hosts),
+      bus_(bus),
+      slow_path_(slow_path),
+      clock_(clock),
       config_(config) {}
 
 absl::Status CommandService::load() {
@@ -79,14 +82,14 @@ absl::Status CommandService::validate(const CreateRunRequest& r) const {
     return absl::InvalidArgumentError("no target hosts: name at least one host id");
   }
   if (static_cast<int>(r.host_ids.size()) > config_.max_hosts_per_run) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("too many targets (", r.host_ids.size(), "): at most ",
-                     config_.max_hosts_per_run, " hosts per run"));
+    return absl::InvalidArgumentError(absl::StrCat("too many targets (", r.host_ids.size(),
+                                                   "): at most ", config_.max_hosts_per_run,
+                                                   " hosts per run"));
   }
   for (const auto& id : r.host_ids) {
     if (!common::isValidAgentId(id)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "invalid host id '", id.substr(0, 140), "': ids match [A-Za-z0-9._-]{1,128}"));
+      return absl::InvalidArgumentError(absl::StrCat("invalid host id '", id.substr(0, 140),
+                                                     "': ids match [A-Za-z0-9._-]{1,128}"));
     }
     if (!hosts_.exists(id)) {
       return absl::NotFoundError(
@@ -101,7 +104,8 @@ absl::Status CommandService::validate(const CreateRunRequest& r) const {
   }
   for (const auto& [k, v] : r.exec.env) {
     if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos) {
-      return absl::InvalidArgumentError(absl::StrCat("invalid environment variable name '", k, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("invalid environment variable name '", k, "'"));
     }
   }
   if (r.exec.timeout_ms < 0 || r.exec.kill_grace_ms < 0 || r.expire_in_ms < 0) {
@@ -116,9 +120,9 @@ absl::Status CommandService::validate(const CreateRunRequest& r) const {
 absl::StatusOr<CreateRunResult> CommandService::replay(const store::Run& run,
                                                        const std::string& fingerprint) {
   if (run.request_fingerprint != fingerprint) {
-    return absl::AlreadyExistsError(absl::StrCat(
-        "idempotency key '", run.idempotency_key, "' was already used for run ", run.id,
-        " with a different request: use a new key"));
+    return absl::AlreadyExistsError(absl::StrCat("idempotency key '", run.idempotency_key,
+                                                 "' was already used for run ", run.id,
+                                                 " with a different request: use a new key"));
   }
   store::CommandFilter filter;
   filter.run_id = run.id;
@@ -251,9 +255,9 @@ void CommandService::onAccepted(const std::shared_ptr<Session>& session,
     if (c.dispatched_at_ms == 0) c.dispatched_at_ms = c.started_at_ms;
     snapshot = c;
   }
-  store_.write(store::UpdateCommand{std::move(snapshot),
-                                    {CommandState::kQueued, CommandState::kDispatched}},
-               {});
+  store_.write(
+      store::UpdateCommand{std::move(snapshot), {CommandState::kQueued, CommandState::kDispatched}},
+      {});
 }
 
 void CommandService::onOutput(const std::shared_ptr<Session>& session, model::OutputChunk chunk) {
@@ -314,8 +318,8 @@ void CommandService::applyResult(model::Command& c, const model::CommandResult& 
 void CommandService::onResult(const std::shared_ptr<Session>& session,
                               model::CommandResult result) {
   if (!model::isTerminal(result.state) || result.state == CommandState::kExpired) {
-    session->close(absl::InvalidArgumentError(absl::StrCat(
-        "result for command ", result.command_id, " has no final outcome")));
+    session->close(absl::InvalidArgumentError(
+        absl::StrCat("result for command ", result.command_id, " has no final outcome")));
     return;
   }
   model::Command updated;
@@ -347,8 +351,8 @@ void CommandService::resultSlowPath(const std::shared_ptr<Session>& session,
                                     model::CommandResult result) {
   auto stored = store_.getCommand(result.command_id);
   if (!stored.ok()) {
-    session->close(absl::UnavailableError(absl::StrCat(
-        "cannot read command ", result.command_id, ": ", stored.status().message())));
+    session->close(absl::UnavailableError(
+        absl::StrCat("cannot read command ", result.command_id, ": ", stored.status().message())));
     return;
   }
   if (!stored->has_value()) {
@@ -472,9 +476,9 @@ absl::StatusOr<model::Command> CommandService::cancel(const std::string& id,
   if (snapshot.id.empty()) {
     auto c = get(id);
     if (!c.ok()) return c.status();
-    return absl::FailedPreconditionError(absl::StrCat(
-        "command ", id, " already finished (", std::string(model::toString(c->state)),
-        "); nothing to cancel"));
+    return absl::FailedPreconditionError(absl::StrCat("command ", id, " already finished (",
+                                                      std::string(model::toString(c->state)),
+                                                      "); nothing to cancel"));
   }
   if (terminal_now) {
     auto r = store_.writeAndWait(store::UpdateCommand{snapshot, {CommandState::kQueued}});
@@ -521,17 +525,18 @@ void CommandService::tick() {
     for (auto& [id, open] : open_) {
       auto& c = open.command;
       bool waiting = c.state == CommandState::kQueued || c.state == CommandState::kDispatched;
-      int64_t hard_deadline =
-          c.started_at_ms + c.exec.timeout_ms + c.exec.kill_grace_ms + config_.server_timeout_grace_ms;
+      int64_t hard_deadline = c.started_at_ms + c.exec.timeout_ms + c.exec.kill_grace_ms +
+                              config_.server_timeout_grace_ms;
       if (waiting && c.expires_at_ms > 0 && now >= c.expires_at_ms) {
         CommandState was = c.state;
         c.state = CommandState::kExpired;
         c.error = "expired before the host took it (host offline or busy until the deadline)";
-      ended.emplace_back(c, was);
-      } else if (c.state == CommandState::kRunning && c.exec.timeout_ms > 0 && now >= hard_deadline) {
+        ended.emplace_back(c, was);
+      } else if (c.state == CommandState::kRunning && c.exec.timeout_ms > 0 &&
+                 now >= hard_deadline) {
         c.state = CommandState::kTimedOut;
-        c.error = absl::StrCat("no result from the agent within the timeout (",
-                               c.exec.timeout_ms, " ms) plus grace; the host may be down");
+        c.error = absl::StrCat("no result from the agent within the timeout (", c.exec.timeout_ms,
+                               " ms) plus grace; the host may be down");
         ended.emplace_back(c, CommandState::kRunning);
       } else {
         continue;

@@ -3,9 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
 #include "absl/strings/str_cat.h"
+#include "common/fmt_absl.h"
 #include "common/ids.h"
 
 namespace muster::server {
@@ -27,8 +26,8 @@ absl::Status ControlPlane::start() {
 absl::Status ControlPlane::authenticate(const std::string& agent_id,
                                         const std::string& credential) const {
   if (!common::isValidAgentId(agent_id)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid agent id '", agent_id.substr(0, 140), "': ids match [A-Za-z0-9._-]{1,128}"));
+    return absl::InvalidArgumentError(absl::StrCat("invalid agent id '", agent_id.substr(0, 140),
+                                                   "': ids match [A-Za-z0-9._-]{1,128}"));
   }
   return hosts_.authenticate(agent_id, credential);
 }

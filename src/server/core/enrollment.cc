@@ -3,9 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
 #include "absl/strings/str_cat.h"
+#include "common/fmt_absl.h"
 #include "common/ids.h"
 #include "crypto/secrets.h"
 
@@ -43,9 +42,9 @@ absl::StatusOr<NewEnrollToken> Enrollment::createToken(int64_t uses, int64_t ttl
 
 absl::StatusOr<std::string> Enrollment::enroll(const EnrollRequest& request) {
   if (!common::isValidAgentId(request.agent_id)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "invalid agent id '", request.agent_id.substr(0, 140),
-        "': ids match [A-Za-z0-9._-]{1,128}; set one with --id"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid agent id '", request.agent_id.substr(0, 140),
+                     "': ids match [A-Za-z0-9._-]{1,128}; set one with --id"));
   }
   for (const auto& [k, v] : request.labels) {
     if (!common::isValidLabelKey(k) || !common::isValidLabelValue(v)) {
@@ -59,7 +58,8 @@ absl::StatusOr<std::string> Enrollment::enroll(const EnrollRequest& request) {
     return absl::UnauthenticatedError(absl::StrCat("unknown enrollment token", kHint));
   }
   const auto& t = **token;
-  if (t.revoked) return absl::PermissionDeniedError(absl::StrCat("enrollment token revoked", kHint));
+  if (t.revoked)
+    return absl::PermissionDeniedError(absl::StrCat("enrollment token revoked", kHint));
   if (t.expires_at_ms > 0 && clock_.nowMs() >= t.expires_at_ms) {
     return absl::PermissionDeniedError(absl::StrCat("enrollment token expired", kHint));
   }

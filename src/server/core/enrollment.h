@@ -28,8 +28,8 @@ class Enrollment {
   Enrollment(store::Store& store, HostRegistry& hosts, const common::Clock& clock);
 
   // uses: -1 for unlimited. ttl_ms: 0 for no expiry.
-  absl::StatusOr<NewEnrollToken> createToken(int64_t uses, int64_t ttl_ms,
-                                             model::StringMap labels, std::string created_by);
+  absl::StatusOr<NewEnrollToken> createToken(int64_t uses, int64_t ttl_ms, model::StringMap labels,
+                                             std::string created_by);
   // Blocks (store round trips): call from a worker thread. Returns the credential secret.
   absl::StatusOr<std::string> enroll(const EnrollRequest& request);
 

@@ -3,9 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
 #include "absl/strings/str_cat.h"
+#include "common/fmt_absl.h"
 #include "crypto/secrets.h"
 
 namespace muster::server {
@@ -39,7 +38,8 @@ absl::Status HostRegistry::authenticate(const std::string& agent_id,
     // Compare anyway so unknown ids cost the same as wrong secrets.
     crypto::constantTimeEquals(presented, std::string(presented.size(), '0'));
     return absl::UnauthenticatedError(absl::StrCat(
-        "agent '", agent_id, "' is not enrolled: enroll it with a token from `muster token create --enroll`"));
+        "agent '", agent_id,
+        "' is not enrolled: enroll it with a token from `muster token create --enroll`"));
   }
   if (it->second.host.status == model::HostStatus::kRevoked) {
     return absl::PermissionDeniedError(
@@ -73,12 +73,13 @@ void HostRegistry::attach(const std::shared_ptr<Session>& session, const HelloIn
     snapshot = host;
   }
   if (replaced && replaced.get() != session.get()) {
-    spdlog::info("agent {}: new stream {} replaces stream {}", hello.agent_id,
-                 session->sessionId(), replaced->sessionId());
+    spdlog::info("agent {}: new stream {} replaces stream {}", hello.agent_id, session->sessionId(),
+                 replaced->sessionId());
     replaced->close(absl::AbortedError("replaced by a newer stream from the same agent"));
   }
   store_.write(store::UpsertHost{std::move(snapshot)}, [id = hello.agent_id](store::WriteResult r) {
-    if (!r.status.ok()) spdlog::error("agent {}: cannot store host record: {}", id, r.status.message());
+    if (!r.status.ok())
+      spdlog::error("agent {}: cannot store host record: {}", id, r.status.message());
   });
 }
 
@@ -175,7 +176,8 @@ absl::Status HostRegistry::putEnrolled(model::Host host) {
       auto& existing = it->second.host;
       for (const auto& [k, v] : host.labels) existing.labels[k] = v;
       existing.credential_hash = host.credential_hash;
-      if (existing.status == model::HostStatus::kRevoked) existing.status = model::HostStatus::kOffline;
+      if (existing.status == model::HostStatus::kRevoked)
+        existing.status = model::HostStatus::kOffline;
       host = existing;
     }
   }
@@ -186,7 +188,8 @@ absl::Status HostRegistry::putEnrolled(model::Host host) {
   if (entry.host.id.empty()) entry.host = host;
   entry.host.credential_hash = host.credential_hash;
   entry.host.labels = host.labels;
-  if (entry.host.status == model::HostStatus::kRevoked) entry.host.status = model::HostStatus::kOffline;
+  if (entry.host.status == model::HostStatus::kRevoked)
+    entry.host.status = model::HostStatus::kOffline;
   return absl::OkStatus();
 }
 

@@ -55,7 +55,6 @@ class HostRegistry {
     int64_t last_heard_steady_ms = 0;
   };
 
-
   store::Store& store_;
   const common::Clock& clock_;
   CoreConfig config_;

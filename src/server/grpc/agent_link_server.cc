@@ -8,12 +8,11 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
-#include "common/fmt_absl.h"
-
 #include <deque>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "common/fmt_absl.h"
 #include "common/ids.h"
 #include "muster/v1/agent.grpc.pb.h"
 #include "server/grpc/convert.h"
@@ -62,8 +61,8 @@ class GrpcSession final : public Session {
   grpc::Status finish_status_;
 };
 
-class LinkStream final : public grpc::ServerBidiReactor<muster::v1::AgentMessage,
-                                                        muster::v1::ServerMessage> {
+class LinkStream final
+    : public grpc::ServerBidiReactor<muster::v1::AgentMessage, muster::v1::ServerMessage> {
  public:
   LinkStream(grpc::CallbackServerContext* ctx, ControlPlane& plane) : plane_(plane) {
     std::string agent_id = metadataValue(ctx, "x-muster-agent-id");
@@ -158,8 +157,7 @@ class LinkStream final : public grpc::ServerBidiReactor<muster::v1::AgentMessage
         plane_.commands().onResult(session_, std::move(result));
         return absl::OkStatus();
       }
-      default:
-        return absl::InvalidArgumentError("unknown agent message kind (newer agent?)");
+      default: return absl::InvalidArgumentError("unknown agent message kind (newer agent?)");
     }
   }
 
@@ -312,9 +310,9 @@ absl::StatusOr<std::unique_ptr<AgentLinkServer>> AgentLinkServer::start(
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
   impl->server = builder.BuildAndStart();
   if (!impl->server || impl->port == 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot listen for agents on ", options.listen,
-        ": address in use or not local (change --grpc-listen)"));
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for agents on ", options.listen,
+                     ": address in use or not local (change --grpc-listen)"));
   }
   return std::unique_ptr<AgentLinkServer>(new AgentLinkServer(std::move(impl)));
 }

@@ -1,9 +1,10 @@
 // Agent outbox (journal, results, replay, crash recovery) and output capture.
+#include "agent/outbox.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
-#include "agent/outbox.h"
 #include "agent/output_capture.h"
 #include "common/clock.h"
 
@@ -87,8 +88,10 @@ TEST_F(OutboxTest, CaptureKeepsHeadAndTailAndReplaysThemAtTheirOffsets) {
   std::string head, tail;
   for (const auto& m : msgs) {
     ASSERT_TRUE(m.has_output());
-    if (m.output().offset() < 50) head += m.output().data();
-    else tail += m.output().data();
+    if (m.output().offset() < 50)
+      head += m.output().data();
+    else
+      tail += m.output().data();
   }
   EXPECT_EQ(head, all.substr(0, 50));
   EXPECT_EQ(tail, all.substr(250));

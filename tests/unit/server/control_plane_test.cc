@@ -1,11 +1,12 @@
 // Core command lifecycle with a real SQLite store in a temp dir, a FakeClock and fake sessions.
+#include "server/core/control_plane.h"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
 
 #include "common/clock.h"
 #include "common/worker_pool.h"
-#include "server/core/control_plane.h"
 #include "store/sqlite/sqlite_store.h"
 #include "tests/unit/server/fake_session.h"
 
