@@ -95,7 +95,8 @@ class Parser {
   }
   bool valueList(Requirement* r) {
     skipSpace();
-    if (pos_ == text_.size() || text_[pos_] != '(') return fail("expected '(' after in/notin"), false;
+    if (pos_ == text_.size() || text_[pos_] != '(')
+      return fail("expected '(' after in/notin"), false;
     ++pos_;
     while (true) {
       skipSpace();

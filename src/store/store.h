@@ -39,6 +39,19 @@ struct EnrollToken {
   bool revoked = false;
 };
 
+// An operator API token. Roles: "viewer" (read), "operator" (+ run and cancel), "admin"
+// (+ tokens and hosts).
+struct ApiToken {
+  std::string id;
+  std::string token_hash;  // SHA-256 hex of the secret
+  std::string role;
+  std::string name;
+  std::string created_by;
+  int64_t created_at_ms = 0;
+  int64_t expires_at_ms = 0;  // 0: never
+  bool revoked = false;
+};
+
 struct CommandFilter {
   std::string run_id;   // empty: any
   std::string host_id;  // empty: any
@@ -86,8 +99,19 @@ struct ConsumeEnrollToken {
   std::string token_id;
 };
 
+struct RevokeEnrollToken {
+  std::string token_id;  // rows == 0 when unknown
+};
+struct InsertApiToken {
+  ApiToken token;
+};
+struct RevokeApiToken {
+  std::string token_id;  // rows == 0 when unknown
+};
+
 using Mutation = std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, InsertRun, UpdateCommand,
-                              AppendOutput, InsertEnrollToken, ConsumeEnrollToken>;
+                              AppendOutput, InsertEnrollToken, ConsumeEnrollToken,
+                              RevokeEnrollToken, InsertApiToken, RevokeApiToken>;
 
 struct WriteResult {
   absl::Status status;
@@ -132,6 +156,9 @@ class Store {
   virtual absl::StatusOr<std::optional<EnrollToken>> findEnrollTokenByHash(
       const std::string& token_hash) = 0;
   virtual absl::StatusOr<std::vector<EnrollToken>> listEnrollTokens() = 0;
+  virtual absl::StatusOr<std::optional<ApiToken>> findApiTokenByHash(
+      const std::string& token_hash) = 0;
+  virtual absl::StatusOr<std::vector<ApiToken>> listApiTokens() = 0;
 
   // Store reachable and migrations applied (readiness).
   virtual absl::Status ping() = 0;

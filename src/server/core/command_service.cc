@@ -5,10 +5,12 @@
 
 #include <algorithm>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "common/fmt_absl.h"
 #include "common/ids.h"
 #include "crypto/secrets.h"
+#include "model/selector.h"
 
 namespace muster::server {
 namespace {
@@ -77,9 +79,36 @@ size_t CommandService::openCount() const {
   return open_.size();
 }
 
+namespace {
+absl::Status selectorError(const std::string& message) {
+  absl::Status st = absl::InvalidArgumentError(message);
+  st.SetPayload(kInvalidSelectorPayload, absl::Cord(message));
+  return st;
+}
+}  // namespace
+
+absl::Status CommandService::resolveTargets(CreateRunRequest& r) const {
+  if (!r.selector.empty() && !r.host_ids.empty()) {
+    return absl::InvalidArgumentError("give target hosts or a selector, not both");
+  }
+  if (r.selector.empty()) return absl::OkStatus();
+  std::string error;
+  auto selector = model::Selector::parse(r.selector, &error);
+  if (!selector) return selectorError(error);
+  for (const auto& host : hosts_.select(&*selector, nullptr)) {
+    if (host.status != model::HostStatus::kRevoked) r.host_ids.push_back(host.id);
+  }
+  if (r.host_ids.empty()) {
+    return selectorError(absl::StrCat("selector '", r.selector,
+                                      "' matches no enrolled host: `muster hosts -l '", r.selector,
+                                      "'` shows what it matches"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CommandService::validate(const CreateRunRequest& r) const {
   if (r.host_ids.empty()) {
-    return absl::InvalidArgumentError("no target hosts: name at least one host id");
+    return absl::InvalidArgumentError("no target hosts: name host ids or give a selector");
   }
   if (static_cast<int>(r.host_ids.size()) > config_.max_hosts_per_run) {
     return absl::InvalidArgumentError(absl::StrCat("too many targets (", r.host_ids.size(),
@@ -140,6 +169,7 @@ absl::StatusOr<CreateRunResult> CommandService::replay(const store::Run& run,
 }
 
 absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest request) {
+  if (auto st = resolveTargets(request); !st.ok()) return st;
   std::sort(request.host_ids.begin(), request.host_ids.end());
   request.host_ids.erase(std::unique(request.host_ids.begin(), request.host_ids.end()),
                          request.host_ids.end());
@@ -184,6 +214,7 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
     std::lock_guard lock(mu_);
     for (const auto& c : result.commands) addOpenLocked(c);
   }
+  metrics_.commands_created.fetch_add(result.commands.size());
   for (const auto& c : result.commands) {
     if (auto session = hosts_.sessionFor(c.host_id)) deliver(session, {c.id});
   }
@@ -418,6 +449,11 @@ void CommandService::storeTerminal(model::Command updated, std::vector<CommandSt
                  model::toString(updated.state),
                  updated.exit_code ? absl::StrCat(" (exit ", *updated.exit_code, ")") : "");
     bus_.publishFinished(updated);
+    metrics_.results_by_state[static_cast<size_t>(updated.state) % 8].fetch_add(1);
+    if (updated.result_source == model::ResultSource::kAgent && updated.started_at_ms > 0) {
+      metrics_.dispatch_to_result_seconds.observe(
+          static_cast<double>(updated.finished_at_ms - updated.dispatched_at_ms) / 1000.0);
+    }
     if (ack_to) ack_to->send(ResultAckMsg{updated.id, false, ""});
   };
   store_.write(store::UpdateCommand{updated, std::move(only_if)}, std::move(done));
@@ -513,6 +549,34 @@ absl::StatusOr<std::vector<model::Command>> CommandService::cancelRun(const std:
     auto c = cancel(id, reason);
     if (c.ok()) out.push_back(*std::move(c));
   }
+  return out;
+}
+
+void CommandService::cancelAllForHost(const std::string& host_id, const std::string& reason) {
+  std::vector<std::pair<model::Command, CommandState>> ended;
+  {
+    std::lock_guard lock(mu_);
+    auto it = open_by_host_.find(host_id);
+    if (it == open_by_host_.end()) return;
+    std::vector<std::string> ids(it->second.begin(), it->second.end());
+    for (const auto& id : ids) {
+      auto& c = open_.at(id).command;
+      CommandState was = c.state;
+      c.state = CommandState::kCancelled;
+      c.error = reason;
+      c.finished_at_ms = clock_.nowMs();
+      c.result_source = model::ResultSource::kServer;
+      ended.emplace_back(c, was);
+      removeOpenLocked(id);
+    }
+  }
+  for (auto& [c, was] : ended) storeTerminal(std::move(c), {was}, nullptr);
+}
+
+std::array<uint64_t, 8> CommandService::openByState() const {
+  std::array<uint64_t, 8> out{};
+  std::lock_guard lock(mu_);
+  for (const auto& [id, open] : open_) out[static_cast<size_t>(open.command.state) % 8]++;
   return out;
 }
 

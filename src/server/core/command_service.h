@@ -6,6 +6,7 @@
 // I/O on transport threads; anything else is read from the store on `slow_path`.
 #pragma once
 
+#include <array>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -19,14 +20,22 @@
 #include "common/worker_pool.h"
 #include "server/core/config.h"
 #include "server/core/host_registry.h"
+#include "server/core/metrics.h"
 #include "server/core/output_bus.h"
 #include "server/core/session.h"
 #include "store/store.h"
 
 namespace muster::server {
 
+// Attached (as payload kInvalidSelectorPayload) to INVALID_ARGUMENT statuses caused by the
+// selector, so the HTTP edge can answer 422.
+inline constexpr char kInvalidSelectorPayload[] = "type.muster.dev/invalid-selector";
+
 struct CreateRunRequest {
+  // Targets: host ids, or a label selector resolved to the hosts enrolled now (online or
+  // offline; offline hosts get queued commands). Exactly one of the two.
   std::vector<std::string> host_ids;
+  std::string selector;
   model::ExecSpec exec;
   int64_t expire_in_ms = 0;  // 0: the configured default
   std::string idempotency_key;
@@ -54,6 +63,11 @@ class CommandService {
   absl::StatusOr<model::Command> cancel(const std::string& id, const std::string& reason);
   absl::StatusOr<std::vector<model::Command>> cancelRun(const std::string& run_id,
                                                         const std::string& reason);
+  // Ends every open command of a decommissioned host as cancelled (server-side).
+  void cancelAllForHost(const std::string& host_id, const std::string& reason);
+  // Open commands by state (index: model::CommandState value).
+  std::array<uint64_t, 8> openByState() const;
+  CoreMetrics& metrics() { return metrics_; }
 
   // --- agent side: never blocks ---
   void onAgentConnected(const std::shared_ptr<Session>& session);
@@ -71,6 +85,7 @@ class CommandService {
     uint64_t received_bytes = 0;
   };
 
+  absl::Status resolveTargets(CreateRunRequest& request) const;
   absl::Status validate(const CreateRunRequest& request) const;
   absl::StatusOr<CreateRunResult> replay(const store::Run& run, const std::string& fingerprint);
   void addOpenLocked(model::Command command) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -91,6 +106,7 @@ class CommandService {
   const common::Clock& clock_;
   CoreConfig config_;
 
+  CoreMetrics metrics_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, Open> open_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<std::string, std::set<std::string>> open_by_host_ ABSL_GUARDED_BY(mu_);

@@ -16,7 +16,15 @@ ControlPlane::ControlPlane(store::Store& store, common::Executor& slow_path,
       config_(config),
       hosts_(store, clock, config_),
       commands_(store, hosts_, bus_, slow_path, clock, config_),
-      enrollment_(store, hosts_, clock) {}
+      enrollment_(store, hosts_, clock),
+      auth_(store, clock) {}
+
+absl::StatusOr<model::Host> ControlPlane::decommission(const std::string& host_id) {
+  auto host = hosts_.revoke(host_id);
+  if (!host.ok()) return host.status();
+  commands_.cancelAllForHost(host_id, "host decommissioned");
+  return host;
+}
 
 absl::Status ControlPlane::start() {
   if (auto st = hosts_.load(); !st.ok()) return st;

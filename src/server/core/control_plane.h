@@ -13,6 +13,7 @@
 #include "server/core/config.h"
 #include "server/core/enrollment.h"
 #include "server/core/host_registry.h"
+#include "server/core/operator_auth.h"
 #include "server/core/output_bus.h"
 #include "server/core/session.h"
 #include "store/store.h"
@@ -31,6 +32,9 @@ class ControlPlane {
   HostRegistry& hosts() { return hosts_; }
   CommandService& commands() { return commands_; }
   Enrollment& enrollment() { return enrollment_; }
+  OperatorAuth& auth() { return auth_; }
+  // Revokes the host's credential, ends its stream and cancels its open commands. Blocking.
+  absl::StatusOr<model::Host> decommission(const std::string& host_id);
   OutputBus& bus() { return bus_; }
   store::Store& store() { return store_; }
   const CoreConfig& config() const { return config_; }
@@ -58,6 +62,7 @@ class ControlPlane {
   HostRegistry hosts_;
   CommandService commands_;
   Enrollment enrollment_;
+  OperatorAuth auth_;
   std::atomic<bool> accepting_{true};
 };
 

@@ -40,6 +40,20 @@ absl::StatusOr<NewEnrollToken> Enrollment::createToken(int64_t uses, int64_t ttl
   return out;
 }
 
+absl::StatusOr<std::vector<store::EnrollToken>> Enrollment::listTokens() {
+  return store_.listEnrollTokens();
+}
+
+absl::Status Enrollment::revokeToken(const std::string& id) {
+  auto r = store_.writeAndWait(store::RevokeEnrollToken{id});
+  if (!r.status.ok()) return r.status;
+  if (r.rows == 0) {
+    return absl::NotFoundError(
+        absl::StrCat("no enrollment token with id '", id.substr(0, 140), "'"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> Enrollment::enroll(const EnrollRequest& request) {
   if (!common::isValidAgentId(request.agent_id)) {
     return absl::InvalidArgumentError(

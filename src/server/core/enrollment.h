@@ -30,6 +30,9 @@ class Enrollment {
   // uses: -1 for unlimited. ttl_ms: 0 for no expiry.
   absl::StatusOr<NewEnrollToken> createToken(int64_t uses, int64_t ttl_ms, model::StringMap labels,
                                              std::string created_by);
+  absl::StatusOr<std::vector<store::EnrollToken>> listTokens();
+  // NOT_FOUND for an unknown id.
+  absl::Status revokeToken(const std::string& id);
   // Blocks (store round trips): call from a worker thread. Returns the credential secret.
   absl::StatusOr<std::string> enroll(const EnrollRequest& request);
 

@@ -3,8 +3,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/fmt_absl.h"
+#include "common/ids.h"
 #include "crypto/secrets.h"
 
 namespace muster::server {
@@ -34,16 +37,16 @@ absl::Status HostRegistry::authenticate(const std::string& agent_id,
   std::string presented = crypto::sha256Hex(credential);
   std::lock_guard lock(mu_);
   auto it = hosts_.find(agent_id);
+  if (it != hosts_.end() && it->second.host.status == model::HostStatus::kRevoked) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("agent '", agent_id, "' was revoked: re-enroll it with a new token"));
+  }
   if (it == hosts_.end() || it->second.host.credential_hash.empty()) {
     // Compare anyway so unknown ids cost the same as wrong secrets.
     crypto::constantTimeEquals(presented, std::string(presented.size(), '0'));
     return absl::UnauthenticatedError(absl::StrCat(
         "agent '", agent_id,
         "' is not enrolled: enroll it with a token from `muster token create --enroll`"));
-  }
-  if (it->second.host.status == model::HostStatus::kRevoked) {
-    return absl::PermissionDeniedError(
-        absl::StrCat("agent '", agent_id, "' was revoked: re-enroll it with a new token"));
   }
   if (!crypto::constantTimeEquals(presented, it->second.host.credential_hash)) {
     return absl::UnauthenticatedError(
@@ -153,6 +156,75 @@ std::vector<model::Host> HostRegistry::list() const {
   out.reserve(hosts_.size());
   for (const auto& [id, entry] : hosts_) out.push_back(entry.host);
   return out;
+}
+
+std::vector<model::Host> HostRegistry::select(const model::Selector* selector,
+                                              const model::HostStatus* status) const {
+  std::vector<model::Host> out;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, entry] : hosts_) {
+      if (status && entry.host.status != *status) continue;
+      if (selector && !selector->matches(entry.host.labels)) continue;
+      out.push_back(entry.host);
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  return out;
+}
+
+absl::StatusOr<model::Host> HostRegistry::setLabels(const std::string& id,
+                                                    const model::StringMap& set,
+                                                    const std::vector<std::string>& remove) {
+  for (const auto& [k, v] : set) {
+    if (!common::isValidLabelKey(k) || !common::isValidLabelValue(v)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "invalid label '", k.substr(0, 70),
+          "': keys are [A-Za-z0-9._/-]{1,63}, values printable and at most 255 bytes"));
+    }
+  }
+  model::Host snapshot;
+  {
+    std::lock_guard lock(mu_);
+    auto it = hosts_.find(id);
+    if (it == hosts_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("unknown host '", id.substr(0, 140), "': `muster hosts` lists them"));
+    }
+    for (const auto& k : remove) it->second.host.labels.erase(k);
+    for (const auto& [k, v] : set) it->second.host.labels[k] = v;
+    snapshot = it->second.host;
+  }
+  auto r = store_.writeAndWait(store::UpsertHost{snapshot});
+  if (!r.status.ok()) return r.status;
+  return snapshot;
+}
+
+absl::StatusOr<model::Host> HostRegistry::revoke(const std::string& id) {
+  model::Host snapshot;
+  std::shared_ptr<Session> session;
+  {
+    std::lock_guard lock(mu_);
+    auto it = hosts_.find(id);
+    if (it == hosts_.end()) {
+      return absl::NotFoundError(
+          absl::StrCat("unknown host '", id.substr(0, 140), "': `muster hosts` lists them"));
+    }
+    auto& host = it->second.host;
+    host.status = model::HostStatus::kRevoked;
+    host.status_changed_at_ms = clock_.nowMs();
+    host.credential_hash.clear();
+    session = std::move(it->second.session);
+    snapshot = host;
+  }
+  auto r = store_.writeAndWait(store::UpsertHost{snapshot});
+  if (session) {
+    session->close(absl::PermissionDeniedError(absl::StrCat(
+        "agent '", id, "' was revoked by an operator: re-enroll it with a new token")));
+  }
+  if (!r.status.ok()) return r.status;
+  spdlog::warn("host {} decommissioned: credential revoked", id);
+  return snapshot;
 }
 
 bool HostRegistry::exists(const std::string& id) const {

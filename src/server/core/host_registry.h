@@ -12,6 +12,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "common/clock.h"
+#include "model/selector.h"
 #include "server/core/config.h"
 #include "server/core/session.h"
 #include "store/store.h"
@@ -42,6 +43,17 @@ class HostRegistry {
 
   std::optional<model::Host> get(const std::string& id) const;
   std::vector<model::Host> list() const;
+  // Hosts matching `selector` (null: all) and `status` (null: any), sorted by id.
+  std::vector<model::Host> select(const model::Selector* selector,
+                                  const model::HostStatus* status) const;
+  // Sets and removes operator labels; blocks until durable. NOT_FOUND for unknown hosts,
+  // INVALID_ARGUMENT for bad keys or values. Labels the agent reports are applied again
+  // whenever it reconnects.
+  absl::StatusOr<model::Host> setLabels(const std::string& id, const model::StringMap& set,
+                                        const std::vector<std::string>& remove);
+  // Decommissions a host: its credential is revoked (the agent is refused from now on, its
+  // live stream ends with PERMISSION_DENIED). Blocks until durable. NOT_FOUND if unknown.
+  absl::StatusOr<model::Host> revoke(const std::string& id);
   bool exists(const std::string& id) const;
   size_t connectedCount() const;
 

@@ -94,8 +94,22 @@ CREATE TABLE enroll_tokens (
 ) STRICT;
 )sql";
 
+constexpr const char* kSchemaV2 = R"sql(
+CREATE TABLE api_tokens (
+  id            TEXT NOT NULL PRIMARY KEY,
+  token_hash    TEXT NOT NULL UNIQUE,
+  role          TEXT NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+  name          TEXT NOT NULL DEFAULT '',
+  created_by    TEXT NOT NULL DEFAULT '',
+  created_at_ms INTEGER NOT NULL DEFAULT 0,
+  expires_at_ms INTEGER NOT NULL DEFAULT 0,
+  revoked       INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1))
+) STRICT;
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "hosts, runs, commands, command_output, enroll_tokens", kSchemaV1},
+    {2, "api_tokens", kSchemaV2},
 };
 
 absl::Status applyOne(Connection& conn, const Migration& m, int64_t now_ms) {

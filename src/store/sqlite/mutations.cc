@@ -207,6 +207,29 @@ class Applier {
         absl::StrCat("consuming enrollment token ", m.token_id));
   }
 
+  absl::StatusOr<int64_t> operator()(const RevokeEnrollToken& m) {
+    return runStatement(
+        conn_, "UPDATE enroll_tokens SET revoked = 1 WHERE id = ?1",
+        [&](Stmt& s) { s.bindText(1, m.token_id); },
+        absl::StrCat("revoking enrollment token ", m.token_id));
+  }
+
+  absl::StatusOr<int64_t> operator()(const InsertApiToken& m) {
+    static const std::string sql =
+        absl::StrCat("INSERT INTO api_tokens (", kApiTokenColumns, ") VALUES (",
+                     placeholders(kApiTokenColumnCount), ")");
+    return runStatement(
+        conn_, sql, [&](Stmt& s) { bindApiToken(s, m.token); },
+        absl::StrCat("storing API token ", m.token.id));
+  }
+
+  absl::StatusOr<int64_t> operator()(const RevokeApiToken& m) {
+    return runStatement(
+        conn_, "UPDATE api_tokens SET revoked = 1 WHERE id = ?1",
+        [&](Stmt& s) { s.bindText(1, m.token_id); },
+        absl::StrCat("revoking API token ", m.token_id));
+  }
+
  private:
   Connection& conn_;
 };

@@ -124,6 +124,17 @@ void bindEnrollToken(Stmt& stmt, const EnrollToken& t) {
       .bindInt(8, t.revoked ? 1 : 0);
 }
 
+void bindApiToken(Stmt& stmt, const ApiToken& t) {
+  stmt.bindText(1, t.id)
+      .bindText(2, t.token_hash)
+      .bindText(3, t.role)
+      .bindText(4, t.name)
+      .bindText(5, t.created_by)
+      .bindInt(6, t.created_at_ms)
+      .bindInt(7, t.expires_at_ms)
+      .bindInt(8, t.revoked ? 1 : 0);
+}
+
 absl::StatusOr<model::Host> hostFromRow(const Stmt& s) {
   model::Host h;
   h.id = s.columnText(0);
@@ -210,6 +221,19 @@ absl::StatusOr<EnrollToken> enrollTokenFromRow(const Stmt& s) {
   t.labels = std::move(*labels);
   t.created_by = s.columnText(5);
   t.created_at_ms = s.columnInt(6);
+  t.revoked = s.columnInt(7) != 0;
+  return t;
+}
+
+absl::StatusOr<ApiToken> apiTokenFromRow(const Stmt& s) {
+  ApiToken t;
+  t.id = s.columnText(0);
+  t.token_hash = s.columnText(1);
+  t.role = s.columnText(2);
+  t.name = s.columnText(3);
+  t.created_by = s.columnText(4);
+  t.created_at_ms = s.columnInt(5);
+  t.expires_at_ms = s.columnInt(6);
   t.revoked = s.columnInt(7) != 0;
   return t;
 }

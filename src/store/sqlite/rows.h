@@ -33,6 +33,10 @@ inline constexpr char kEnrollTokenColumns[] =
     "id, token_hash, uses_left, expires_at_ms, labels, created_by, created_at_ms, revoked";
 inline constexpr int kEnrollTokenColumnCount = 8;
 
+inline constexpr char kApiTokenColumns[] =
+    "id, token_hash, role, name, created_by, created_at_ms, expires_at_ms, revoked";
+inline constexpr int kApiTokenColumnCount = 8;
+
 // "?1, ?2, ..., ?n"
 std::string placeholders(int n);
 
@@ -42,6 +46,7 @@ void bindHost(Stmt& stmt, const model::Host& host);
 void bindRun(Stmt& stmt, const Run& run);
 void bindCommand(Stmt& stmt, const model::Command& command);
 void bindEnrollToken(Stmt& stmt, const EnrollToken& token);
+void bindApiToken(Stmt& stmt, const ApiToken& token);
 
 // Decoding fails with DATA_LOSS when a stored value cannot be read back (a damaged file or
 // a row written by something else than this store).
@@ -49,5 +54,6 @@ absl::StatusOr<model::Host> hostFromRow(const Stmt& stmt);
 absl::StatusOr<Run> runFromRow(const Stmt& stmt);
 absl::StatusOr<model::Command> commandFromRow(const Stmt& stmt);
 absl::StatusOr<EnrollToken> enrollTokenFromRow(const Stmt& stmt);
+absl::StatusOr<ApiToken> apiTokenFromRow(const Stmt& stmt);
 
 }  // namespace muster::store::sqlite

@@ -243,4 +243,21 @@ absl::StatusOr<std::vector<EnrollToken>> SqliteStore::listEnrollTokens() {
                   "listing enrollment tokens");
 }
 
+absl::StatusOr<std::optional<ApiToken>> SqliteStore::findApiTokenByHash(
+    const std::string& token_hash) {
+  static const std::string sql =
+      absl::StrCat("SELECT ", sqlite::kApiTokenColumns, " FROM api_tokens WHERE token_hash = ?1");
+  std::lock_guard lock(read_mu_);
+  return queryOne(
+      *reader_, sql, [&](Stmt& s) { s.bindText(1, token_hash); }, &sqlite::apiTokenFromRow,
+      "looking up an API token");
+}
+
+absl::StatusOr<std::vector<ApiToken>> SqliteStore::listApiTokens() {
+  static const std::string sql = absl::StrCat("SELECT ", sqlite::kApiTokenColumns,
+                                              " FROM api_tokens ORDER BY created_at_ms, id");
+  std::lock_guard lock(read_mu_);
+  return queryAll(*reader_, sql, bindNothing, &sqlite::apiTokenFromRow, "listing API tokens");
+}
+
 }  // namespace muster::store

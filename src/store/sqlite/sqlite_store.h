@@ -65,6 +65,9 @@ class SqliteStore final : public Store {
       const std::string& token_hash) override;
   // Oldest first.
   absl::StatusOr<std::vector<EnrollToken>> listEnrollTokens() override;
+  absl::StatusOr<std::optional<ApiToken>> findApiTokenByHash(
+      const std::string& token_hash) override;
+  absl::StatusOr<std::vector<ApiToken>> listApiTokens() override;
 
   absl::Status ping() override;
   StoreStats stats() const override;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "common/clock.h"
 #include "common/worker_pool.h"
@@ -272,6 +273,137 @@ TEST_F(ControlPlaneTest, HelloForAnotherIdIsRefused) {
   HelloInfo hello;
   hello.agent_id = "web-2";
   EXPECT_TRUE(absl::IsInvalidArgument(plane_->onHello(s, hello)));
+}
+
+}  // namespace
+}  // namespace muster::server
+
+namespace muster::server {
+namespace {
+
+TEST_F(ControlPlaneTest, SelectorTargetsMatchingHostsOnlineOrOffline) {
+  enroll("web-1");
+  enroll("web-2");
+  enroll("db-1");
+  ASSERT_TRUE(plane_->hosts().setLabels("web-1", {{"role", "web"}, {"env", "prod"}}, {}).ok());
+  ASSERT_TRUE(plane_->hosts().setLabels("web-2", {{"role", "web"}, {"canary", "1"}}, {}).ok());
+  ASSERT_TRUE(plane_->hosts().setLabels("db-1", {{"role", "db"}}, {}).ok());
+  connect("web-1");
+  CreateRunRequest req;
+  req.selector = "role in (web,db),!canary";
+  req.exec.argv = {"true"};
+  auto r = plane_->commands().createRun(req);
+  ASSERT_TRUE(r.ok()) << r.status();
+  std::vector<std::string> hosts;
+  for (const auto& c : r->commands) hosts.push_back(c.host_id);
+  EXPECT_EQ(hosts, (std::vector<std::string>{"db-1", "web-1"}));
+
+  req.selector = "role in (web";
+  auto bad = plane_->commands().createRun(req);
+  EXPECT_TRUE(absl::IsInvalidArgument(bad.status()));
+  EXPECT_TRUE(bad.status().GetPayload(kInvalidSelectorPayload).has_value());
+  req.selector = "role=cache";
+  auto none = plane_->commands().createRun(req);
+  EXPECT_TRUE(none.status().GetPayload(kInvalidSelectorPayload).has_value());
+  req.host_ids = {"web-1"};
+  req.selector = "role=web";
+  EXPECT_TRUE(absl::IsInvalidArgument(plane_->commands().createRun(req).status()));
+}
+
+TEST_F(ControlPlaneTest, LabelsAreDurableAndValidated) {
+  enroll("web-1");
+  auto h = plane_->hosts().setLabels("web-1", {{"role", "web"}, {"tier", "1"}}, {});
+  ASSERT_TRUE(h.ok());
+  h = plane_->hosts().setLabels("web-1", {}, {"tier"});
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->labels, (model::StringMap{{"role", "web"}}));
+  EXPECT_TRUE(
+      absl::IsInvalidArgument(plane_->hosts().setLabels("web-1", {{"bad key", "x"}}, {}).status()));
+  EXPECT_TRUE(absl::IsNotFound(plane_->hosts().setLabels("nope", {}, {}).status()));
+  openPlane();
+  EXPECT_EQ(plane_->hosts().get("web-1")->labels, (model::StringMap{{"role", "web"}}));
+}
+
+TEST_F(ControlPlaneTest, DecommissionRevokesCredentialEndsStreamAndCancelsCommands) {
+  std::string cred = enroll("web-1");
+  auto s = connect("web-1");
+  auto r = run("web-1");
+  auto host = plane_->decommission("web-1");
+  ASSERT_TRUE(host.ok());
+  EXPECT_EQ(host->status, model::HostStatus::kRevoked);
+  ASSERT_TRUE(s->closed());
+  EXPECT_TRUE(absl::IsPermissionDenied(*s->closeStatus()));
+  EXPECT_TRUE(absl::IsPermissionDenied(plane_->authenticate("web-1", cred)));
+  EXPECT_EQ(stored(r.commands[0].id).state, CommandState::kCancelled);
+  openPlane();
+  EXPECT_TRUE(absl::IsPermissionDenied(plane_->authenticate("web-1", cred)));
+  // Re-enrolling brings it back.
+  std::string fresh = enroll("web-1");
+  EXPECT_TRUE(plane_->authenticate("web-1", fresh).ok());
+}
+
+TEST_F(ControlPlaneTest, ApiTokensCarryRolesAndCanBeRevoked) {
+  std::string path = (dir_ / "admin.token").string();
+  ASSERT_TRUE(plane_->auth().bootstrapAdmin(path).ok());
+  ASSERT_TRUE(plane_->auth().bootstrapAdmin(path).ok());  // idempotent
+  std::ifstream in(path);
+  std::string admin_secret;
+  std::getline(in, admin_secret);
+  auto admin = plane_->auth().authenticate(admin_secret);
+  ASSERT_TRUE(admin.ok()) << admin.status();
+  EXPECT_EQ(admin->role, Role::kAdmin);
+
+  auto viewer = plane_->auth().create(Role::kViewer, "ci", 0, "admin");
+  ASSERT_TRUE(viewer.ok());
+  auto p = plane_->auth().authenticate(viewer->secret);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->role, Role::kViewer);
+  EXPECT_EQ(p->name, "ci");
+  auto denied = OperatorAuth::require(*p, Role::kOperator, "running commands");
+  EXPECT_TRUE(absl::IsPermissionDenied(denied));
+  EXPECT_NE(denied.message().find("operator"), absl::string_view::npos);
+  EXPECT_TRUE(OperatorAuth::require(*admin, Role::kOperator, "running commands").ok());
+
+  ASSERT_TRUE(plane_->auth().revoke(viewer->record.id).ok());
+  EXPECT_TRUE(absl::IsUnauthenticated(plane_->auth().authenticate(viewer->secret).status()));
+  EXPECT_TRUE(absl::IsNotFound(plane_->auth().revoke("nope")));
+  EXPECT_TRUE(absl::IsUnauthenticated(plane_->auth().authenticate("mst_wrong").status()));
+
+  auto brief = plane_->auth().create(Role::kOperator, "", 1000, "admin");
+  ASSERT_TRUE(brief.ok());
+  clock_.advanceMs(1001);
+  EXPECT_TRUE(absl::IsUnauthenticated(plane_->auth().authenticate(brief->secret).status()));
+  auto all = plane_->auth().list();
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 3u);
+}
+
+TEST_F(ControlPlaneTest, EnrollTokensCanBeListedAndRevoked) {
+  auto token = plane_->enrollment().createToken(5, 0, {{"env", "prod"}}, "admin");
+  ASSERT_TRUE(token.ok());
+  auto list = plane_->enrollment().listTokens();
+  ASSERT_TRUE(list.ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].labels.at("env"), "prod");
+  ASSERT_TRUE(plane_->enrollment().revokeToken(token->record.id).ok());
+  auto refused = plane_->enrollment().enroll({token->secret, "a", {}, {}});
+  EXPECT_TRUE(absl::IsPermissionDenied(refused.status()));
+  EXPECT_TRUE(absl::IsNotFound(plane_->enrollment().revokeToken("nope")));
+}
+
+TEST_F(ControlPlaneTest, MetricsCountResultsAndOpenStates) {
+  enroll("web-1");
+  auto s = connect("web-1");
+  auto r = run("web-1");
+  auto open = plane_->commands().openByState();
+  EXPECT_EQ(open[static_cast<int>(CommandState::kDispatched)], 1u);
+  plane_->commands().onAccepted(s, r.commands[0].id);
+  plane_->commands().onResult(s, exited(r.commands[0].id, 0));
+  ASSERT_TRUE(store_->flush().ok());
+  auto& m = plane_->commands().metrics();
+  EXPECT_EQ(m.results_by_state[static_cast<int>(CommandState::kSucceeded)].load(), 1u);
+  EXPECT_EQ(m.commands_created.load(), 1u);
+  EXPECT_EQ(m.dispatch_to_result_seconds.snapshot().count, 1u);
 }
 
 }  // namespace
