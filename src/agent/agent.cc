@@ -242,6 +242,12 @@ void Agent::onLinkClosed(const std::shared_ptr<LinkStream>& link, const absl::St
         "re-enroll it with a new token",
         status.message(), delay / 1000);
   } else {
+    if (absl::IsResourceExhausted(status)) {
+      // A full server keeps our TCP connection otherwise; release it while we wait.
+      ChannelOptions channel;
+      channel.target = config_.server;
+      channel_ = makeChannel(channel);
+    }
     delay = backoff_.nextDelayMs();
     spdlog::warn("link to {} closed ({}: {}); reconnecting in {} ms", config_.server,
                  absl::StatusCodeToString(status.code()), status.message(), delay);

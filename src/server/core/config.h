@@ -17,6 +17,9 @@ struct CoreConfig {
   uint64_t max_output_bytes = 16ull << 20;
   uint64_t max_output_chunk_bytes = 1ull << 20;
   int max_hosts_per_run = 100'000;
+  // Live agent links at most; more are refused with RESOURCE_EXHAUSTED so the process never
+  // runs out of file descriptors (gRPC 1.51's listener stops for good after EMFILE).
+  size_t max_agents = 19'000;
 };
 
 }  // namespace muster::server

@@ -61,6 +61,19 @@ absl::Status ControlPlane::onHello(const std::shared_ptr<Session>& session,
       return absl::InvalidArgumentError(absl::StrCat("fact '", k.substr(0, 70), "' too large"));
     }
   }
+  if (hosts_.connectedCount() >= config_.max_agents && !hosts_.sessionFor(hello.agent_id)) {
+    agents_refused_++;
+    int64_t now = clock_.steadyMs();
+    int64_t last = last_refusal_log_ms_.load();
+    if (now - last >= 10'000 && last_refusal_log_ms_.compare_exchange_strong(last, now)) {
+      spdlog::warn(
+          "agent limit reached ({} connected): refusing new agents ({} refused so far); "
+          "raise --max-agents with the descriptor limit, or add a replica",
+          config_.max_agents, agents_refused_.load());
+    }
+    return absl::ResourceExhaustedError(
+        absl::StrCat("server at its agent limit (", config_.max_agents, "): retry later"));
+  }
   session->send(WelcomeMsg{session->sessionId(), config_.heartbeat_interval_ms, clock_.nowMs()});
   hosts_.attach(session, hello);
   spdlog::info("agent {} online (stream {}, version {}, {} in flight, {} unacked)", hello.agent_id,

@@ -53,6 +53,7 @@ class ControlPlane {
   // Refuse new links from now on (shutdown drains).
   void stopAccepting() { accepting_ = false; }
   bool accepting() const { return accepting_; }
+  uint64_t agentsRefused() const { return agents_refused_.load(); }
 
  private:
   store::Store& store_;
@@ -64,6 +65,8 @@ class ControlPlane {
   Enrollment enrollment_;
   OperatorAuth auth_;
   std::atomic<bool> accepting_{true};
+  std::atomic<uint64_t> agents_refused_{0};
+  std::atomic<int64_t> last_refusal_log_ms_{0};
 };
 
 }  // namespace muster::server

@@ -408,3 +408,25 @@ TEST_F(ControlPlaneTest, MetricsCountResultsAndOpenStates) {
 
 }  // namespace
 }  // namespace muster::server
+
+namespace muster::server {
+namespace {
+
+TEST_F(ControlPlaneTest, AgentsBeyondTheLimitAreRefusedButReconnectsAreNot) {
+  config_.max_agents = 1;
+  openPlane();
+  enroll("a");
+  enroll("b");
+  auto a = connect("a");
+  auto b = std::make_shared<FakeSession>("b", "sb");
+  HelloInfo hello;
+  hello.agent_id = "b";
+  EXPECT_TRUE(absl::IsResourceExhausted(plane_->onHello(b, hello)));
+  EXPECT_EQ(plane_->agentsRefused(), 1u);
+  // The same agent replacing its own stream is not a new agent.
+  auto a2 = connect("a", "s2");
+  EXPECT_FALSE(a2->closed());
+}
+
+}  // namespace
+}  // namespace muster::server

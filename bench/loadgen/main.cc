@@ -1,0 +1,411 @@
+// muster-loadgen: N simulated agents against a real musterd it starts itself, with the
+// scenarios connect, idle, fanout, throughput, reconnect-storm and smoke. Each scenario
+// prints one JSON line on stdout and a human summary on stderr.
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <boost/json.hpp>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <thread>
+
+#include "bench/loadgen/proc.h"
+#include "bench/loadgen/sim_agent.h"
+#include "muster/v1/agent.pb.h"
+
+namespace muster::bench {
+namespace {
+namespace json = boost::json;
+
+struct Options {
+  std::string musterd;
+  std::string work_dir = "/tmp/muster-loadgen";
+  int agents = 100;
+  std::string scenario = "smoke";
+  int heartbeat_s = 30;
+  int fanout_rounds = 5;
+  int idle_seconds = 60;
+  int throughput_seconds = 10;
+  int throughput_clients = 8;
+};
+
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p * (v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+void emit(const std::string& scenario, json::object figures, const std::string& human) {
+  figures["scenario"] = scenario;
+  std::cout << json::serialize(figures) << std::endl;
+  std::cerr << "[" << scenario << "] " << human << std::endl;
+}
+
+bool waitUntil(const std::function<bool()>& done, int seconds) {
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < deadline) {
+    if (done()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return done();
+}
+
+class LoadGen {
+ public:
+  explicit LoadGen(Options o) : o_(std::move(o)) {}
+
+  int run() {
+    raiseFdLimit();
+    if (o_.scenario == "smoke") std::filesystem::remove_all(o_.work_dir);  // counts must be exact
+    std::filesystem::create_directories(o_.work_dir);
+    server_ = std::make_unique<ServerProcess>(
+        o_.musterd, o_.work_dir + "/data", freeTcpPort(), freeTcpPort(),
+        std::vector<std::string>{"--heartbeat-interval", std::to_string(o_.heartbeat_s) + "s"});
+    server_->start();
+    token_ = server_->adminToken();
+    auto ids = identities();
+    if (ids.size() != static_cast<size_t>(o_.agents)) return fail("enrollment failed");
+    for (const auto& [id, cred] : ids) host_ids_.push_back(id);
+    baseline_ = sampleProc(server_->pid());
+    fleet_ = std::make_unique<SimFleet>(SimOptions{{server_->grpc()}, 1000, 60'000}, ids);
+    int rc = 0;
+    auto want = [&](const char* s) { return o_.scenario == s || o_.scenario == "all"; };
+    rc |= connect();
+    if (rc) return rc;
+    if (o_.scenario == "smoke") return smoke();
+    if (want("idle")) rc |= idle();
+    if (want("fanout")) rc |= fanout();
+    if (want("throughput")) rc |= throughput();
+    if (want("reconnect-storm")) rc |= reconnectStorm();
+    fleet_.reset();
+    server_->stop();
+    return rc;
+  }
+
+ private:
+  int fail(const std::string& why) {
+    std::cerr << "muster-loadgen: " << why << std::endl;
+    return 1;
+  }
+
+  // Enrolls N agents once; credentials are saved and reused across runs.
+  std::vector<std::pair<std::string, std::string>> identities() {
+    std::string path = o_.work_dir + "/credentials.txt";
+    std::vector<std::pair<std::string, std::string>> out;
+    std::ifstream in(path);
+    std::string id, cred;
+    while (in >> id >> cred && out.size() < static_cast<size_t>(o_.agents))
+      out.emplace_back(id, cred);
+    if (out.size() == static_cast<size_t>(o_.agents)) return out;
+    out.clear();
+    auto r = httpRequest("POST", server_->http() + "/api/v1/tokens", token_,
+                         R"({"kind":"enroll","uses":-1,"ttl":"1h"})");
+    std::string enroll_token(json::parse(r.body).at("token").as_string());
+    agent::ChannelOptions copt;
+    copt.target = server_->grpc();
+    auto channel = agent::makeChannel(copt);
+    out.resize(o_.agents);
+    std::atomic<int> next{0}, failures{0};
+    std::vector<std::thread> workers;
+    for (int w = 0; w < 8; ++w) {
+      workers.emplace_back([&] {
+        for (int i = next++; i < o_.agents; i = next++) {
+          muster::v1::EnrollRequest req;
+          req.set_token(enroll_token);
+          req.set_agent_id("sim-" + std::to_string(i));
+          (*req.mutable_labels())["loadgen"] = "1";
+          auto resp = agent::enroll(channel, req, 30'000);
+          if (!resp.ok()) {
+            failures++;
+            continue;
+          }
+          out[i] = {req.agent_id(), resp->credential()};
+        }
+      });
+    }
+    for (auto& t : workers) t.join();
+    if (failures > 0) return {};
+    std::ofstream save(path, std::ios::trunc);
+    for (const auto& [i, c] : out) save << i << " " << c << "\n";
+    return out;
+  }
+
+  size_t onlineFromApi() {
+    size_t online = 0;
+    std::string cursor;
+    while (true) {
+      auto r = httpRequest("GET",
+                           server_->http() + "/api/v1/hosts?status=online&limit=1000" +
+                               (cursor.empty() ? "" : "&cursor=" + cursor),
+                           token_);
+      if (r.status != 200) return online;
+      auto v = json::parse(r.body);
+      online += v.at("hosts").as_array().size();
+      auto* next = v.as_object().if_contains("next_cursor");
+      if (!next || !next->is_string() || next->as_string().empty()) return online;
+      cursor = std::string(next->as_string());
+    }
+  }
+
+  int connect() {
+    auto t0 = std::chrono::steady_clock::now();
+    fleet_->connectAll();
+    bool ok = waitUntil([&] { return fleet_->welcomedCount() == host_ids_.size(); }, 600) &&
+              waitUntil([&] { return onlineFromApi() == host_ids_.size(); }, 120);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    auto after = sampleProc(server_->pid());
+    double per_agent_kb =
+        (static_cast<double>(after.rss_bytes) - static_cast<double>(baseline_.rss_bytes)) / 1024.0 /
+        static_cast<double>(host_ids_.size());
+    json::object f{{"agents", o_.agents},
+                   {"seconds", secs},
+                   {"ok", ok},
+                   {"rss_before_mb", baseline_.rss_bytes / 1048576.0},
+                   {"rss_after_mb", after.rss_bytes / 1048576.0},
+                   {"rss_per_agent_kb", per_agent_kb},
+                   {"threads_before", baseline_.threads},
+                   {"threads_after", after.threads}};
+    char human[256];
+    std::snprintf(human, sizeof human,
+                  "%d agents online in %.2f s; server RSS %.1f -> %.1f MB (%.1f KB/agent), "
+                  "threads %d -> %d",
+                  o_.agents, secs, baseline_.rss_bytes / 1048576.0, after.rss_bytes / 1048576.0,
+                  per_agent_kb, baseline_.threads, after.threads);
+    emit("connect", f, human);
+    return ok ? 0 : fail("not every agent came online");
+  }
+
+  int idle() {
+    std::atomic<bool> stop{false};
+    std::thread beats([&] {
+      // Spread heartbeats over the interval like real agents.
+      while (!stop) {
+        fleet_->heartbeatAll();
+        for (int i = 0; i < o_.heartbeat_s * 10 && !stop; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+      }
+    });
+    auto a = sampleProc(server_->pid());
+    std::this_thread::sleep_for(std::chrono::seconds(o_.idle_seconds));
+    auto b = sampleProc(server_->pid());
+    stop = true;
+    beats.join();
+    double cpu = 100.0 * (b.cpu_ticks - a.cpu_ticks) / ticksPerSecond() / o_.idle_seconds;
+    char human[160];
+    std::snprintf(human, sizeof human, "server CPU %.2f %% of one core over %d s, %d agents", cpu,
+                  o_.idle_seconds, o_.agents);
+    emit("idle", {{"agents", o_.agents}, {"seconds", o_.idle_seconds}, {"cpu_pct", cpu}}, human);
+    return 0;
+  }
+
+  // One no-op command to every agent; latency = POST sent -> that agent's ResultAck (sent by
+  // the server only after the result is committed).
+  bool fanoutRound(std::vector<double>* latencies_ms, double* total_ms) {
+    json::object body{{"argv", json::array{"true"}}};
+    json::array hosts;
+    for (const auto& id : host_ids_) hosts.emplace_back(id);
+    body["hosts"] = std::move(hosts);
+    std::string payload = json::serialize(body);
+    uint64_t acks_before = fleet_->stats().acks.load();
+    int64_t t0 = steadyMs();
+    auto r = httpRequest("POST", server_->http() + "/api/v1/commands", token_, payload);
+    if (r.status != 201) {
+      std::cerr << "create failed: " << r.status << " " << r.body.substr(0, 300) << "\n";
+      return false;
+    }
+    bool ok = waitUntil(
+        [&] { return fleet_->stats().acks.load() - acks_before >= host_ids_.size(); }, 120);
+    *total_ms = static_cast<double>(steadyMs() - t0);
+    for (int64_t t : fleet_->lastAckMs()) latencies_ms->push_back(static_cast<double>(t - t0));
+    return ok;
+  }
+
+  int fanout() {
+    json::array rounds;
+    std::vector<double> p99s;
+    bool all_ok = true;
+    for (int i = 0; i < o_.fanout_rounds; ++i) {
+      std::vector<double> lat;
+      double total = 0;
+      bool ok = fanoutRound(&lat, &total);
+      all_ok = all_ok && ok;
+      json::object round{{"p50_ms", percentile(lat, 0.5)},
+                         {"p99_ms", percentile(lat, 0.99)},
+                         {"max_ms", percentile(lat, 1.0)},
+                         {"total_ms", total},
+                         {"ok", ok}};
+      p99s.push_back(percentile(lat, 0.99));
+      rounds.push_back(round);
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+    char human[200];
+    std::snprintf(human, sizeof human,
+                  "%d agents, %d rounds: median p99 %.0f ms (best %.0f, worst %.0f)", o_.agents,
+                  o_.fanout_rounds, percentile(p99s, 0.5), percentile(p99s, 0.0),
+                  percentile(p99s, 1.0));
+    emit("fanout",
+         {{"agents", o_.agents}, {"rounds", rounds}, {"median_p99_ms", percentile(p99s, 0.5)}},
+         human);
+    return all_ok ? 0 : fail("a fan-out round did not complete");
+  }
+
+  int throughput() {
+    std::atomic<bool> stop{false};
+    std::atomic<uint64_t> created{0}, errors{0};
+    uint64_t acks_before = fleet_->stats().acks.load();
+    std::vector<std::thread> clients;
+    auto t0 = std::chrono::steady_clock::now();
+    for (int c = 0; c < o_.throughput_clients; ++c) {
+      clients.emplace_back([&, c] {
+        for (size_t i = c; !stop; i += o_.throughput_clients) {
+          std::string body =
+              R"({"argv":["true"],"hosts":[")" + host_ids_[i % host_ids_.size()] + R"("]})";
+          auto r = httpRequest("POST", server_->http() + "/api/v1/commands", token_, body);
+          (r.status == 201 ? created : errors)++;
+        }
+      });
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(o_.throughput_seconds));
+    stop = true;
+    for (auto& t : clients) t.join();
+    waitUntil([&] { return fleet_->stats().acks.load() - acks_before >= created.load(); }, 60);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    uint64_t done = fleet_->stats().acks.load() - acks_before;
+    double rate = done / secs;
+    auto metrics = httpRequest("GET", server_->http() + "/metrics", token_).body;
+    auto gauge = [&](const std::string& name) -> double {
+      auto pos = metrics.find("\n" + name + " ");
+      return pos == std::string::npos ? -1 : std::stod(metrics.substr(pos + name.size() + 2));
+    };
+    char human[220];
+    std::snprintf(human, sizeof human,
+                  "%.0f commands/s create->dispatch->result->persisted (%llu in %.1f s, %d "
+                  "clients, %llu errors); last store batch %.0f, commit %.2f ms",
+                  rate, static_cast<unsigned long long>(done), secs, o_.throughput_clients,
+                  static_cast<unsigned long long>(errors.load()), gauge("muster_store_batch_size"),
+                  gauge("muster_store_commit_seconds") * 1000);
+    emit("throughput",
+         {{"commands_per_s", rate},
+          {"completed", done},
+          {"errors", errors.load()},
+          {"store_batch_size", gauge("muster_store_batch_size")},
+          {"store_commit_ms", gauge("muster_store_commit_seconds") * 1000}},
+         human);
+    return errors.load() == 0 ? 0 : fail("some creates failed");
+  }
+
+  int reconnectStorm() {
+    server_->kill9();
+    fleet_->resetAttempts();
+    auto t0 = std::chrono::steady_clock::now();
+    waitUntil([&] { return fleet_->welcomedCount() == 0; }, 60);
+    server_->start();
+    double peak = 0;
+    auto last = sampleProc(server_->pid());
+    auto last_t = std::chrono::steady_clock::now();
+    bool ok = waitUntil(
+        [&] {
+          auto now = std::chrono::steady_clock::now();
+          double dt = std::chrono::duration<double>(now - last_t).count();
+          if (dt >= 0.5) {
+            auto s = sampleProc(server_->pid());
+            peak = std::max(peak, 100.0 * (s.cpu_ticks - last.cpu_ticks) / ticksPerSecond() / dt);
+            last = s;
+            last_t = now;
+          }
+          return fleet_->welcomedCount() == host_ids_.size();
+        },
+        300);
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    char human[240];
+    std::snprintf(human, sizeof human,
+                  "%d agents re-registered in %.2f s after kill -9 + restart; peak server CPU "
+                  "%.0f %%; %llu connection attempts, at most %llu per agent, shortest retry "
+                  "gap %lld ms",
+                  o_.agents, secs, peak,
+                  static_cast<unsigned long long>(fleet_->stats().connect_attempts.load()),
+                  static_cast<unsigned long long>(fleet_->maxAttemptsPerAgent()),
+                  static_cast<long long>(fleet_->minRetryGapMs()));
+    emit("reconnect-storm",
+         {{"agents", o_.agents},
+          {"seconds", secs},
+          {"peak_cpu_pct", peak},
+          {"attempts", fleet_->stats().connect_attempts.load()},
+          {"max_attempts_per_agent", fleet_->maxAttemptsPerAgent()},
+          {"ok", ok}},
+         human);
+    return ok ? 0 : fail("not every agent re-registered");
+  }
+
+  // Every simulated agent gets exactly one command and its result is persisted exactly once.
+  int smoke() {
+    std::vector<double> lat;
+    double total = 0;
+    if (!fanoutRound(&lat, &total)) return fail("fan-out did not complete");
+    for (uint64_t n : fleet_->commandsPerAgent()) {
+      if (n != 1) return fail("an agent received " + std::to_string(n) + " commands, want 1");
+    }
+    auto r = httpRequest("GET", server_->http() + "/api/v1/commands?limit=1000", token_);
+    auto list = json::parse(r.body).at("commands").as_array();
+    std::map<std::string, int> per_host;
+    for (const auto& c : list) {
+      if (c.at("state").as_string() != "succeeded") return fail("a command did not succeed");
+      per_host[std::string(c.at("host_id").as_string())]++;
+    }
+    if (per_host.size() != host_ids_.size()) return fail("not every host has a stored result");
+    for (const auto& [h, n] : per_host) {
+      if (n != 1) return fail(h + " has " + std::to_string(n) + " stored results");
+    }
+    emit("smoke", {{"agents", o_.agents}, {"p99_ms", percentile(lat, 0.99)}, {"ok", true}},
+         std::to_string(o_.agents) + " agents: one command each, every result stored once");
+    std::cout << "1 passed, 0 failed" << std::endl;
+    fleet_.reset();
+    server_->stop();
+    return 0;
+  }
+
+  Options o_;
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<SimFleet> fleet_;
+  std::string token_;
+  std::vector<std::string> host_ids_;
+  ProcSample baseline_;
+};
+
+}  // namespace
+}  // namespace muster::bench
+
+int main(int argc, char** argv) {
+  muster::bench::Options o;
+  CLI::App app{"muster-loadgen: simulated agents against a real musterd"};
+  app.add_option("--musterd", o.musterd, "path to the musterd binary")->required();
+  app.add_option("--work-dir", o.work_dir, "data dir and saved credentials")->capture_default_str();
+  app.add_option("--agents", o.agents, "simulated agents")->capture_default_str();
+  app.add_option("--scenario", o.scenario,
+                 "smoke, connect, idle, fanout, throughput, reconnect-storm or all")
+      ->capture_default_str();
+  app.add_option("--heartbeat-seconds", o.heartbeat_s)->capture_default_str();
+  app.add_option("--fanout-rounds", o.fanout_rounds)->capture_default_str();
+  app.add_option("--idle-seconds", o.idle_seconds)->capture_default_str();
+  app.add_option("--throughput-seconds", o.throughput_seconds)->capture_default_str();
+  app.add_option("--throughput-clients", o.throughput_clients)->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::cerr << "muster-loadgen: " << e.what() << "\n";
+    return 2;
+  }
+  try {
+    return muster::bench::LoadGen(o).run();
+  } catch (const std::exception& e) {
+    std::cerr << "muster-loadgen: " << e.what() << "\n";
+    return 1;
+  }
+}

@@ -1,0 +1,160 @@
+// Process and REST helpers for the load generator.
+#include "bench/loadgen/proc.h"
+
+#include <curl/curl.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+
+namespace muster::bench {
+
+ProcSample sampleProc(pid_t pid) {
+  ProcSample s;
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmRSS:", 0) == 0) s.rss_bytes = std::stoull(line.substr(6)) * 1024;
+    if (line.rfind("Threads:", 0) == 0) s.threads = std::stoi(line.substr(8));
+  }
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string all((std::istreambuf_iterator<char>(stat)), {});
+  auto close = all.rfind(')');
+  if (close != std::string::npos) {
+    std::istringstream in(all.substr(close + 2));
+    std::string field;
+    uint64_t utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && in >> field; ++i) {
+      if (i == 14) utime = std::stoull(field);
+      if (i == 15) stime = std::stoull(field);
+    }
+    s.cpu_ticks = utime + stime;
+  }
+  return s;
+}
+
+double ticksPerSecond() { return static_cast<double>(sysconf(_SC_CLK_TCK)); }
+
+void raiseFdLimit() {
+  rlimit lim;
+  if (getrlimit(RLIMIT_NOFILE, &lim) == 0) {
+    lim.rlim_cur = lim.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &lim);
+  }
+}
+
+int freeTcpPort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+ServerProcess::ServerProcess(std::string binary, std::string data_dir, int http_port, int grpc_port,
+                             std::vector<std::string> extra)
+    : binary_(std::move(binary)),
+      data_dir_(std::move(data_dir)),
+      http_port_(http_port),
+      grpc_port_(grpc_port),
+      extra_(std::move(extra)) {}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0) stop();
+}
+
+void ServerProcess::start() {
+  std::vector<std::string> argv = {binary_,
+                                   "--data-dir",
+                                   data_dir_,
+                                   "--http-listen",
+                                   "127.0.0.1:" + std::to_string(http_port_),
+                                   "--grpc-listen",
+                                   "127.0.0.1:" + std::to_string(grpc_port_),
+                                   "--log-level",
+                                   "warn"};
+  argv.insert(argv.end(), extra_.begin(), extra_.end());
+  std::string log = data_dir_ + ".log";
+  pid_ = ::fork();
+  if (pid_ == 0) {
+    int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    ::execv(args[0], args.data());
+    _exit(127);
+  }
+  for (int i = 0; i < 600; ++i) {
+    if (httpRequest("GET", http() + "/healthz", "").status == 200) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  throw std::runtime_error("musterd did not become healthy; see " + log);
+}
+
+void ServerProcess::kill9() {
+  ::kill(pid_, SIGKILL);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+void ServerProcess::stop() {
+  ::kill(pid_, SIGTERM);
+  ::waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+std::string ServerProcess::adminToken() const {
+  std::ifstream in(data_dir_ + "/admin.token");
+  std::string token;
+  std::getline(in, token);
+  return token;
+}
+
+namespace {
+size_t collect(char* data, size_t size, size_t n, void* user) {
+  static_cast<std::string*>(user)->append(data, size * n);
+  return size * n;
+}
+}  // namespace
+
+Http httpRequest(const std::string& method, const std::string& url, const std::string& token,
+                 const std::string& body) {
+  thread_local CURL* curl = curl_easy_init();  // keep-alive per thread
+  Http r;
+  curl_easy_reset(curl);
+  struct curl_slist* headers = nullptr;
+  std::string auth = "Authorization: Bearer " + token;
+  headers = curl_slist_append(headers, auth.c_str());
+  headers = curl_slist_append(headers, "Content-Type: application/json");
+  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r.body);
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 120L);
+  if (!body.empty()) {
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+  }
+  if (curl_easy_perform(curl) == CURLE_OK)
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
+  curl_slist_free_all(headers);
+  return r;
+}
+
+}  // namespace muster::bench
