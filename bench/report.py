@@ -30,7 +30,7 @@ cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.start
 print("# Benchmarks\n")
 print(f"Measured by `bench/run.sh` on {datetime.date.today()} at commit `{commit}`: "
       f"{os.cpu_count()} vCPU ({cpu}), {round(os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30)} GiB, "
-      f"{platform.platform()}. musterd (Release, SQLite WAL) and the load generator share the "
+      f"{platform.platform()}. musterd (RelWithDebInfo -O2, gRPC 1.51.1 Release, SQLite WAL) and the load generator share the "
       "two cores, so every figure is pessimistic. One TCP connection per simulated agent; "
       "agents use the real link client of `src/agent`.\n")
 print("| figure | target | " + " | ".join(f"N={int(n):,}" for n in sizes) + " |")

@@ -4,7 +4,7 @@
 # Usage: bench/run.sh [N ...]     (default: 1000 10000 19000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export MUSTER_BUILD_DIR="${MUSTER_BUILD_DIR:-build-release}" MUSTER_BUILD_TYPE=Release
+export MUSTER_BUILD_DIR="${MUSTER_BUILD_DIR:-build}"
 bash scripts/build.sh >/dev/null
 BIN="$MUSTER_BUILD_DIR"
 SIZES=("$@")

@@ -17,7 +17,6 @@
 #include "common/fs.h"
 #include "common/log.h"
 #include "common/worker_pool.h"
-#include "crypto/secrets.h"
 #include "server/core/control_plane.h"
 #include "server/grpc/agent_link_server.h"
 #include "server/http/http_server.h"
@@ -42,22 +41,6 @@ bool isLoopback(const std::string& listen) {
          listen.rfind("[::1]:", 0) == 0;
 }
 
-// The admin token is created on first start; only its hash stays in memory.
-absl::StatusOr<std::string> ensureAdminToken(const std::string& data_dir) {
-  std::string path = data_dir + "/admin.token";
-  if (!common::fileExists(path)) {
-    std::string token = crypto::randomToken("mst_admin_");
-    if (auto st = common::writeFileAtomic(path, token + "\n", 0600); !st.ok()) return st;
-    spdlog::info("admin token written to {} (mode 0600)", path);
-  }
-  auto raw = common::readFile(path);
-  if (!raw.ok()) return raw.status();
-  std::string token = *raw;
-  while (!token.empty() && (token.back() == '\n' || token.back() == ' ')) token.pop_back();
-  if (token.empty()) return absl::DataLossError(path + " is empty: delete it and restart");
-  return crypto::sha256Hex(token);
-}
-
 int run(const Flags& flags) {
   auto heartbeat = common::parseDurationMs(flags.heartbeat_interval);
   auto expiry = common::parseDurationMs(flags.default_expiry);
@@ -75,11 +58,6 @@ int run(const Flags& flags) {
     spdlog::error("cannot create data dir: {}", st.message());
     return 1;
   }
-  auto admin_hash = ensureAdminToken(flags.data_dir);
-  if (!admin_hash.ok()) {
-    spdlog::error("{}", admin_hash.status().message());
-    return 1;
-  }
   auto store = store::SqliteStore::open(flags.data_dir + "/muster.db");
   if (!store.ok()) {
     spdlog::error("cannot open the store: {}", store.status().message());
@@ -95,6 +73,13 @@ int run(const Flags& flags) {
     spdlog::error("cannot load state: {}", st.message());
     return 1;
   }
+  std::string admin_token_path = flags.data_dir + "/admin.token";
+  if (auto st = plane.auth().bootstrapAdmin(admin_token_path); !st.ok()) {
+    spdlog::error("cannot set up the admin API token in {}: {}", admin_token_path, st.message());
+    return 1;
+  }
+  spdlog::info("admin API token: {} (mode 0600; create more with `muster token create --role`)",
+               std::filesystem::absolute(admin_token_path).string());
   server::grpcadapter::AgentLinkOptions link_options;
   link_options.listen = flags.grpc_listen;
   auto link = server::grpcadapter::AgentLinkServer::start(plane, blocking, link_options);
@@ -104,12 +89,6 @@ int run(const Flags& flags) {
   }
   server::http::HttpOptions http_options;
   http_options.listen = flags.http_listen;
-  std::string admin = *admin_hash;
-  http_options.authenticate = [admin](std::string_view bearer) -> absl::StatusOr<std::string> {
-    if (crypto::constantTimeEquals(crypto::sha256Hex(bearer), admin)) return std::string("admin");
-    return absl::UnauthenticatedError(
-        "invalid API token: use the admin token from the data dir or a token from an admin");
-  };
   auto http = server::http::HttpServer::start(plane, blocking, http_options);
   if (!http.ok()) {
     spdlog::error("{}", http.status().message());

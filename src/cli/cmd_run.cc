@@ -1,5 +1,5 @@
-// `muster run -H ID... -- CMD ARGS...` (create a run, stream every host's output live,
-// summarize, exit 0 only if every host succeeded) and `muster run show RUN`.
+// `muster run (-l SELECTOR | -H ID...) -- CMD ARGS...` (create a run, stream every host's output
+// live, summarize, exit 0 only if every host succeeded) and `muster run show RUN`.
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <atomic>
@@ -55,6 +55,7 @@ class LinePrinter {
 };
 
 struct RunOptions {
+  std::string selector;
   std::vector<std::string> hosts;
   std::string timeout;
   std::string expire;
@@ -129,19 +130,28 @@ void followRun(const ClientConfig& config, const json::array& commands, bool pri
 }
 
 int runCommand(const ClientConfig& config, const RunOptions& o) {
-  if (o.hosts.empty()) {
-    // TODO(issue 3): -l SELECTOR.
-    return reportUsage("name at least one target host with -H ID (`muster hosts` lists them)");
+  if (o.hosts.empty() && o.selector.empty()) {
+    return reportUsage(
+        "name the targets: -l SELECTOR (like -l env=prod) or -H ID (`muster hosts` lists them)");
+  }
+  if (!o.hosts.empty() && !o.selector.empty()) {
+    return reportUsage("give either -l SELECTOR or -H ID..., not both");
   }
   if (o.argv.empty()) {
-    return reportUsage("nothing to run: put the command after --, like `muster run -H " +
-                       o.hosts.front() + " -- uptime`");
+    std::string targets = o.selector.empty() ? "-H " + o.hosts.front() : "-l " + o.selector;
+    return reportUsage("nothing to run: put the command after --, like `muster run " + targets +
+                       " -- uptime`");
   }
   json::object body;
-  json::array hosts, argv;
-  for (const auto& h : o.hosts) hosts.emplace_back(h);
+  json::array argv;
   for (const auto& a : o.argv) argv.emplace_back(a);
-  body["hosts"] = std::move(hosts);
+  if (o.selector.empty()) {
+    json::array hosts;
+    for (const auto& h : o.hosts) hosts.emplace_back(h);
+    body["hosts"] = std::move(hosts);
+  } else {
+    body["selector"] = o.selector;
+  }
   body["argv"] = std::move(argv);
   for (auto [flag, value, key] : {std::tuple{"--timeout", &o.timeout, "timeout"},
                                   std::tuple{"--expire", &o.expire, "expire"}}) {
@@ -257,8 +267,11 @@ int showRun(const ClientConfig& config, const std::string& id, bool as_json) {
 
 void registerRunCommands(CLI::App& app, std::vector<Runner>* runners) {
   auto opts = std::make_shared<RunOptions>();
-  auto* run = app.add_subcommand(
-      "run", "Run a command on hosts and stream their output: muster run -H ID -- CMD ARGS...");
+  auto* run = app.add_subcommand("run",
+                                 "Run a command on hosts and stream their output: muster run "
+                                 "(-l SELECTOR | -H ID...) -- CMD ARGS...");
+  run->add_option("-l,--selector", opts->selector,
+                  "target the hosts whose labels match, like 'env=prod,role in (web,db),!canary'");
   // One value per -H, so `-H a -- cmd -x` leaves `--` to end the options.
   run->add_option("-H,--host", opts->hosts, "target host id (repeat for several hosts)")
       ->allow_extra_args(false);

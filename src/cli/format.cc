@@ -8,6 +8,7 @@
 #include <iostream>
 
 #include "absl/strings/str_cat.h"
+#include "cli/http_client.h"
 
 namespace muster::cli {
 namespace json = boost::json;
@@ -149,15 +150,23 @@ void prettyPrint(std::ostream& out, const json::value& v, int indent) {
   }
 }
 
-std::string hintFor(absl::StatusCode code) {
-  switch (code) {
-    case absl::StatusCode::kUnauthenticated:
-      return "check --token or MUSTER_TOKEN (musterd writes the admin token to "
-             "<data-dir>/admin.token)";
+std::string hintFor(const absl::Status& status) {
+  std::string message(status.message());
+  if (status.code() == absl::StatusCode::kUnauthenticated) {
+    return "musterd writes the first admin token to <data-dir>/admin.token; pass it (or one an "
+           "admin created) with --token or MUSTER_TOKEN";
+  }
+  // The server's message already says what to do next.
+  if (message.find("`muster ") != std::string::npos) return "";
+  if (serverErrorCode(status) == "invalid_selector") {
+    return "selectors look like `env=prod,role in (web,db),!canary,region!=eu`; `muster hosts -l "
+           "SELECTOR` shows which hosts one matches";
+  }
+  switch (status.code()) {
     case absl::StatusCode::kPermissionDenied:
-      return "this token may not do that; use a token with a stronger role";
+      return "this token may not do that; ask an admin for a token with a stronger role";
     case absl::StatusCode::kNotFound:
-      return "`muster hosts` and `muster commands` list what exists";
+      return "`muster hosts`, `muster commands` and `muster token ls` list what exists";
     case absl::StatusCode::kInvalidArgument:
       return "see `muster --help` or `muster <command> --help`";
     case absl::StatusCode::kAlreadyExists:
@@ -176,7 +185,7 @@ void printJson(std::ostream& out, const json::value& value) {
 
 int reportError(const absl::Status& status) {
   std::cerr << "muster: " << status.message() << "\n";
-  std::string hint = hintFor(status.code());
+  std::string hint = hintFor(status);
   if (!hint.empty()) std::cerr << "hint: " << hint << "\n";
   return kExitFailure;
 }

@@ -10,6 +10,7 @@
 #include <memory>
 #include <mutex>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 
 namespace muster::cli {
@@ -37,7 +38,8 @@ struct HeaderList {
   void add(const std::string& header) { list = curl_slist_append(list, header.c_str()); }
 };
 
-absl::Status statusForHttp(long http_status, std::string message) {
+absl::Status statusForHttp(long http_status, std::string message, std::string_view code = "") {
+  if (code == "failed_precondition") return absl::FailedPreconditionError(message);
   switch (http_status) {
     case 400:
     case 422: return absl::InvalidArgumentError(message);
@@ -92,7 +94,13 @@ absl::Status httpError(long http_status, const std::string& body) {
     if (error && error->is_object()) {
       const auto* message = error->as_object().if_contains("message");
       if (message && message->is_string()) {
-        return statusForHttp(http_status, std::string(message->get_string()));
+        const auto* code_value = error->as_object().if_contains("code");
+        std::string code = code_value && code_value->is_string()
+                               ? std::string(code_value->get_string())
+                               : std::string();
+        absl::Status st = statusForHttp(http_status, std::string(message->get_string()), code);
+        if (!code.empty()) st.SetPayload(kErrorCodePayload, absl::Cord(code));
+        return st;
       }
     }
   }
@@ -100,6 +108,11 @@ absl::Status httpError(long http_status, const std::string& body) {
   return statusForHttp(
       http_status, absl::StrCat("server answered HTTP ", http_status, excerpt.empty() ? "" : ": ",
                                 excerpt, " (is --server pointing at musterd?)"));
+}
+
+std::string serverErrorCode(const absl::Status& status) {
+  auto code = status.GetPayload(kErrorCodePayload);
+  return code ? std::string(*code) : std::string();
 }
 
 // --- HttpClient ----------------------------------------------------------------------------
@@ -122,6 +135,16 @@ absl::StatusOr<json::value> HttpClient::post(const std::string& path, const json
                                              long* http_status) {
   std::string text = json::serialize(body);
   return request("POST", path, &text, http_status);
+}
+
+absl::StatusOr<json::value> HttpClient::patch(const std::string& path, const json::value& body,
+                                              long* http_status) {
+  std::string text = json::serialize(body);
+  return request("PATCH", path, &text, http_status);
+}
+
+absl::StatusOr<json::value> HttpClient::del(const std::string& path, long* http_status) {
+  return request("DELETE", path, nullptr, http_status);
 }
 
 absl::StatusOr<json::value> HttpClient::request(const char* method, const std::string& path,

@@ -30,6 +30,9 @@ class HttpClient {
   absl::StatusOr<boost::json::value> get(const std::string& path, long* http_status = nullptr);
   absl::StatusOr<boost::json::value> post(const std::string& path, const boost::json::value& body,
                                           long* http_status = nullptr);
+  absl::StatusOr<boost::json::value> patch(const std::string& path, const boost::json::value& body,
+                                           long* http_status = nullptr);
+  absl::StatusOr<boost::json::value> del(const std::string& path, long* http_status = nullptr);
 
   const ClientConfig& config() const { return config_; }
 
@@ -81,7 +84,11 @@ class EventFollower {
 
 // The Status for a failed transfer to `url` (connection refused, timeouts, TLS).
 absl::Status transportError(int curl_code, const std::string& url, const std::string& detail);
-// The Status for a non-2xx answer: the server's {"error":{...}} message when there is one.
+// The Status for a non-2xx answer: the server's {"error":{...}} message when there is one,
+// with its code ("invalid_selector", ...) as payload kErrorCodePayload.
 absl::Status httpError(long http_status, const std::string& body);
+inline constexpr char kErrorCodePayload[] = "type.muster.dev/http-error-code";
+// The server's error code of a status made by httpError ("" when there is none).
+std::string serverErrorCode(const absl::Status& status);
 
 }  // namespace muster::cli

@@ -98,10 +98,15 @@ class HttpApiTest : public ::testing::Test {
 
   void startServer(HttpOptions options) {
     options.listen = "127.0.0.1:0";
-    options.authenticate = [](std::string_view bearer) -> absl::StatusOr<std::string> {
-      if (bearer == kToken) return std::string("tester");
-      return absl::UnauthenticatedError("unknown API token");
-    };
+    // kToken becomes the admin token (principal "admin"), as musterd's first start does.
+    std::string admin_path = dir_ + "/admin.token";
+    if (!std::filesystem::exists(admin_path)) {
+      FILE* f = fopen(admin_path.c_str(), "w");
+      ASSERT_NE(f, nullptr);
+      fputs(kToken, f);
+      fclose(f);
+    }
+    ASSERT_TRUE(plane_->auth().bootstrapAdmin(admin_path).ok());
     auto server = HttpServer::start(*plane_, *blocking_, options);
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
@@ -149,6 +154,27 @@ class HttpApiTest : public ::testing::Test {
     json::value parsed = json::parse(reply.body, ec);
     if (!ec) reply.json = std::move(parsed);
     return reply;
+  }
+
+  // An API token with `role` (secret); its id goes to `id` when given.
+  std::string apiToken(Role role, std::string* id = nullptr) {
+    auto token = plane_->auth().create(role, std::string(toString(role)) + "-user", 0, "test");
+    EXPECT_TRUE(token.ok()) << token.status();
+    if (!token.ok()) return "";
+    if (id) *id = token->record.id;
+    return token->secret;
+  }
+
+  Reply callAs(const std::string& token, const std::string& method, const std::string& path,
+               const std::string& body = "") {
+    return call(method, path, body, {"Authorization: Bearer " + token}, false);
+  }
+
+  static std::string errorMessage(const Reply& r) {
+    if (!r.json.is_object()) return "";
+    const auto* error = r.json.as_object().if_contains("error");
+    if (!error || !error->is_object()) return "";
+    return std::string(error->as_object().at("message").as_string());
   }
 
   static std::string errorCode(const Reply& r) {

@@ -57,7 +57,8 @@ TEST_F(HttpApiTest, BadRequestBodiesAre400AndPersistNothing) {
       {R"({"hosts":["web-1"],"argv":["true"],"script":"true"})", "argv and script"},
       {R"({"hosts":["web-1"]})", "nothing to run"},
       {R"({"argv":["true"]})", "no hosts"},
-      {R"({"selector":"env=prod","argv":["true"]})", "selectors come later"},
+      {R"({"hosts":["web-1"],"selector":"env=prod","argv":["true"]})", "hosts and selector"},
+      {R"({"selector":["env=prod"],"argv":["true"]})", "selector not a string"},
       {R"({"hosts":["web-1"],"argv":["true"],"env":{"A":1}})", "env value not a string"},
       {R"({"hosts":["web-1"],"argv":["true"],"timeout_ms":1.5})", "fractional ms"},
   };
@@ -72,8 +73,15 @@ TEST_F(HttpApiTest, BadRequestBodiesAre400AndPersistNothing) {
   EXPECT_EQ(bad_state.status, 400);
   Reply bad_limit = call("GET", "/api/v1/commands?limit=0");
   EXPECT_EQ(bad_limit.status, 400);
-  Reply bad_token = call("POST", "/api/v1/tokens", R"({"kind":"api","role":"admin"})");
-  EXPECT_EQ(bad_token.status, 400);
+  for (const char* body : {R"({"kind":"api","role":"root"})", R"({"kind":"api"})",
+                           R"({"kind":"api","role":"viewer","uses":3})", R"({"kind":"session"})",
+                           R"({"kind":"enroll","role":"admin"})", R"({"role":"admin"})"}) {
+    Reply bad_token = call("POST", "/api/v1/tokens", body);
+    EXPECT_EQ(bad_token.status, 400) << body << ": " << bad_token.body;
+  }
+  Reply tokens = call("GET", "/api/v1/tokens");
+  ASSERT_EQ(tokens.status, 200);
+  EXPECT_EQ(tokens.json.as_object().at("api").as_array().size(), 1u);  // the admin token only
   EXPECT_EQ(commandCount(), 0u);
 }
 
@@ -116,7 +124,7 @@ TEST_F(HttpApiTest, QueuedCommandForOfflineHostCanBeCreatedReadListedAndCancelle
   EXPECT_EQ(commands[0].as_object().at("timeout_ms").as_int64(), 30000);
   EXPECT_TRUE(commands[0].as_object().at("exit_code").is_null());
   EXPECT_TRUE(commands[0].as_object().at("finished_at").is_null());
-  EXPECT_EQ(str(commands[0], "created_by"), "tester");
+  EXPECT_EQ(str(commands[0], "created_by"), "admin");
 
   Reply got = call("GET", "/api/v1/commands/" + id);
   ASSERT_EQ(got.status, 200);

@@ -3,10 +3,12 @@
 #   include(${CMAKE_CURRENT_SOURCE_DIR}/http_api_test.cmake)
 include(GoogleTest)
 add_executable(muster_http_api_test
+  ${CMAKE_CURRENT_LIST_DIR}/http_admin_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/http_api_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/http_events_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/http_transport_test.cc)
 target_link_libraries(muster_http_api_test PRIVATE
-  muster_server_http muster_store_sqlite CURL::libcurl Boost::json GTest::gtest_main)
+  muster_server_http muster_store_sqlite SQLite::SQLite3 CURL::libcurl Boost::json
+  GTest::gtest_main)
 gtest_discover_tests(muster_http_api_test DISCOVERY_MODE PRE_TEST DISCOVERY_TIMEOUT 60
   PROPERTIES TIMEOUT 120)

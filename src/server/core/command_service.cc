@@ -520,6 +520,7 @@ absl::StatusOr<model::Command> CommandService::cancel(const std::string& id,
     auto r = store_.writeAndWait(store::UpdateCommand{snapshot, {CommandState::kQueued}});
     if (!r.status.ok()) return r.status;
     bus_.publishFinished(snapshot);
+    metrics_.results_by_state[static_cast<size_t>(snapshot.state) % 8].fetch_add(1);
     return snapshot;
   }
   auto r = store_.writeAndWait(store::UpdateCommand{snapshot, kOpenStates});

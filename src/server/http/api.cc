@@ -42,11 +42,16 @@ struct RouteMatch {
 RouteMatch matchRoute(const std::vector<std::string>& s, const std::string& method) {
   bool get = method == "GET" || method == "HEAD";
   bool post = method == "POST";
+  bool del = method == "DELETE";
+  bool put = method == "PUT" || method == "PATCH";
   auto is = [&s](size_t n, const char* first, const char* third = nullptr) {
     return s.size() == n && s[0] == first && (!third || s[2] == third);
   };
   if (is(1, "hosts")) return {Route::kListHosts, "GET", get};
-  if (is(2, "hosts")) return {Route::kGetHost, "GET", get};
+  if (is(2, "hosts")) {
+    return {del ? Route::kDeleteHost : Route::kGetHost, "GET, DELETE", get || del};
+  }
+  if (is(3, "hosts", "labels")) return {Route::kSetHostLabels, "PUT, PATCH", put};
   if (is(1, "commands")) {
     return {post ? Route::kCreateCommands : Route::kListCommands, "GET, POST", get || post};
   }
@@ -55,8 +60,26 @@ RouteMatch matchRoute(const std::vector<std::string>& s, const std::string& meth
   if (is(3, "commands", "output")) return {Route::kCommandOutput, "GET", get};
   if (is(2, "runs")) return {Route::kGetRun, "GET", get};
   if (is(3, "runs", "cancel")) return {Route::kCancelRun, "POST", post};
-  if (is(1, "tokens")) return {Route::kCreateToken, "POST", post};
+  if (is(1, "tokens")) {
+    return {post ? Route::kCreateToken : Route::kListTokens, "GET, POST", get || post};
+  }
+  if (is(2, "tokens")) return {Route::kRevokeToken, "DELETE", del};
   return {};
+}
+
+// The least role a route needs, and what it does (for the 403 message).
+Role requiredRole(Route route, std::string_view* action) {
+  switch (route) {
+    case Route::kCreateCommands: *action = "running commands"; return Role::kOperator;
+    case Route::kCancelCommand:
+    case Route::kCancelRun: *action = "cancelling commands"; return Role::kOperator;
+    case Route::kSetHostLabels: *action = "changing host labels"; return Role::kAdmin;
+    case Route::kDeleteHost: *action = "removing hosts"; return Role::kAdmin;
+    case Route::kCreateToken: *action = "creating tokens"; return Role::kAdmin;
+    case Route::kListTokens: *action = "listing tokens"; return Role::kAdmin;
+    case Route::kRevokeToken: *action = "revoking tokens"; return Role::kAdmin;
+    default: *action = "reading"; return Role::kViewer;
+  }
 }
 
 bool wantsFollow(const Context& ctx) {
@@ -83,14 +106,18 @@ std::string_view routeName(Route route) {
     case Route::kFollowOutput: return "GET /api/v1/commands/{id}/output (follow)";
     case Route::kGetRun: return "GET /api/v1/runs/{id}";
     case Route::kCancelRun: return "POST /api/v1/runs/{id}/cancel";
+    case Route::kSetHostLabels: return "PUT /api/v1/hosts/{id}/labels";
+    case Route::kDeleteHost: return "DELETE /api/v1/hosts/{id}";
     case Route::kCreateToken: return "POST /api/v1/tokens";
+    case Route::kListTokens: return "GET /api/v1/tokens";
+    case Route::kRevokeToken: return "DELETE /api/v1/tokens/{id}";
+    case Route::kMetrics: return "GET /metrics";
     case Route::kCount: break;
   }
   return "unknown";
 }
 
-Api::Api(ControlPlane& plane, Authenticator authenticate)
-    : plane_(plane), authenticate_(std::move(authenticate)) {}
+Api::Api(ControlPlane& plane, const RequestStats* stats) : plane_(plane), stats_(stats) {}
 
 std::optional<ApiReply> Api::tryInline(const ApiRequest& request, Route* route) const {
   std::string_view path = request.target;
@@ -137,6 +164,12 @@ ApiReply Api::dispatch(const ApiRequest& request, Route* route) {
     }
     return jsonReply(200, boost::json::object{{"status", "ready"}});
   }
+  if (segments.size() == 1 && segments[0] == "metrics") {
+    *route = Route::kMetrics;
+    if (request.method != "GET" && request.method != "HEAD")
+      return methodNotAllowed(request, "GET");
+    return metricsReply(plane_, stats_);
+  }
   if (segments.size() < 2 || segments[0] != "api" || segments[1] != "v1") {
     return notFound(segments);
   }
@@ -154,10 +187,7 @@ ApiReply Api::dispatch(const ApiRequest& request, Route* route) {
                       "the admin token to <data-dir>/admin.token)");
   }
   std::string_view bearer = toStd(absl::StripAsciiWhitespace(auth.substr(7)));
-  if (!authenticate_) {
-    return errorReply(503, "unavailable", "this server has no API authentication configured");
-  }
-  auto principal = authenticate_(bearer);
+  auto principal = plane_.auth().authenticate(bearer);
   if (!principal.ok()) return errorReply(principal.status());
 
   if (match.route == Route::kUnknown) {
@@ -166,6 +196,11 @@ ApiReply Api::dispatch(const ApiRequest& request, Route* route) {
     return notFound(full);
   }
   if (!match.method_ok) return methodNotAllowed(request, match.allow);
+  std::string_view action;
+  Role needed = requiredRole(match.route, &action);
+  if (auto st = OperatorAuth::require(*principal, needed, action); !st.ok()) {
+    return errorReply(st);
+  }
 
   Context ctx{plane_, request, *std::move(principal), std::move(segments), std::move(query)};
   const auto& seg = ctx.segments;
@@ -183,7 +218,11 @@ ApiReply Api::dispatch(const ApiRequest& request, Route* route) {
     }
     case Route::kGetRun: return getRun(ctx, seg[1]);
     case Route::kCancelRun: return cancelRun(ctx, seg[1]);
+    case Route::kSetHostLabels: return setHostLabels(ctx, seg[1]);
+    case Route::kDeleteHost: return deleteHost(ctx, seg[1]);
     case Route::kCreateToken: return createToken(ctx);
+    case Route::kListTokens: return listTokens(ctx);
+    case Route::kRevokeToken: return revokeToken(ctx, seg[1]);
     default: return notFound(seg);
   }
 }

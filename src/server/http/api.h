@@ -2,7 +2,6 @@
 // block on the store); knows nothing of sockets, Beast or Asio.
 #pragma once
 
-#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -28,7 +27,12 @@ enum class Route {
   kFollowOutput,
   kGetRun,
   kCancelRun,
+  kSetHostLabels,
+  kDeleteHost,
   kCreateToken,
+  kListTokens,
+  kRevokeToken,
+  kMetrics,
   kCount,  // number of routes, not a route
 };
 std::string_view routeName(Route route);
@@ -57,11 +61,15 @@ struct ApiReply {
   std::optional<FollowSpec> follow;
 };
 
-using Authenticator = std::function<absl::StatusOr<std::string>(std::string_view bearer)>;
+class RequestStats;
 
+// Every /api/v1 request is authenticated with an operator token (ControlPlane::auth()) and
+// checked against the role its route needs: viewer reads, operator also runs and cancels
+// commands, admin also manages tokens and hosts. /healthz, /readyz and /metrics need none.
 class Api {
  public:
-  Api(ControlPlane& plane, Authenticator authenticate);
+  // `stats` (may be null) feeds the request counters of /metrics.
+  Api(ControlPlane& plane, const RequestStats* stats);
 
   // Routes that never block (liveness); std::nullopt when the request needs a worker.
   std::optional<ApiReply> tryInline(const ApiRequest& request, Route* route) const;
@@ -74,7 +82,7 @@ class Api {
   ApiReply dispatch(const ApiRequest& request, Route* route);
 
   ControlPlane& plane_;
-  Authenticator authenticate_;
+  const RequestStats* stats_;
 };
 
 }  // namespace muster::server::http

@@ -9,6 +9,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/duration.h"
+#include "server/core/command_service.h"
 
 namespace muster::server::http {
 namespace json = boost::json;
@@ -108,6 +109,39 @@ json::object commandJson(const model::Command& c) {
   return o;
 }
 
+json::object apiTokenJson(const store::ApiToken& t, int64_t now_ms) {
+  json::object o;
+  o["id"] = t.id;
+  o["kind"] = "api";
+  o["role"] = t.role;
+  o["name"] = t.name;
+  o["created_by"] = t.created_by;
+  o["created_at"] = timeValue(t.created_at_ms);
+  o["expires_at"] = timeValue(t.expires_at_ms);
+  o["revoked"] = t.revoked;
+  bool expired = t.expires_at_ms > 0 && now_ms >= t.expires_at_ms;
+  o["state"] = t.revoked ? "revoked" : expired ? "expired" : "active";
+  return o;
+}
+
+json::object enrollTokenJson(const store::EnrollToken& t, int64_t now_ms) {
+  json::object o;
+  o["id"] = t.id;
+  o["kind"] = "enroll";
+  o["uses_left"] = t.uses_left;
+  o["labels"] = mapJson(t.labels);
+  o["created_by"] = t.created_by;
+  o["created_at"] = timeValue(t.created_at_ms);
+  o["expires_at"] = timeValue(t.expires_at_ms);
+  o["revoked"] = t.revoked;
+  bool expired = t.expires_at_ms > 0 && now_ms >= t.expires_at_ms;
+  o["state"] = t.revoked          ? "revoked"
+               : expired          ? "expired"
+               : t.uses_left == 0 ? "used_up"
+                                  : "active";
+  return o;
+}
+
 int httpStatusFor(const absl::Status& status) {
   switch (status.code()) {
     case absl::StatusCode::kOk: return 200;
@@ -150,6 +184,9 @@ ApiReply errorReply(int http_status, std::string_view code, std::string_view mes
 }
 
 ApiReply errorReply(const absl::Status& status) {
+  if (status.GetPayload(kInvalidSelectorPayload).has_value()) {
+    return errorReply(422, "invalid_selector", toStd(status.message()));
+  }
   return errorReply(httpStatusFor(status), errorCodeName(status.code()), toStd(status.message()));
 }
 

@@ -15,6 +15,7 @@
 #include "model/command.h"
 #include "model/host.h"
 #include "server/http/api.h"
+#include "store/store.h"
 
 namespace muster::server::http {
 
@@ -27,12 +28,16 @@ std::string rfc3339Ms(int64_t unix_ms);
 
 boost::json::object hostJson(const model::Host& host);
 boost::json::object commandJson(const model::Command& command);
+// Token records without their hashes; `state` is active, revoked, expired (or used_up).
+boost::json::object apiTokenJson(const store::ApiToken& token, int64_t now_ms);
+boost::json::object enrollTokenJson(const store::EnrollToken& token, int64_t now_ms);
 
 int httpStatusFor(const absl::Status& status);
 // "invalid_argument", "not_found", ...
 std::string errorCodeName(absl::StatusCode code);
 
 ApiReply jsonReply(int status, const boost::json::value& body);
+// 422 invalid_selector for statuses carrying kInvalidSelectorPayload.
 ApiReply errorReply(const absl::Status& status);
 ApiReply errorReply(int http_status, std::string_view code, std::string_view message);
 

@@ -15,7 +15,7 @@ namespace muster::server::http {
 struct Context {
   ControlPlane& plane;
   const ApiRequest& request;
-  std::string principal;                     // who is calling (from the bearer token)
+  Principal principal;                       // who is calling (from the bearer token)
   std::vector<std::string> segments;         // decoded path segments after /api/v1
   std::map<std::string, std::string> query;  // decoded query parameters (last one wins)
 
@@ -30,6 +30,10 @@ absl::StatusOr<int> limitParam(const Context& ctx, int fallback, int max_limit);
 
 ApiReply listHosts(Context& ctx);
 ApiReply getHost(Context& ctx, const std::string& id);
+// PUT/PATCH /api/v1/hosts/{id}/labels: {"set": {k: v}, "remove": [k]}.
+ApiReply setHostLabels(Context& ctx, const std::string& id);
+// DELETE /api/v1/hosts/{id}: decommission (credential revoked, open commands cancelled).
+ApiReply deleteHost(Context& ctx, const std::string& id);
 
 ApiReply createCommands(Context& ctx);
 ApiReply listCommands(Context& ctx);
@@ -42,5 +46,11 @@ ApiReply cancelRun(Context& ctx, const std::string& id);
 ApiReply commandOutput(Context& ctx, const std::string& id, bool follow);
 
 ApiReply createToken(Context& ctx);
+ApiReply listTokens(Context& ctx);
+// Revokes an API token or an enrollment token, whichever has the id.
+ApiReply revokeToken(Context& ctx, const std::string& id);
+
+// GET /metrics: Prometheus text exposition format 0.0.4.
+ApiReply metricsReply(ControlPlane& plane, const RequestStats* stats);
 
 }  // namespace muster::server::http

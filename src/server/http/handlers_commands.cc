@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <map>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "server/http/api_json.h"
 #include "server/http/handlers.h"
@@ -22,14 +23,10 @@ absl::StatusOr<CreateRunRequest> readCreateRun(Context& ctx) {
   auto object = parseJsonObject(ctx.request.body);
   if (!object.ok()) return object.status();
   FieldReader fields(*object, "command request");
-  if (fields.has("selector")) {
-    // TODO(issue 3): label selectors (`env=prod,role in (web,db)`), answered 422 when invalid.
-    return absl::InvalidArgumentError(
-        "label selectors are not supported yet: name the target hosts by id in \"hosts\"");
-  }
   CreateRunRequest run;
   absl::Status st;
   if (st = fields.optStringList("hosts", &run.host_ids); !st.ok()) return st;
+  if (st = fields.optString("selector", &run.selector); !st.ok()) return st;
   if (st = fields.optStringList("argv", &run.exec.argv); !st.ok()) return st;
   if (st = fields.optString("script", &run.exec.script); !st.ok()) return st;
   if (st = fields.optStringMap("env", &run.exec.env); !st.ok()) return st;
@@ -42,9 +39,21 @@ absl::StatusOr<CreateRunRequest> readCreateRun(Context& ctx) {
   if (st = fields.optString("idempotency_key", &run.idempotency_key); !st.ok()) return st;
   if (st = fields.finish(); !st.ok()) return st;
 
-  if (!fields.has("hosts")) {
+  bool by_hosts = fields.has("hosts") && !object->at("hosts").is_null();
+  bool by_selector = fields.has("selector") && !object->at("selector").is_null();
+  if (by_hosts == by_selector) {
     return absl::InvalidArgumentError(
-        "command request: \"hosts\" is required (a list of host ids)");
+        by_hosts ? "command request: give \"hosts\" or \"selector\", not both"
+                 : "command request: name the targets: \"hosts\" (a list of host ids) or "
+                   "\"selector\" (like \"env=prod,role in (web,db)\")");
+  }
+  if (by_selector && run.selector.empty()) {
+    // Not "every host": an empty selector is far more likely a script's empty variable.
+    absl::Status empty = absl::InvalidArgumentError(
+        "command request: \"selector\" is empty; give one like \"env=prod\", or list the "
+        "hosts in \"hosts\"");
+    empty.SetPayload(kInvalidSelectorPayload, absl::Cord(empty.message()));
+    return empty;
   }
   if (!run.exec.argv.empty() && !run.exec.script.empty()) {
     return absl::InvalidArgumentError(
@@ -58,12 +67,12 @@ absl::StatusOr<CreateRunRequest> readCreateRun(Context& ctx) {
     }
     run.idempotency_key = header_key;
   }
-  run.created_by = ctx.principal;
+  run.created_by = ctx.principal.name;
   return run;
 }
 
 std::string cancelReason(const Context& ctx) {
-  return absl::StrCat("cancelled by ", ctx.principal);
+  return absl::StrCat("cancelled by ", ctx.principal.name);
 }
 
 }  // namespace

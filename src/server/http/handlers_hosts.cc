@@ -1,8 +1,9 @@
-// GET /api/v1/hosts and GET /api/v1/hosts/{id}.
-#include <algorithm>
+// Hosts: list (selector, status, pages), get, set/remove labels, decommission.
+#include <optional>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "model/selector.h"
 #include "server/http/api_json.h"
 #include "server/http/handlers.h"
 
@@ -31,18 +32,23 @@ ApiReply listHosts(Context& ctx) {
     }
     status = parsed;
   }
+  std::optional<model::Selector> selector;
+  if (const std::string* text = ctx.param("selector"); text && !text->empty()) {
+    std::string error;
+    selector = model::Selector::parse(*text, &error);
+    if (!selector) return errorReply(422, "invalid_selector", error);
+  }
   std::string cursor;
   if (const std::string* c = ctx.param("cursor")) cursor = *c;
 
-  std::vector<model::Host> hosts = ctx.plane.hosts().list();
-  std::sort(hosts.begin(), hosts.end(),
-            [](const model::Host& a, const model::Host& b) { return a.id < b.id; });
+  // Sorted by id.
+  std::vector<model::Host> hosts =
+      ctx.plane.hosts().select(selector ? &*selector : nullptr, status ? &*status : nullptr);
   boost::json::array items;
   std::string last_id;
   bool more = false;
   for (const auto& host : hosts) {
     if (!cursor.empty() && host.id <= cursor) continue;
-    if (status && host.status != *status) continue;
     if (static_cast<int>(items.size()) == *limit) {
       more = true;
       break;
@@ -66,6 +72,37 @@ ApiReply getHost(Context& ctx, const std::string& id) {
     return errorReply(absl::NotFoundError(absl::StrCat(
         "no host with id '", id.substr(0, 140), "': `muster hosts` lists the enrolled hosts")));
   }
+  return jsonReply(200, hostJson(*host));
+}
+
+ApiReply setHostLabels(Context& ctx, const std::string& id) {
+  auto object = parseJsonObject(ctx.request.body);
+  if (!object.ok()) return errorReply(object.status());
+  FieldReader fields(*object, "label request");
+  model::StringMap set;
+  std::vector<std::string> remove;
+  absl::Status st;
+  if (st = fields.optStringMap("set", &set); !st.ok()) return errorReply(st);
+  if (st = fields.optStringList("remove", &remove); !st.ok()) return errorReply(st);
+  if (st = fields.finish(); !st.ok()) return errorReply(st);
+  if (!fields.has("set") && !fields.has("remove")) {
+    return errorReply(absl::InvalidArgumentError(
+        R"(label request: give "set" ({"key": "value"}) and/or "remove" (["key"]))"));
+  }
+  for (const auto& key : remove) {
+    if (set.count(key)) {
+      return errorReply(absl::InvalidArgumentError(absl::StrCat(
+          "label request: '", key.substr(0, 64), "' is both in \"set\" and in \"remove\"")));
+    }
+  }
+  auto host = ctx.plane.hosts().setLabels(id, set, remove);
+  if (!host.ok()) return errorReply(host.status());
+  return jsonReply(200, hostJson(*host));
+}
+
+ApiReply deleteHost(Context& ctx, const std::string& id) {
+  auto host = ctx.plane.decommission(id);
+  if (!host.ok()) return errorReply(host.status());
   return jsonReply(200, hostJson(*host));
 }
 

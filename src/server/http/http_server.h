@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -24,10 +23,6 @@ struct HttpOptions {
   int64_t drain_timeout_ms = 10'000;        // shutdown: how long in-flight requests may take
   int64_t sse_keepalive_ms = 15'000;        // comment line on quiet event streams
   uint64_t sse_max_queued_bytes = 8 << 20;  // a follower further behind is dropped
-  // Maps a bearer token to the principal recorded as `created_by`; an error status is the
-  // answer (UNAUTHENTICATED -> 401, PERMISSION_DENIED -> 403). Runs on `blocking_workers`,
-  // so it may read the store. Required for /api/v1.
-  std::function<absl::StatusOr<std::string>(std::string_view bearer)> authenticate;
 };
 
 // Requests answered, by route pattern ("GET /api/v1/hosts/{id}") and HTTP status.
@@ -39,8 +34,8 @@ struct RequestCount {
 
 class HttpServer {
  public:
-  // Binds `options.listen` and starts serving on its own io threads. Store work (and the
-  // authenticate callback) runs on `blocking_workers`; shut that executor down only after
+  // Binds `options.listen` and starts serving on its own io threads. Store work (token
+  // checks included) runs on `blocking_workers`; shut that executor down only after
   // this server, and destroy `plane` after both.
   static absl::StatusOr<std::unique_ptr<HttpServer>> start(ControlPlane& plane,
                                                            common::Executor& blocking_workers,

@@ -31,16 +31,16 @@ class Connection;
 
 struct ServerState {
   ServerState(ControlPlane& plane_in, common::Executor& workers_in, HttpOptions options_in)
-      : api(plane_in, options_in.authenticate),
+      : api(plane_in, &stats),
         plane(plane_in),
         workers(workers_in),
         options(std::move(options_in)) {}
 
+  RequestStats stats;  // before `api`, which reads it
   Api api;
   ControlPlane& plane;
   common::Executor& workers;
   const HttpOptions options;
-  RequestStats stats;
   std::atomic<bool> stopping{false};
 
   void addConnection(const std::shared_ptr<Connection>& connection);

@@ -103,8 +103,10 @@ TEST_F(SqliteStoreTest, CloseDrainsQueueAndReopenKeepsData) {
 TEST_F(SqliteStoreTest, OpenAppliesMigrationsOnce) {
   reopen();
   reopen();
-  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM schema_migrations"), "1");
-  EXPECT_EQ(rawQuery("SELECT version FROM schema_migrations"), "1");
+  // One row per migration, each applied once.
+  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM schema_migrations"), "2");
+  EXPECT_EQ(rawQuery("SELECT COUNT(DISTINCT version) FROM schema_migrations"), "2");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "2");
   EXPECT_EQ(rawQuery("PRAGMA journal_mode"), "wal");
   EXPECT_TRUE(store_->ping().ok());
 }

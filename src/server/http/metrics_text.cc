@@ -1,0 +1,141 @@
+// GET /metrics: the core's gauges, counters and histograms plus the HTTP request counters in
+// the Prometheus text exposition format (version 0.0.4).
+#include <array>
+#include <map>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "server/http/handlers.h"
+#include "server/http/request_stats.h"
+
+namespace muster::server::http {
+namespace {
+
+constexpr int kCommandStates = static_cast<int>(model::CommandState::kExpired) + 1;
+
+// Label values: backslash, double quote and newline escaped.
+std::string labelValue(std::string_view value) {
+  std::string out;
+  out.reserve(value.size());
+  for (char c : value) {
+    if (c == '\\') {
+      out += "\\\\";
+    } else if (c == '"') {
+      out += "\\\"";
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+class Exposition {
+ public:
+  void family(std::string_view name, std::string_view type, std::string_view help) {
+    absl::StrAppend(&text_, "# HELP ", toAbslView(name), " ", toAbslView(help), "\n# TYPE ",
+                    toAbslView(name), " ", toAbslView(type), "\n");
+  }
+  // `labels`: already rendered, like `state="queued"`; empty for none.
+  template <typename T>
+  void sample(std::string_view name, std::string_view labels, T value) {
+    absl::StrAppend(&text_, toAbslView(name));
+    if (!labels.empty()) absl::StrAppend(&text_, "{", toAbslView(labels), "}");
+    absl::StrAppend(&text_, " ", value, "\n");
+  }
+  std::string take() { return std::move(text_); }
+
+ private:
+  static absl::string_view toAbslView(std::string_view s) { return {s.data(), s.size()}; }
+  std::string text_;
+};
+
+}  // namespace
+
+ApiReply metricsReply(ControlPlane& plane, const RequestStats* stats) {
+  Exposition out;
+
+  out.family("muster_agents_connected", "gauge", "Agents with a live stream to this server.");
+  out.sample("muster_agents_connected", "", plane.hosts().connectedCount());
+
+  std::map<std::string, uint64_t> by_status;
+  for (auto status :
+       {model::HostStatus::kOnline, model::HostStatus::kOffline, model::HostStatus::kRevoked}) {
+    by_status[std::string(model::toString(status))] = 0;
+  }
+  for (const auto& host : plane.hosts().list())
+    by_status[std::string(model::toString(host.status))]++;
+  out.family("muster_hosts", "gauge", "Enrolled hosts by status.");
+  for (const auto& [status, n] : by_status) {
+    out.sample("muster_hosts", absl::StrCat("status=\"", status, "\""), n);
+  }
+
+  CommandService& commands = plane.commands();
+  std::array<uint64_t, 8> open = commands.openByState();
+  out.family("muster_commands_open", "gauge", "Commands not finished yet, by state.");
+  for (int s = 0; s < kCommandStates; ++s) {
+    auto state = static_cast<model::CommandState>(s);
+    if (model::isTerminal(state)) continue;
+    out.sample("muster_commands_open",
+               absl::StrCat("state=\"", std::string(model::toString(state)), "\""), open[s]);
+  }
+
+  CoreMetrics& core = commands.metrics();
+  out.family("muster_command_results_total", "counter",
+             "Commands that ended since the server started, by final state.");
+  for (int s = 0; s < kCommandStates; ++s) {
+    auto state = static_cast<model::CommandState>(s);
+    if (!model::isTerminal(state)) continue;
+    out.sample("muster_command_results_total",
+               absl::StrCat("state=\"", std::string(model::toString(state)), "\""),
+               core.results_by_state[s].load(std::memory_order_relaxed));
+  }
+  out.family("muster_commands_created_total", "counter",
+             "Commands created since the server started (one per target host).");
+  out.sample("muster_commands_created_total", "",
+             core.commands_created.load(std::memory_order_relaxed));
+
+  Histogram::Snapshot latency = core.dispatch_to_result_seconds.snapshot();
+  out.family("muster_dispatch_to_result_seconds", "histogram",
+             "From handing a command to its agent to storing the agent's result.");
+  for (size_t i = 0; i < latency.bounds.size(); ++i) {
+    out.sample("muster_dispatch_to_result_seconds_bucket",
+               absl::StrCat("le=\"", latency.bounds[i], "\""), latency.cumulative[i]);
+  }
+  out.sample("muster_dispatch_to_result_seconds_bucket", "le=\"+Inf\"", latency.count);
+  out.sample("muster_dispatch_to_result_seconds_sum", "", latency.sum);
+  out.sample("muster_dispatch_to_result_seconds_count", "", latency.count);
+
+  store::StoreStats store = plane.store().stats();
+  out.family("muster_store_commit_seconds", "gauge",
+             "Duration of the store's last write transaction (commit included).");
+  out.sample("muster_store_commit_seconds", "", store.last_commit_ms / 1000.0);
+  out.family("muster_store_batch_size", "gauge",
+             "Mutations grouped into the store's last write transaction.");
+  out.sample("muster_store_batch_size", "", store.last_batch_size);
+  out.family("muster_store_transactions_total", "counter",
+             "Write transactions committed by the store since the server started.");
+  out.sample("muster_store_transactions_total", "", store.transactions);
+  out.family("muster_store_failed_transactions_total", "counter",
+             "Write transactions the store could not commit.");
+  out.sample("muster_store_failed_transactions_total", "", store.failed_transactions);
+
+  out.family("muster_http_requests_total", "counter",
+             "HTTP requests answered, by route pattern and status code (0: any other code).");
+  if (stats) {
+    for (const auto& c : stats->snapshot()) {
+      out.sample("muster_http_requests_total",
+                 absl::StrCat("route=\"", labelValue(c.route), "\",code=\"", c.status, "\""),
+                 c.count);
+    }
+  }
+
+  ApiReply reply;
+  reply.status = 200;
+  reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  reply.body = out.take();
+  return reply;
+}
+
+}  // namespace muster::server::http
