@@ -2,6 +2,7 @@
 // transports, runs until SIGINT/SIGTERM, then drains.
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <atomic>
@@ -31,6 +32,7 @@ struct Flags {
   std::string grpc_listen = "127.0.0.1:7443";
   std::string heartbeat_interval = "10s";
   std::string default_expiry = "24h";
+  int64_t max_agents = 0;  // 0: the descriptor limit minus a reserve
   std::string log_format = "text";
   std::string log_level = "info";
   bool allow_remote_plaintext = false;
@@ -66,6 +68,18 @@ int run(const Flags& flags) {
   server::CoreConfig config;
   config.heartbeat_interval_ms = *heartbeat;
   config.default_expiry_ms = *expiry;
+  // Every agent link is a descriptor: raise the soft limit to the hard one and keep a reserve
+  // for the store, HTTP clients and logs, so the gRPC listener never sees EMFILE.
+  rlimit fds{};
+  getrlimit(RLIMIT_NOFILE, &fds);
+  fds.rlim_cur = fds.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &fds);
+  getrlimit(RLIMIT_NOFILE, &fds);
+  int64_t fd_budget = static_cast<int64_t>(fds.rlim_cur) - 1000;
+  config.max_agents = static_cast<size_t>(std::max<int64_t>(
+      100, flags.max_agents > 0 ? std::min(flags.max_agents, fd_budget) : fd_budget));
+  spdlog::info("accepting up to {} agents (descriptor limit {})", config.max_agents,
+               static_cast<uint64_t>(fds.rlim_cur));
   common::WorkerPool blocking(4, "musterd-work");
   common::WorkerPool slow_path(1, "musterd-slow");
   server::ControlPlane plane(**store, slow_path, common::SystemClock::instance(), config);
@@ -159,6 +173,8 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-interval", flags.heartbeat_interval,
                  "agents heartbeat this often; 3 missed mark a host offline")
       ->capture_default_str();
+  app.add_option("--max-agents", flags.max_agents,
+                 "live agent links at most (default and ceiling: descriptor limit - 1000)");
   app.add_option("--default-expiry", flags.default_expiry,
                  "how long a command waits for an offline host")
       ->capture_default_str();

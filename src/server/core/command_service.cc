@@ -120,9 +120,14 @@ absl::Status CommandService::validate(const CreateRunRequest& r) const {
       return absl::InvalidArgumentError(absl::StrCat("invalid host id '", id.substr(0, 140),
                                                      "': ids match [A-Za-z0-9._-]{1,128}"));
     }
-    if (!hosts_.exists(id)) {
+    auto host = hosts_.get(id);
+    if (!host) {
       return absl::NotFoundError(
           absl::StrCat("unknown host '", id, "': `muster hosts` lists the enrolled hosts"));
+    }
+    if (host->status == model::HostStatus::kRevoked) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "host '", id, "' was decommissioned: re-enroll it before running commands on it"));
     }
   }
   if (r.exec.argv.empty() && r.exec.script.empty()) {

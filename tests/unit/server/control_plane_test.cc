@@ -430,3 +430,18 @@ TEST_F(ControlPlaneTest, AgentsBeyondTheLimitAreRefusedButReconnectsAreNot) {
 
 }  // namespace
 }  // namespace muster::server
+
+namespace muster::server {
+namespace {
+
+TEST_F(ControlPlaneTest, CommandsForADecommissionedHostAreRefused) {
+  enroll("web-1");
+  ASSERT_TRUE(plane_->decommission("web-1").ok());
+  CreateRunRequest req;
+  req.host_ids = {"web-1"};
+  req.exec.argv = {"true"};
+  EXPECT_TRUE(absl::IsFailedPrecondition(plane_->commands().createRun(req).status()));
+}
+
+}  // namespace
+}  // namespace muster::server
