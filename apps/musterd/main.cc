@@ -82,7 +82,9 @@ int run(const Flags& flags) {
                static_cast<uint64_t>(fds.rlim_cur));
   common::WorkerPool blocking(4, "musterd-work");
   common::WorkerPool slow_path(1, "musterd-slow");
+  common::WorkerPool fanout(2, "musterd-fanout");
   server::ControlPlane plane(**store, slow_path, common::SystemClock::instance(), config);
+  plane.commands().setFanoutExecutor(&fanout);
   if (auto st = plane.start(); !st.ok()) {
     spdlog::error("cannot load state: {}", st.message());
     return 1;
@@ -143,6 +145,7 @@ int run(const Flags& flags) {
   tick_cv.notify_all();
   ticker.join();
   slow_path.shutdown();
+  fanout.shutdown();
   blocking.shutdown();
   if (auto st = (*store)->flush(); !st.ok()) spdlog::error("final flush: {}", st.message());
   spdlog::info("musterd stopped");

@@ -110,8 +110,14 @@ void SimFleet::connect(size_t index) {
   };
   handlers.on_closed = [this, index, raw](const absl::Status&) {
     int64_t delay;
+    // Like the real agent: drop the channel so only our backoff paces reconnects.
+    agent::ChannelOptions channel;
+    channel.target = options_.targets[index % options_.targets.size()];
+    channel.own_connection = true;
+    auto fresh = agent::makeChannel(channel);
     {
       std::lock_guard lock(raw->mu);
+      raw->channel = std::move(fresh);
       if (raw->welcomed) stats_.welcomed--;
       raw->welcomed = false;
       raw->stream.reset();
@@ -132,7 +138,12 @@ void SimFleet::connect(size_t index) {
     a.last_attempt_ms = now;
   }
   stats_.open_streams++;
-  auto stream = agent::LinkStream::open(a.channel, a.id, a.credential, handlers);
+  std::shared_ptr<grpc::Channel> channel;
+  {
+    std::lock_guard lock(a.mu);
+    channel = a.channel;
+  }
+  auto stream = agent::LinkStream::open(channel, a.id, a.credential, handlers);
   {
     std::lock_guard lock(a.mu);
     a.stream = stream;

@@ -242,16 +242,16 @@ void Agent::onLinkClosed(const std::shared_ptr<LinkStream>& link, const absl::St
         "re-enroll it with a new token",
         status.message(), delay / 1000);
   } else {
-    if (absl::IsResourceExhausted(status)) {
-      // A full server keeps our TCP connection otherwise; release it while we wait.
-      ChannelOptions channel;
-      channel.target = config_.server;
-      channel_ = makeChannel(channel);
-    }
     delay = backoff_.nextDelayMs();
     spdlog::warn("link to {} closed ({}: {}); reconnecting in {} ms", config_.server,
                  absl::StatusCodeToString(status.code()), status.message(), delay);
   }
+  // A fresh channel for the next attempt: the old one would keep reconnecting on gRPC's own
+  // schedule (hammering a restarting server) and hold a descriptor on a full one. Our
+  // full-jitter backoff alone decides when to try again.
+  ChannelOptions channel;
+  channel.target = config_.server;
+  channel_ = makeChannel(channel);
   next_connect_ms_ = clock_.steadyMs() + delay;
 }
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <sstream>
 
 #include "tests/integration/harness.h"
 
@@ -250,6 +251,28 @@ TEST_F(FleetTest, ConfigFileSetsEveryFlagAndUnknownKeysAreRefused) {
   std::ofstream(bad) << "no_such_key = 1\n";
   Process refused({MUSTERD_BIN, "--config", bad}, dir_.sub("cfg-bad"));
   EXPECT_EQ(refused.wait(), 2);
+}
+
+TEST_F(FleetTest, JsonLogsAreOneValidObjectPerLine) {
+  startServer({"--log-format", "json"});
+  startAgent("h1", {"--label", "quote=\"x\""});
+  expectOnline("h1");
+  auto ids = commandIds(server_->run({"h1"}, "echo hi"));
+  EXPECT_EQ(waitTerminal(ids[0]), "succeeded");
+  server_->stop();
+  std::istringstream lines(server_->process().err());
+  std::string line;
+  int parsed = 0;
+  while (std::getline(lines, line)) {
+    boost::system::error_code ec;
+    auto v = boost::json::parse(line, ec);
+    EXPECT_FALSE(ec) << line;
+    if (!ec) {
+      EXPECT_TRUE(v.as_object().contains("msg")) << line;
+      ++parsed;
+    }
+  }
+  EXPECT_GT(parsed, 2);
 }
 
 TEST_F(FleetTest, GarbageOnTheAgentPortDoesNotHurtTheServer) {

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <condition_variable>
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
@@ -220,9 +221,7 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
     for (const auto& c : result.commands) addOpenLocked(c);
   }
   metrics_.commands_created.fetch_add(result.commands.size());
-  for (const auto& c : result.commands) {
-    if (auto session = hosts_.sessionFor(c.host_id)) deliver(session, {c.id});
-  }
+  deliverAll(result.commands);
   {
     std::lock_guard lock(mu_);
     for (auto& c : result.commands) {
@@ -233,6 +232,33 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
   spdlog::info("run {}: {} command(s) created by {}", result.run_id, result.commands.size(),
                request.created_by);
   return result;
+}
+
+void CommandService::deliverAll(const std::vector<model::Command>& commands) {
+  constexpr size_t kChunk = 256;
+  auto deliverRange = [this, &commands](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      if (auto session = hosts_.sessionFor(commands[i].host_id)) deliver(session, {commands[i].id});
+    }
+  };
+  if (!fanout_ || commands.size() <= kChunk) {
+    deliverRange(0, commands.size());
+    return;
+  }
+  // Split across the fanout workers; wait, so the reply shows the dispatched states.
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t pending = (commands.size() + kChunk - 1) / kChunk;
+  for (size_t begin = 0; begin < commands.size(); begin += kChunk) {
+    size_t end = std::min(commands.size(), begin + kChunk);
+    fanout_->post([&, begin, end] {
+      deliverRange(begin, end);
+      std::lock_guard lock(mu);
+      if (--pending == 0) cv.notify_one();
+    });
+  }
+  std::unique_lock lock(mu);
+  cv.wait(lock, [&] { return pending == 0; });
 }
 
 void CommandService::deliver(const std::shared_ptr<Session>& session,
@@ -459,7 +485,13 @@ void CommandService::storeTerminal(model::Command updated, std::vector<CommandSt
       metrics_.dispatch_to_result_seconds.observe(
           static_cast<double>(updated.finished_at_ms - updated.dispatched_at_ms) / 1000.0);
     }
-    if (ack_to) ack_to->send(ResultAckMsg{updated.id, false, ""});
+    if (ack_to) {
+      if (fanout_) {
+        fanout_->post([ack_to, id = updated.id] { ack_to->send(ResultAckMsg{id, false, ""}); });
+      } else {
+        ack_to->send(ResultAckMsg{updated.id, false, ""});
+      }
+    }
   };
   store_.write(store::UpdateCommand{updated, std::move(only_if)}, std::move(done));
 }

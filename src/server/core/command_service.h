@@ -53,6 +53,10 @@ class CommandService {
   CommandService(store::Store& store, HostRegistry& hosts, OutputBus& bus,
                  common::Executor& slow_path, const common::Clock& clock, const CoreConfig& config);
 
+  // Where large deliveries and result acks run, so neither the API worker nor the store's
+  // writer thread pays every stream's write (gRPC's StartWrite runs inline). Optional.
+  void setFanoutExecutor(common::Executor* executor) { fanout_ = executor; }
+
   // Loads open commands from the store (start-up).
   absl::Status load();
 
@@ -90,6 +94,8 @@ class CommandService {
   absl::StatusOr<CreateRunResult> replay(const store::Run& run, const std::string& fingerprint);
   void addOpenLocked(model::Command command) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void removeOpenLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Delivers new commands to their online hosts, in parallel on fanout_ when large.
+  void deliverAll(const std::vector<model::Command>& commands);
   // Sends commands to the session and records them dispatched.
   void deliver(const std::shared_ptr<Session>& session, const std::vector<std::string>& ids);
   // Stores a terminal state; on commit publishes it and acks the agent (if any).
@@ -106,6 +112,7 @@ class CommandService {
   const common::Clock& clock_;
   CoreConfig config_;
 
+  common::Executor* fanout_ = nullptr;
   CoreMetrics metrics_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, Open> open_ ABSL_GUARDED_BY(mu_);

@@ -6,6 +6,7 @@
 #include "common/backoff.h"
 #include "common/duration.h"
 #include "common/ids.h"
+#include "common/log.h"
 #include "crypto/secrets.h"
 
 namespace muster::common {
@@ -59,6 +60,12 @@ TEST(BackoffTest, FullJitterStaysUnderTheCappedCeiling) {
   EXPECT_EQ(b.ceilingMs(), 60'000);
   b.reset();
   EXPECT_EQ(b.ceilingMs(), 1000);
+}
+
+TEST(LogTest, JsonEscapeKeepsEveryLineValidJson) {
+  EXPECT_EQ(jsonEscape(R"(say "hi" \ bye)"), R"(say \"hi\" \\ bye)");
+  EXPECT_EQ(jsonEscape("a\nb\tc"), "a\\u000ab\\u0009c");
+  EXPECT_EQ(jsonEscape("plain"), "plain");
 }
 
 TEST(SecretsTest, TokensAreRandomAndHashesStable) {
