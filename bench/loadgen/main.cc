@@ -205,7 +205,7 @@ class LoadGen {
 
   // One no-op command to every agent; latency = POST sent -> that agent's ResultAck (sent by
   // the server only after the result is committed).
-  bool fanoutRound(std::vector<double>* latencies_ms, double* total_ms) {
+  bool fanoutRound(std::vector<double>* latencies_ms, double* total_ms, double* create_ms = nullptr) {
     json::object body{{"argv", json::array{"true"}}};
     json::array hosts;
     for (const auto& id : host_ids_) hosts.emplace_back(id);
@@ -214,6 +214,7 @@ class LoadGen {
     uint64_t acks_before = fleet_->stats().acks.load();
     int64_t t0 = steadyMs();
     auto r = httpRequest("POST", server_->http() + "/api/v1/commands", token_, payload);
+    if (create_ms) *create_ms = static_cast<double>(steadyMs() - t0);
     if (r.status != 201) {
       std::cerr << "create failed: " << r.status << " " << r.body.substr(0, 300) << "\n";
       return false;

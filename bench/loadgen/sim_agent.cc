@@ -21,6 +21,7 @@ struct SimFleet::Agent {
   bool failed_since_welcome = false;
   int64_t last_ack_ms = 0;
   uint64_t commands = 0;
+  bool needs_new_channel = false;
 };
 
 namespace {}  // namespace
@@ -110,14 +111,9 @@ void SimFleet::connect(size_t index) {
   };
   handlers.on_closed = [this, index, raw](const absl::Status&) {
     int64_t delay;
-    // Like the real agent: drop the channel so only our backoff paces reconnects.
-    agent::ChannelOptions channel;
-    channel.target = options_.targets[index % options_.targets.size()];
-    channel.own_connection = true;
-    auto fresh = agent::makeChannel(channel);
     {
       std::lock_guard lock(raw->mu);
-      raw->channel = std::move(fresh);
+      raw->needs_new_channel = true;
       if (raw->welcomed) stats_.welcomed--;
       raw->welcomed = false;
       raw->stream.reset();
@@ -138,9 +134,19 @@ void SimFleet::connect(size_t index) {
     a.last_attempt_ms = now;
   }
   stats_.open_streams++;
-  std::shared_ptr<grpc::Channel> channel;
+  std::shared_ptr<grpc::Channel> channel, retired;
   {
+    // Like the real agent: a fresh channel per attempt after a failure, so only our backoff
+    // paces reconnects. Created and dropped here, never inside a gRPC callback.
     std::lock_guard lock(a.mu);
+    if (a.needs_new_channel) {
+      agent::ChannelOptions options;
+      options.target = options_.targets[index % options_.targets.size()];
+      options.own_connection = true;
+      retired = std::move(a.channel);
+      a.channel = agent::makeChannel(options);
+      a.needs_new_channel = false;
+    }
     channel = a.channel;
   }
   auto stream = agent::LinkStream::open(channel, a.id, a.credential, handlers);
