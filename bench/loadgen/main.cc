@@ -77,10 +77,32 @@ class LoadGen {
     rc |= connect();
     if (rc) return rc;
     if (o_.scenario == "smoke") return smoke();
+    // Heartbeats for the whole run, as real agents send them (the server drops a link
+    // after three missed intervals).
+    std::atomic<bool> stop_beats{false};
+    std::thread beats([&] {
+      while (!stop_beats) {
+        fleet_->heartbeatAll();
+        for (int i = 0; i < o_.heartbeat_s * 10 && !stop_beats; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+      }
+    });
+    struct Joiner {
+      std::atomic<bool>& stop;
+      std::thread& t;
+      ~Joiner() {
+        stop = true;
+        if (t.joinable()) t.join();
+      }
+    } joiner{stop_beats, beats};
     if (want("idle")) rc |= idle();
     if (want("fanout")) rc |= fanout();
     if (want("throughput")) rc |= throughput();
     if (want("reconnect-storm")) rc |= reconnectStorm();
+    stop_beats = true;
+    beats.join();
+    beats = std::thread();  // the joiner then has nothing to join
     fleet_.reset();
     server_->stop();
     return rc;
@@ -180,21 +202,9 @@ class LoadGen {
   }
 
   int idle() {
-    std::atomic<bool> stop{false};
-    std::thread beats([&] {
-      // Spread heartbeats over the interval like real agents.
-      while (!stop) {
-        fleet_->heartbeatAll();
-        for (int i = 0; i < o_.heartbeat_s * 10 && !stop; ++i) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        }
-      }
-    });
     auto a = sampleProc(server_->pid());
     std::this_thread::sleep_for(std::chrono::seconds(o_.idle_seconds));
     auto b = sampleProc(server_->pid());
-    stop = true;
-    beats.join();
     double cpu = 100.0 * (b.cpu_ticks - a.cpu_ticks) / ticksPerSecond() / o_.idle_seconds;
     char human[160];
     std::snprintf(human, sizeof human, "server CPU %.2f %% of one core over %d s, %d agents", cpu,
@@ -205,7 +215,8 @@ class LoadGen {
 
   // One no-op command to every agent; latency = POST sent -> that agent's ResultAck (sent by
   // the server only after the result is committed).
-  bool fanoutRound(std::vector<double>* latencies_ms, double* total_ms, double* create_ms = nullptr) {
+  bool fanoutRound(std::vector<double>* latencies_ms, double* total_ms,
+                   double* create_ms = nullptr) {
     json::object body{{"argv", json::array{"true"}}};
     json::array hosts;
     for (const auto& id : host_ids_) hosts.emplace_back(id);
