@@ -29,7 +29,7 @@ using namespace muster;
 struct Flags {
   std::string data_dir = "./muster-data";
   std::string http_listen = "127.0.0.1:7080";
-  std::string grpc_listen = "127.0.0.1:7443";
+  std::vector<std::string> grpc_listen = {"127.0.0.1:7443"};
   std::string heartbeat_interval = "10s";
   std::string default_expiry = "24h";
   int64_t max_agents = 0;  // 0: the descriptor limit minus a reserve
@@ -50,8 +50,9 @@ int run(const Flags& flags) {
     std::cerr << "musterd: invalid --heartbeat-interval or --default-expiry (e.g. 10s, 24h)\n";
     return 2;
   }
-  if (!flags.allow_remote_plaintext && !isLoopback(flags.grpc_listen)) {
-    std::cerr << "musterd: --grpc-listen " << flags.grpc_listen
+  for (const auto& listen : flags.grpc_listen) {
+    if (flags.allow_remote_plaintext || isLoopback(listen)) continue;
+    std::cerr << "musterd: --grpc-listen " << listen
               << " is not a loopback address and TLS is not configured yet; pass "
                  "--allow-remote-plaintext to serve agents in plaintext on purpose\n";
     return 2;
@@ -112,7 +113,7 @@ int run(const Flags& flags) {
   }
   spdlog::info("musterd ready: API http://{}:{} agents {}:{} data {}",
                flags.http_listen.substr(0, flags.http_listen.rfind(':')), (*http)->port(),
-               flags.grpc_listen.substr(0, flags.grpc_listen.rfind(':')), (*link)->port(),
+               flags.grpc_listen[0].substr(0, flags.grpc_listen[0].rfind(':')), (*link)->port(),
                std::filesystem::absolute(flags.data_dir).string());
   // One line for scripts and tests that started us on port 0.
   std::cout << "musterd listening http=" << (*http)->port() << " grpc=" << (*link)->port()
@@ -171,7 +172,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--http-listen", flags.http_listen, "REST API and web UI, HOST:PORT")
       ->capture_default_str();
-  app.add_option("--grpc-listen", flags.grpc_listen, "agent link, HOST:PORT")
+  app.add_option("--grpc-listen", flags.grpc_listen,
+                 "agent link, HOST:PORT (repeatable: e.g. 127.0.0.1 and 127.0.0.2 on one port "
+                 "give agents twice the ephemeral ports)")
       ->capture_default_str();
   app.add_option("--heartbeat-interval", flags.heartbeat_interval,
                  "agents heartbeat this often; 3 missed mark a host offline")

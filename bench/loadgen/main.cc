@@ -30,6 +30,7 @@ struct Options {
   int idle_seconds = 60;
   int throughput_seconds = 10;
   int throughput_clients = 8;
+  int addresses = 1;  // loopback addresses musterd listens on (127.0.0.1 .. 127.0.0.N)
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -62,16 +63,23 @@ class LoadGen {
     raiseFdLimit();
     if (o_.scenario == "smoke") std::filesystem::remove_all(o_.work_dir);  // counts must be exact
     std::filesystem::create_directories(o_.work_dir);
-    server_ = std::make_unique<ServerProcess>(
-        o_.musterd, o_.work_dir + "/data", freeTcpPort(), freeTcpPort(),
-        std::vector<std::string>{"--heartbeat-interval", std::to_string(o_.heartbeat_s) + "s"});
+    int grpc_port = freeTcpPort();
+    std::vector<std::string> extra{"--heartbeat-interval", std::to_string(o_.heartbeat_s) + "s"};
+    std::vector<std::string> targets{"127.0.0.1:" + std::to_string(grpc_port)};
+    // More destination addresses, more 4-tuples: each gives agents ~28k ephemeral ports.
+    for (int k = 2; k <= o_.addresses; ++k) {
+      targets.push_back("127.0.0." + std::to_string(k) + ":" + std::to_string(grpc_port));
+      extra.insert(extra.end(), {"--grpc-listen", targets.back()});
+    }
+    server_ = std::make_unique<ServerProcess>(o_.musterd, o_.work_dir + "/data", freeTcpPort(),
+                                              grpc_port, extra);
     server_->start();
     token_ = server_->adminToken();
     auto ids = identities();
     if (ids.size() != static_cast<size_t>(o_.agents)) return fail("enrollment failed");
     for (const auto& [id, cred] : ids) host_ids_.push_back(id);
     baseline_ = sampleProc(server_->pid());
-    fleet_ = std::make_unique<SimFleet>(SimOptions{{server_->grpc()}, 1000, 60'000}, ids);
+    fleet_ = std::make_unique<SimFleet>(SimOptions{targets, 1000, 60'000}, ids);
     int rc = 0;
     auto want = [&](const char* s) { return o_.scenario == s || o_.scenario == "all"; };
     rc |= connect();
@@ -406,6 +414,10 @@ int main(int argc, char** argv) {
   app.add_option("--idle-seconds", o.idle_seconds)->capture_default_str();
   app.add_option("--throughput-seconds", o.throughput_seconds)->capture_default_str();
   app.add_option("--throughput-clients", o.throughput_clients)->capture_default_str();
+  app.add_option("--addresses", o.addresses,
+                 "spread agents over 127.0.0.1..127.0.0.N (past 28k ports per address)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 250));
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

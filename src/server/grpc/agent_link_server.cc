@@ -8,10 +8,12 @@
 #include <grpcpp/grpcpp.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <deque>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/fmt_absl.h"
 #include "common/ids.h"
 #include "muster/v1/agent.grpc.pb.h"
@@ -299,7 +301,10 @@ absl::StatusOr<std::unique_ptr<AgentLinkServer>> AgentLinkServer::start(
   auto impl = std::make_unique<Impl>();
   impl->service = std::make_unique<AgentLinkService>(plane, workers);
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options.listen, grpc::InsecureServerCredentials(), &impl->port);
+  std::vector<int> ports(options.listen.size(), 0);
+  for (size_t i = 0; i < options.listen.size(); ++i) {
+    builder.AddListeningPort(options.listen[i], grpc::InsecureServerCredentials(), &ports[i]);
+  }
   builder.RegisterService(impl->service.get());
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
@@ -309,9 +314,12 @@ absl::StatusOr<std::unique_ptr<AgentLinkServer>> AgentLinkServer::start(
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
   impl->server = builder.BuildAndStart();
-  if (!impl->server || impl->port == 0) {
+  impl->port = ports.empty() ? 0 : ports[0];
+  bool all_bound =
+      !ports.empty() && std::all_of(ports.begin(), ports.end(), [](int p) { return p > 0; });
+  if (!impl->server || !all_bound) {
     return absl::UnavailableError(
-        absl::StrCat("cannot listen for agents on ", options.listen,
+        absl::StrCat("cannot listen for agents on ", absl::StrJoin(options.listen, ", "),
                      ": address in use or not local (change --grpc-listen)"));
   }
   return std::unique_ptr<AgentLinkServer>(new AgentLinkServer(std::move(impl)));

@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "common/worker_pool.h"
@@ -12,7 +13,7 @@
 namespace muster::server::grpcadapter {
 
 struct AgentLinkOptions {
-  std::string listen = "127.0.0.1:7443";
+  std::vector<std::string> listen = {"127.0.0.1:7443"};
   int max_message_bytes = 4 << 20;
 };
 
