@@ -91,9 +91,7 @@ void SimFleet::connect(size_t index) {
         std::lock_guard lock(raw->mu);
         raw->commands++;
       }
-      muster::v1::AgentMessage accepted;
-      accepted.mutable_accepted()->set_command_id(m.command().command_id());
-      stream->send(std::move(accepted));
+      // Like the real agent: an instant command needs no CommandAccepted.
       muster::v1::AgentMessage result;
       auto* r = result.mutable_result();
       r->set_command_id(m.command().command_id());

@@ -24,10 +24,13 @@ struct Agent::Running {
   std::unique_ptr<ProcessRunner> runner;
   std::atomic<bool> live_dropped{false};
   bool killed_for_shutdown = false;
+  int64_t accepted_due_ms = 0;  // steady ms; 0 once CommandAccepted went out
+  int64_t started_at_ms = 0;
 };
 
 namespace {
 constexpr size_t kMaxQueuedLiveBytes = 8u << 20;
+constexpr int64_t kAcceptedDelayMs = 200;
 constexpr int64_t kTombstoneMaxAgeMs = 7 * 24 * 3600 * 1000LL;
 
 muster::v1::CommandResult toResult(const std::string& id, const ProcessExit& exit,
@@ -176,6 +179,7 @@ absl::Status Agent::run() {
       int64_t now = clock_.steadyMs();
       int64_t wake = next_connect_ms_ > 0 ? next_connect_ms_ : now + 1000;
       if (next_heartbeat_ms_ > 0) wake = std::min(wake, next_heartbeat_ms_);
+      if (next_accepted_ms_ > 0) wake = std::min(wake, next_accepted_ms_);
       cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(0, wake - now)),
                    [&] { return !tasks_.empty() || stop_requested_; });
       tasks.swap(tasks_);
@@ -191,6 +195,7 @@ absl::Status Agent::run() {
     int64_t now = clock_.steadyMs();
     if (next_connect_ms_ > 0 && now >= next_connect_ms_) connect();
     if (next_heartbeat_ms_ > 0 && now >= next_heartbeat_ms_) sendHeartbeat();
+    if (next_accepted_ms_ > 0 && now >= next_accepted_ms_) sendDueAccepted(now);
   }
 }
 
@@ -313,12 +318,13 @@ void Agent::startCommand(const muster::v1::Command& command) {
     spdlog::error("command {}: cannot journal it ({}); not running it", id, st.message());
     return;
   }
-  muster::v1::AgentMessage accepted;
-  accepted.mutable_accepted()->set_command_id(id);
-  accepted.mutable_accepted()->set_started_at_ms(clock_.nowMs());
-  sendNow(std::move(accepted), false);
-
   auto running = std::make_unique<Running>();
+  // CommandAccepted goes out only if the command is still running a moment later: for a
+  // command that ends at once its result says everything, one message fewer per host.
+  running->accepted_due_ms = clock_.steadyMs() + kAcceptedDelayMs;
+  running->started_at_ms = clock_.nowMs();
+  next_accepted_ms_ = next_accepted_ms_ > 0 ? std::min(next_accepted_ms_, running->accepted_due_ms)
+                                            : running->accepted_due_ms;
   running->spec = command;
   running->capture = std::make_unique<OutputCapture>(outbox_->dirFor(id), config_.max_output_bytes);
   ProcessSpec spec;
@@ -415,6 +421,24 @@ void Agent::onCancel(const std::string& id, const std::string& reason) {
   muster::v1::AgentMessage m;
   *m.mutable_result() = result;
   sendNow(std::move(m), false);
+}
+
+void Agent::sendDueAccepted(int64_t now) {
+  next_accepted_ms_ = 0;
+  for (auto& [id, r] : running_) {
+    if (r->accepted_due_ms == 0) continue;
+    if (r->accepted_due_ms > now) {
+      next_accepted_ms_ = next_accepted_ms_ > 0 ? std::min(next_accepted_ms_, r->accepted_due_ms)
+                                                : r->accepted_due_ms;
+      continue;
+    }
+    muster::v1::AgentMessage accepted;
+    accepted.mutable_accepted()->set_command_id(id);
+    accepted.mutable_accepted()->set_started_at_ms(r->started_at_ms);
+    // Not welcomed now: the server learns the state from the result or a later resend.
+    sendNow(std::move(accepted), false);
+    r->accepted_due_ms = 0;
+  }
 }
 
 void Agent::sendHeartbeat() {

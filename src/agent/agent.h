@@ -77,6 +77,7 @@ class Agent {
   void startCommand(const muster::v1::Command& command);
   void finishCommand(const std::string& id, const struct ProcessExit& exit);
   void sendHeartbeat();
+  void sendDueAccepted(int64_t now_steady_ms);
   // Sends on the current link if it is welcomed; false otherwise (the outbox resends).
   bool sendNow(muster::v1::AgentMessage message, bool live_output);
   void sendAll(std::vector<muster::v1::AgentMessage> messages);
@@ -101,6 +102,7 @@ class Agent {
   int64_t next_connect_ms_ = 0;
   int64_t next_heartbeat_ms_ = 0;
   int64_t heartbeat_interval_ms_ = 10'000;
+  int64_t next_accepted_ms_ = 0;
   std::map<std::string, std::unique_ptr<Running>> running_;
 
   // The live link; read by process threads to stream output.

@@ -148,7 +148,7 @@ TEST_F(FleetTest, AgentKilledMidCommandReportsItFailedAfterRestart) {
   auto ids = commandIds(server_->run({"h1"}, "echo x >> " + marker + "; sleep 3"));
   // Running means accepted; wait until the shell really did its first step.
   ASSERT_TRUE(waitFor([&] { return readFileOr(marker) == "x\n"; }));
-  ASSERT_EQ(server_->commandState(ids[0]), "running");
+  ASSERT_TRUE(waitFor([&] { return server_->commandState(ids[0]) == "running"; }));
   agent.kill9();
   agent.start();
   EXPECT_EQ(waitTerminal(ids[0]), "failed");
