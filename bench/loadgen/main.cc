@@ -251,10 +251,11 @@ class LoadGen {
     bool all_ok = true;
     for (int i = 0; i < o_.fanout_rounds; ++i) {
       std::vector<double> lat;
-      double total = 0;
-      bool ok = fanoutRound(&lat, &total);
+      double total = 0, create = 0;
+      bool ok = fanoutRound(&lat, &total, &create);
       all_ok = all_ok && ok;
-      json::object round{{"p50_ms", percentile(lat, 0.5)},
+      json::object round{{"create_ms", create},
+                         {"p50_ms", percentile(lat, 0.5)},
                          {"p99_ms", percentile(lat, 0.99)},
                          {"max_ms", percentile(lat, 1.0)},
                          {"total_ms", total},
