@@ -87,6 +87,12 @@ struct UpdateCommand {
   model::Command command;
   std::vector<model::CommandState> only_if_state_in;
 };
+// Moves many commands from queued to dispatched at one time: one mutation per delivery batch
+// instead of one per command. Commands no longer queued are left alone (rows counts the moved).
+struct MarkDispatched {
+  std::vector<std::string> command_ids;
+  int64_t at_ms = 0;
+};
 // Stores bytes at (command, stream, offset); a chunk already stored at that offset is kept.
 struct AppendOutput {
   model::OutputChunk chunk;
@@ -110,7 +116,7 @@ struct RevokeApiToken {
 };
 
 using Mutation = std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, InsertRun, UpdateCommand,
-                              AppendOutput, InsertEnrollToken, ConsumeEnrollToken,
+                              MarkDispatched, AppendOutput, InsertEnrollToken, ConsumeEnrollToken,
                               RevokeEnrollToken, InsertApiToken, RevokeApiToken>;
 
 struct WriteResult {

@@ -116,6 +116,11 @@ absl::Status Stmt::run() {
   }
 }
 
+void Stmt::reset() {
+  sqlite3_reset(stmt_);
+  bind_rc_ = SQLITE_OK;
+}
+
 bool Stmt::columnIsNull(int col) const { return sqlite3_column_type(stmt_, col) == SQLITE_NULL; }
 
 int64_t Stmt::columnInt(int col) const { return sqlite3_column_int64(stmt_, col); }

@@ -44,6 +44,8 @@ class Stmt {
   absl::StatusOr<bool> step();
   // Steps until done (statements that return no rows).
   absl::Status run();
+  // Makes the statement ready to run again with new bindings (loops over many rows).
+  void reset();
 
   // Columns are 0-based, as in the SQLite API.
   bool columnIsNull(int col) const;

@@ -105,16 +105,21 @@ class Applier {
     }
     if (!rows.ok()) return rows.status();
     int64_t total = *rows;
+    auto stmt = conn_.prepare(command_sql);
+    if (!stmt.ok()) return annotate(stmt.status(), absl::StrCat("storing run ", run.id));
+    // Every command of a run shares its exec spec: encode it once, not once per row.
+    CommandRowCache cache;
     for (const model::Command& c : m.commands) {
-      rows = runStatement(
-          conn_, command_sql, [&](Stmt& s) { bindCommand(s, c); },
-          absl::StrCat("storing command ", c.id, " of run ", run.id));
-      if (absl::IsAlreadyExists(rows.status())) {
-        return absl::AlreadyExistsError(
-            absl::StrCat("command ", c.id, " already exists; run ", run.id, " was not stored"));
+      bindCommand(*stmt, c, &cache);
+      if (auto st = stmt->run(); !st.ok()) {
+        if (absl::IsAlreadyExists(st)) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("command ", c.id, " already exists; run ", run.id, " was not stored"));
+        }
+        return annotate(st, absl::StrCat("storing command ", c.id, " of run ", run.id));
       }
-      if (!rows.ok()) return rows.status();
-      total += *rows;
+      total += conn_.changes();
+      stmt->reset();
     }
     return total;
   }
@@ -160,6 +165,23 @@ class Applier {
           }
         },
         absl::StrCat("updating command ", c.id));
+  }
+
+  absl::StatusOr<int64_t> operator()(const MarkDispatched& m) {
+    auto stmt = conn_.prepare(
+        "UPDATE commands SET state = 'dispatched', dispatched_at_ms = ?2 "
+        "WHERE id = ?1 AND state = 'queued'");
+    if (!stmt.ok()) return annotate(stmt.status(), "marking commands dispatched");
+    int64_t total = 0;
+    for (const std::string& id : m.command_ids) {
+      stmt->bindText(1, id).bindInt(2, m.at_ms);
+      if (auto st = stmt->run(); !st.ok()) {
+        return annotate(st, absl::StrCat("marking command ", id, " dispatched"));
+      }
+      total += conn_.changes();
+      stmt->reset();
+    }
+    return total;
   }
 
   absl::StatusOr<int64_t> operator()(const AppendOutput& m) {

@@ -81,13 +81,22 @@ void bindRun(Stmt& stmt, const Run& r) {
       .bindInt(5, r.created_at_ms);
 }
 
-void bindCommand(Stmt& stmt, const model::Command& c) {
+void bindCommand(Stmt& stmt, const model::Command& c, CommandRowCache* cache) {
+  CommandRowCache local;
+  if (cache == nullptr) cache = &local;
+  if (!cache->valid || cache->argv != c.exec.argv || cache->env != c.exec.env) {
+    cache->argv = c.exec.argv;
+    cache->env = c.exec.env;
+    cache->argv_json = encodeStringList(c.exec.argv);
+    cache->env_json = encodeStringMap(c.exec.env);
+    cache->valid = true;
+  }
   stmt.bindText(1, c.id)
       .bindText(2, c.run_id)
       .bindText(3, c.host_id)
-      .bindText(4, encodeStringList(c.exec.argv))
+      .bindText(4, cache->argv_json)
       .bindText(5, c.exec.script)
-      .bindText(6, encodeStringMap(c.exec.env))
+      .bindText(6, cache->env_json)
       .bindText(7, c.exec.cwd)
       .bindInt(8, c.exec.timeout_ms)
       .bindInt(9, c.exec.kill_grace_ms)

@@ -44,7 +44,16 @@ std::string_view resultSourceName(model::ResultSource source);
 
 void bindHost(Stmt& stmt, const model::Host& host);
 void bindRun(Stmt& stmt, const Run& run);
-void bindCommand(Stmt& stmt, const model::Command& command);
+// The JSON of the last exec spec bound, so the commands of one run (which share it) encode it
+// once.
+struct CommandRowCache {
+  bool valid = false;
+  std::vector<std::string> argv;
+  model::StringMap env;
+  std::string argv_json;
+  std::string env_json;
+};
+void bindCommand(Stmt& stmt, const model::Command& command, CommandRowCache* cache = nullptr);
 void bindEnrollToken(Stmt& stmt, const EnrollToken& token);
 void bindApiToken(Stmt& stmt, const ApiToken& token);
 

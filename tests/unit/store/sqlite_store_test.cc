@@ -187,6 +187,36 @@ TEST_F(SqliteStoreTest, UpdateCommandWithUnmetConditionChangesNothing) {
   EXPECT_EQ(put(UpdateCommand{c, {}}).rows, 0);
 }
 
+TEST_F(SqliteStoreTest, InsertRunStoresEachCommandsOwnExecSpec) {
+  InsertRun run = makeRun("r1", "", {{"c1", "h1"}, {"c2", "h2"}, {"c3", "h3"}});
+  run.commands[0].exec.argv = {"echo", "a"};
+  run.commands[1].exec.argv = {"echo", "b"};
+  run.commands[1].exec.env = {{"K", "V"}};
+  run.commands[2].exec.argv = {"echo", "a"};
+  ASSERT_TRUE(put(run).status.ok());
+  for (const model::Command& want : run.commands) {
+    auto got = store_->getCommand(want.id);
+    ASSERT_TRUE(got.ok() && got->has_value());
+    expectSameCommand(**got, want);
+  }
+}
+
+TEST_F(SqliteStoreTest, MarkDispatchedMovesOnlyQueuedCommands) {
+  InsertRun run = makeRun("r1", "", {{"c1", "h1"}, {"c2", "h2"}, {"c3", "h3"}});
+  ASSERT_TRUE(put(run).status.ok());
+  model::Command c3 = run.commands[2];
+  c3.state = CommandState::kSucceeded;
+  ASSERT_EQ(put(UpdateCommand{c3, {}}).rows, 1);
+
+  WriteResult r = put(MarkDispatched{{"c1", "c2", "c3", "missing"}, 77});
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(r.rows, 2);
+  EXPECT_EQ((**store_->getCommand("c1")).state, CommandState::kDispatched);
+  EXPECT_EQ((**store_->getCommand("c2")).dispatched_at_ms, 77);
+  EXPECT_EQ((**store_->getCommand("c3")).state, CommandState::kSucceeded);
+  EXPECT_EQ((**store_->getCommand("c3")).dispatched_at_ms, 0);
+}
+
 TEST_F(SqliteStoreTest, AppendOutputKeepsTheFirstChunkAtAnOffset) {
   ASSERT_TRUE(put(makeRun("r1", "", {{"c1", "h1"}})).status.ok());
   std::string binary("\0\xff\x01zz", 5);
