@@ -225,17 +225,29 @@ class LoadGen {
   // the server only after the result is committed).
   bool fanoutRound(std::vector<double>* latencies_ms, double* total_ms,
                    double* create_ms = nullptr) {
-    json::object body{{"argv", json::array{"true"}}};
-    json::array hosts;
-    for (const auto& id : host_ids_) hosts.emplace_back(id);
-    body["hosts"] = std::move(hosts);
+    // As an operator would: a selector, and no per-command list in the reply.
+    json::object body{{"argv", json::array{"true"}}, {"selector", "loadgen=1"}};
     std::string payload = json::serialize(body);
     uint64_t acks_before = fleet_->stats().acks.load();
     int64_t t0 = steadyMs();
-    auto r = httpRequest("POST", server_->http() + "/api/v1/commands", token_, payload);
+    auto r =
+        httpRequest("POST", server_->http() + "/api/v1/commands?view=summary", token_, payload);
     if (create_ms) *create_ms = static_cast<double>(steadyMs() - t0);
     if (r.status != 201) {
       std::cerr << "create failed: " << r.status << " " << r.body.substr(0, 300) << "\n";
+      return false;
+    }
+    boost::system::error_code ec;
+    auto created = json::parse(r.body, ec);
+    const json::value* total = nullptr;
+    if (!ec && created.is_object()) {
+      if (auto* summary = created.as_object().if_contains("summary");
+          summary && summary->is_object())
+        total = summary->as_object().if_contains("total");
+    }
+    if (total == nullptr || !total->is_int64() ||
+        total->as_int64() != static_cast<int64_t>(host_ids_.size())) {
+      std::cerr << "run does not target every simulated agent: " << r.body.substr(0, 300) << "\n";
       return false;
     }
     bool ok = waitUntil(

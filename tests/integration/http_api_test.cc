@@ -171,6 +171,33 @@ TEST_F(HttpApiTest, CancelRunCancelsItsOpenCommands) {
   EXPECT_EQ(run.json.as_object().at("summary").as_object().at("cancelled").as_int64(), 2);
 }
 
+TEST_F(HttpApiTest, SummaryViewLeavesTheCommandListOut) {
+  enrollHost("web-1");
+  enrollHost("web-2");
+  Reply created = call("POST", "/api/v1/commands?view=summary",
+                       R"({"hosts":["web-1","web-2"],"argv":["true"]})");
+  ASSERT_EQ(created.status, 201) << created.body;
+  const auto& body = created.json.as_object();
+  EXPECT_FALSE(body.contains("commands"));
+  EXPECT_EQ(body.at("summary").as_object().at("queued").as_int64(), 2);
+  EXPECT_EQ(body.at("summary").as_object().at("total").as_int64(), 2);
+  std::string run_id = str(created.json, "run_id");
+
+  Reply run = call("GET", "/api/v1/runs/" + run_id + "?view=summary");
+  ASSERT_EQ(run.status, 200);
+  EXPECT_FALSE(run.json.as_object().contains("commands"));
+  EXPECT_EQ(run.json.as_object().at("summary").as_object().at("total").as_int64(), 2);
+  Reply full = call("GET", "/api/v1/runs/" + run_id + "?view=full");
+  EXPECT_EQ(full.json.as_object().at("commands").as_array().size(), 2u);
+
+  Reply bad = call("POST", "/api/v1/commands?view=tiny", R"({"hosts":["web-1"],"argv":["true"]})");
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(errorMessage(bad).find("full or summary"), std::string::npos) << bad.body;
+  // Nothing was created by the rejected request.
+  Reply listed = call("GET", "/api/v1/commands?host=web-1");
+  EXPECT_EQ(listed.json.as_object().at("commands").as_array().size(), 1u);
+}
+
 TEST_F(HttpApiTest, IdempotencyKeyReplaysAndConflicts) {
   enrollHost("web-1");
   std::string body = R"({"hosts":["web-1"],"argv":["uptime"],"idempotency_key":"deploy-42"})";

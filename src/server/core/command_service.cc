@@ -96,9 +96,7 @@ absl::Status CommandService::resolveTargets(CreateRunRequest& r) const {
   std::string error;
   auto selector = model::Selector::parse(r.selector, &error);
   if (!selector) return selectorError(error);
-  for (const auto& host : hosts_.select(&*selector, nullptr)) {
-    if (host.status != model::HostStatus::kRevoked) r.host_ids.push_back(host.id);
-  }
+  r.host_ids = hosts_.selectTargetIds(*selector);
   if (r.host_ids.empty()) {
     return selectorError(absl::StrCat("selector '", r.selector,
                                       "' matches no enrolled host: `muster hosts -l '", r.selector,
@@ -121,12 +119,15 @@ absl::Status CommandService::validate(const CreateRunRequest& r) const {
       return absl::InvalidArgumentError(absl::StrCat("invalid host id '", id.substr(0, 140),
                                                      "': ids match [A-Za-z0-9._-]{1,128}"));
     }
-    auto host = hosts_.get(id);
-    if (!host) {
+  }
+  auto statuses = hosts_.statuses(r.host_ids);
+  for (size_t i = 0; i < r.host_ids.size(); ++i) {
+    const std::string& id = r.host_ids[i];
+    if (!statuses[i]) {
       return absl::NotFoundError(
           absl::StrCat("unknown host '", id, "': `muster hosts` lists the enrolled hosts"));
     }
-    if (host->status == model::HostStatus::kRevoked) {
+    if (*statuses[i] == model::HostStatus::kRevoked) {
       return absl::FailedPreconditionError(absl::StrCat(
           "host '", id, "' was decommissioned: re-enroll it before running commands on it"));
     }
@@ -237,9 +238,14 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
 void CommandService::deliverAll(const std::vector<model::Command>& commands) {
   constexpr size_t kChunk = 256;
   auto deliverRange = [this, &commands](size_t begin, size_t end) {
+    int64_t now = clock_.nowMs();
+    std::vector<std::string> dispatched;
     for (size_t i = begin; i < end; ++i) {
-      if (auto session = hosts_.sessionFor(commands[i].host_id)) deliver(session, {commands[i].id});
+      if (auto session = hosts_.sessionFor(commands[i].host_id)) {
+        send(session, {commands[i].id}, now, &dispatched);
+      }
     }
+    markDispatched(std::move(dispatched), now);
   };
   if (!fanout_ || commands.size() <= kChunk) {
     deliverRange(0, commands.size());
@@ -264,8 +270,15 @@ void CommandService::deliverAll(const std::vector<model::Command>& commands) {
 void CommandService::deliver(const std::shared_ptr<Session>& session,
                              const std::vector<std::string>& ids) {
   int64_t now = clock_.nowMs();
+  std::vector<std::string> dispatched;
+  send(session, ids, now, &dispatched);
+  markDispatched(std::move(dispatched), now);
+}
+
+void CommandService::send(const std::shared_ptr<Session>& session,
+                          const std::vector<std::string>& ids, int64_t now,
+                          std::vector<std::string>* dispatched) {
   std::vector<ServerEvent> events;
-  std::vector<model::Command> to_store;
   {
     std::lock_guard lock(mu_);
     for (const auto& id : ids) {
@@ -280,14 +293,17 @@ void CommandService::deliver(const std::shared_ptr<Session>& session,
       if (c.state == CommandState::kQueued) {
         c.state = CommandState::kDispatched;
         c.dispatched_at_ms = now;
-        to_store.push_back(c);
+        dispatched->push_back(c.id);
       }
     }
   }
   for (auto& e : events) session->send(std::move(e));
-  for (auto& c : to_store) {
-    store_.write(store::UpdateCommand{std::move(c), {CommandState::kQueued}}, {});
-  }
+}
+
+void CommandService::markDispatched(std::vector<std::string> ids, int64_t now) {
+  // Informational: a crash before this commits leaves the commands queued, and queued or
+  // dispatched commands are both redelivered when their host connects.
+  if (!ids.empty()) store_.write(store::MarkDispatched{std::move(ids), now}, {});
 }
 
 void CommandService::onAgentConnected(const std::shared_ptr<Session>& session) {
@@ -409,6 +425,29 @@ void CommandService::onResult(const std::shared_ptr<Session>& session,
   storeTerminal(std::move(updated), kOpenStates, session);
 }
 
+void CommandService::queueAck(std::shared_ptr<Session> session, std::string command_id) {
+  if (!fanout_) {
+    session->send(ResultAckMsg{std::move(command_id), false, ""});
+    return;
+  }
+  // One drain task for however many acks a commit releases, not one task per ack.
+  bool post = false;
+  {
+    std::lock_guard lock(ack_mu_);
+    post = pending_acks_.empty();
+    pending_acks_.emplace_back(std::move(session), std::move(command_id));
+  }
+  if (!post) return;
+  fanout_->post([this] {
+    std::vector<std::pair<std::shared_ptr<Session>, std::string>> acks;
+    {
+      std::lock_guard lock(ack_mu_);
+      acks.swap(pending_acks_);
+    }
+    for (auto& [s, id] : acks) s->send(ResultAckMsg{std::move(id), false, ""});
+  });
+}
+
 void CommandService::resultSlowPath(const std::shared_ptr<Session>& session,
                                     model::CommandResult result) {
   auto stored = store_.getCommand(result.command_id);
@@ -476,22 +515,18 @@ void CommandService::storeTerminal(model::Command updated, std::vector<CommandSt
       }
       return;
     }
-    spdlog::info("command {} on {}: {}{}", updated.id, updated.host_id,
-                 model::toString(updated.state),
-                 updated.exit_code ? absl::StrCat(" (exit ", *updated.exit_code, ")") : "");
+    // debug: at fleet scale one line per command would cost the writer thread more than the
+    // commit; runs are logged when created, and every result is in the store.
+    spdlog::debug("command {} on {}: {}{}", updated.id, updated.host_id,
+                  model::toString(updated.state),
+                  updated.exit_code ? absl::StrCat(" (exit ", *updated.exit_code, ")") : "");
     bus_.publishFinished(updated);
     metrics_.results_by_state[static_cast<size_t>(updated.state) % 8].fetch_add(1);
     if (updated.result_source == model::ResultSource::kAgent && updated.started_at_ms > 0) {
       metrics_.dispatch_to_result_seconds.observe(
           static_cast<double>(updated.finished_at_ms - updated.dispatched_at_ms) / 1000.0);
     }
-    if (ack_to) {
-      if (fanout_) {
-        fanout_->post([ack_to, id = updated.id] { ack_to->send(ResultAckMsg{id, false, ""}); });
-      } else {
-        ack_to->send(ResultAckMsg{updated.id, false, ""});
-      }
-    }
+    if (ack_to) queueAck(std::move(ack_to), updated.id);
   };
   store_.write(store::UpdateCommand{updated, std::move(only_if)}, std::move(done));
 }

@@ -12,6 +12,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -98,10 +99,19 @@ class CommandService {
   void deliverAll(const std::vector<model::Command>& commands);
   // Sends commands to the session and records them dispatched.
   void deliver(const std::shared_ptr<Session>& session, const std::vector<std::string>& ids);
+  // Sends the session's open commands among `ids`; appends those it moved from queued to
+  // dispatched (in memory) to `dispatched`.
+  void send(const std::shared_ptr<Session>& session, const std::vector<std::string>& ids,
+            int64_t now, std::vector<std::string>* dispatched);
+  // Records commands dispatched in the store, one mutation for the lot.
+  void markDispatched(std::vector<std::string> ids, int64_t now);
   // Stores a terminal state; on commit publishes it and acks the agent (if any).
   void storeTerminal(model::Command updated, std::vector<model::CommandState> only_if,
                      std::shared_ptr<Session> ack_to);
   void resultSlowPath(const std::shared_ptr<Session>& session, model::CommandResult result);
+  // Sends a ResultAck on the fanout executor (inline without one), batching acks that
+  // arrive while a drain is pending.
+  void queueAck(std::shared_ptr<Session> session, std::string command_id);
   static void applyResult(model::Command& command, const model::CommandResult& result,
                           int64_t now_ms);
 
@@ -117,6 +127,9 @@ class CommandService {
   mutable std::mutex mu_;
   std::unordered_map<std::string, Open> open_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<std::string, std::set<std::string>> open_by_host_ ABSL_GUARDED_BY(mu_);
+  std::mutex ack_mu_;
+  std::vector<std::pair<std::shared_ptr<Session>, std::string>> pending_acks_
+      ABSL_GUARDED_BY(ack_mu_);
 };
 
 }  // namespace muster::server

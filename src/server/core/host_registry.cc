@@ -173,6 +173,28 @@ std::vector<model::Host> HostRegistry::select(const model::Selector* selector,
   return out;
 }
 
+std::vector<std::string> HostRegistry::selectTargetIds(const model::Selector& selector) const {
+  std::vector<std::string> out;
+  std::lock_guard lock(mu_);
+  for (const auto& [id, entry] : hosts_) {
+    if (entry.host.status == model::HostStatus::kRevoked) continue;
+    if (selector.matches(entry.host.labels)) out.push_back(id);
+  }
+  return out;
+}
+
+std::vector<std::optional<model::HostStatus>> HostRegistry::statuses(
+    const std::vector<std::string>& ids) const {
+  std::vector<std::optional<model::HostStatus>> out;
+  out.reserve(ids.size());
+  std::lock_guard lock(mu_);
+  for (const auto& id : ids) {
+    auto it = hosts_.find(id);
+    out.push_back(it == hosts_.end() ? std::nullopt : std::optional(it->second.host.status));
+  }
+  return out;
+}
+
 absl::StatusOr<model::Host> HostRegistry::setLabels(const std::string& id,
                                                     const model::StringMap& set,
                                                     const std::vector<std::string>& remove) {

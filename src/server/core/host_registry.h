@@ -55,6 +55,11 @@ class HostRegistry {
   // live stream ends with PERMISSION_DENIED). Blocks until durable. NOT_FOUND if unknown.
   absl::StatusOr<model::Host> revoke(const std::string& id);
   bool exists(const std::string& id) const;
+  // Ids of the hosts matching `selector` that are not revoked, unsorted: run targeting,
+  // without copying every host.
+  std::vector<std::string> selectTargetIds(const model::Selector& selector) const;
+  // Status of each host in `ids` (nullopt: unknown), under one lock.
+  std::vector<std::optional<model::HostStatus>> statuses(const std::vector<std::string>& ids) const;
   size_t connectedCount() const;
 
   // Stores an enrolled (or re-enrolled) host with its credential hash; blocks until durable.

@@ -71,6 +71,26 @@ absl::StatusOr<CreateRunRequest> readCreateRun(Context& ctx) {
   return run;
 }
 
+// ?view=summary leaves the per-command list out of a reply (large runs); ?view=full (the
+// default) keeps it.
+absl::StatusOr<bool> summaryView(const Context& ctx) {
+  const std::string* view = ctx.param("view");
+  if (view == nullptr || *view == "full") return false;
+  if (*view == "summary") return true;
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid view '", view->substr(0, 32), "': use full or summary"));
+}
+
+boost::json::object summaryJson(const std::vector<model::Command>& commands) {
+  boost::json::object summary;
+  for (int i = 0; i <= static_cast<int>(model::CommandState::kExpired); ++i) {
+    summary[model::toString(static_cast<model::CommandState>(i))] = 0;
+  }
+  for (const auto& c : commands) summary[model::toString(c.state)].as_int64() += 1;
+  summary["total"] = static_cast<int64_t>(commands.size());
+  return summary;
+}
+
 std::string cancelReason(const Context& ctx) {
   return absl::StrCat("cancelled by ", ctx.principal.name);
 }
@@ -78,6 +98,8 @@ std::string cancelReason(const Context& ctx) {
 }  // namespace
 
 ApiReply createCommands(Context& ctx) {
+  auto summary_only = summaryView(ctx);
+  if (!summary_only.ok()) return errorReply(summary_only.status());
   auto request = readCreateRun(ctx);
   if (!request.ok()) return errorReply(request.status());
   auto result = ctx.plane.commands().createRun(*std::move(request));
@@ -85,7 +107,8 @@ ApiReply createCommands(Context& ctx) {
   boost::json::object body;
   body["run_id"] = result->run_id;
   body["replayed"] = result->replayed;
-  body["commands"] = commandsJson(result->commands);
+  body["summary"] = summaryJson(result->commands);
+  if (!*summary_only) body["commands"] = commandsJson(result->commands);
   return jsonReply(result->replayed ? 200 : 201, body);
 }
 
@@ -134,6 +157,8 @@ ApiReply cancelCommand(Context& ctx, const std::string& id) {
 }
 
 ApiReply getRun(Context& ctx, const std::string& id) {
+  auto summary_only = summaryView(ctx);
+  if (!summary_only.ok()) return errorReply(summary_only.status());
   auto run = ctx.plane.store().getRun(id);
   if (!run.ok()) return errorReply(run.status());
   if (!run->has_value()) {
@@ -153,19 +178,12 @@ ApiReply getRun(Context& ctx, const std::string& id) {
   }
   std::sort(commands.begin(), commands.end(),
             [](const model::Command& a, const model::Command& b) { return a.host_id < b.host_id; });
-  boost::json::object summary;
-  for (int i = 0; i <= static_cast<int>(model::CommandState::kExpired); ++i) {
-    summary[model::toString(static_cast<model::CommandState>(i))] = 0;
-  }
-  for (const auto& c : commands) summary[model::toString(c.state)].as_int64() += 1;
-  summary["total"] = static_cast<int64_t>(commands.size());
-
   boost::json::object body;
   body["run_id"] = (*run)->id;
   body["created_by"] = (*run)->created_by;
   body["created_at"] = rfc3339Ms((*run)->created_at_ms);
-  body["summary"] = std::move(summary);
-  body["commands"] = commandsJson(commands);
+  body["summary"] = summaryJson(commands);
+  if (!*summary_only) body["commands"] = commandsJson(commands);
   return jsonReply(200, body);
 }
 
