@@ -33,6 +33,7 @@ struct Flags {
   std::string heartbeat_interval = "10s";
   std::string default_expiry = "24h";
   int64_t max_agents = 0;  // 0: the descriptor limit minus a reserve
+  int64_t reconnect_rate = 1000;
   std::string log_format = "text";
   std::string log_level = "info";
   bool allow_remote_plaintext = false;
@@ -69,6 +70,7 @@ int run(const Flags& flags) {
   server::CoreConfig config;
   config.heartbeat_interval_ms = *heartbeat;
   config.default_expiry_ms = *expiry;
+  config.reconnect_rate_per_s = flags.reconnect_rate;
   // Every agent link is a descriptor: raise the soft limit to the hard one and keep a reserve
   // for the store, HTTP clients and logs, so the gRPC listener never sees EMFILE.
   rlimit fds{};
@@ -181,6 +183,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--max-agents", flags.max_agents,
                  "live agent links at most (default and ceiling: descriptor limit - 1000)");
+  app.add_option("--reconnect-rate", flags.reconnect_rate,
+                 "agents per second to take back after a restart: agents spread their first "
+                 "reconnect over (connected agents / this) seconds, 1-60 s")
+      ->check(CLI::Range(int64_t{1}, int64_t{1'000'000}))
+      ->capture_default_str();
   app.add_option("--default-expiry", flags.default_expiry,
                  "how long a command waits for an offline host")
       ->capture_default_str();

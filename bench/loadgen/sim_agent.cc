@@ -81,6 +81,9 @@ void SimFleet::connect(size_t index) {
         raw->welcomed = true;
         raw->failed_since_welcome = false;
         raw->backoff.reset();
+        // Like the real agent: the server's reconnect window, never below our own base.
+        raw->backoff.setBaseMs(
+            std::max<int64_t>(options_.backoff_base_ms, m.welcome().reconnect_window_ms()));
         stats_.welcomed++;
       }
     }

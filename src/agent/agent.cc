@@ -262,7 +262,9 @@ void Agent::onLinkClosed(const std::shared_ptr<LinkStream>& link, const absl::St
 
 void Agent::onMessage(const muster::v1::ServerMessage& m) {
   switch (m.kind_case()) {
-    case muster::v1::ServerMessage::kWelcome: onWelcome(m.welcome().heartbeat_interval_ms()); break;
+    case muster::v1::ServerMessage::kWelcome:
+      onWelcome(m.welcome().heartbeat_interval_ms(), m.welcome().reconnect_window_ms());
+      break;
     case muster::v1::ServerMessage::kCommand: onCommand(m.command()); break;
     case muster::v1::ServerMessage::kCancel:
       onCancel(m.cancel().command_id(), m.cancel().reason());
@@ -282,12 +284,14 @@ void Agent::onMessage(const muster::v1::ServerMessage& m) {
   }
 }
 
-void Agent::onWelcome(int64_t heartbeat_interval_ms) {
+void Agent::onWelcome(int64_t heartbeat_interval_ms, int64_t reconnect_window_ms) {
   {
     std::lock_guard lock(link_mu_);
     welcomed_ = true;
   }
   backoff_.reset();
+  // The server sizes the first reconnect window to its fleet; never below our own base.
+  backoff_.setBaseMs(std::max(config_.backoff_base_ms, reconnect_window_ms));
   heartbeat_interval_ms_ = heartbeat_interval_ms > 0 ? heartbeat_interval_ms : 10'000;
   spdlog::info("connected to {} as {}", config_.server, agent_id_);
   sendHeartbeat();  // metrics right away, then every interval

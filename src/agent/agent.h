@@ -71,7 +71,7 @@ class Agent {
   void connect();
   void onLinkClosed(const std::shared_ptr<LinkStream>& link, const absl::Status& status);
   void onMessage(const muster::v1::ServerMessage& message);
-  void onWelcome(int64_t heartbeat_interval_ms);
+  void onWelcome(int64_t heartbeat_interval_ms, int64_t reconnect_window_ms);
   void onCommand(const muster::v1::Command& command);
   void onCancel(const std::string& id, const std::string& reason);
   void startCommand(const muster::v1::Command& command);

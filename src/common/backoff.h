@@ -25,6 +25,9 @@ class Backoff {
     return attempt_ < 40 ? std::min(cap_ms_, base_ms_ << attempt_) : cap_ms_;
   }
   void reset() { attempt_ = 0; }
+  // A new base for the first window (the server's reconnect hint); never above the cap.
+  void setBaseMs(int64_t base_ms) { base_ms_ = std::clamp<int64_t>(base_ms, 1, cap_ms_); }
+  int64_t baseMs() const { return base_ms_; }
   int attempts() const { return attempt_; }
 
  private:

@@ -8,6 +8,7 @@ namespace muster::server {
 struct CoreConfig {
   int64_t heartbeat_interval_ms = 10'000;
   int missed_heartbeats_offline = 3;
+  int64_t hello_timeout_ms = 10'000;
   int64_t default_expiry_ms = 24 * 3600 * 1000LL;
   int64_t default_timeout_ms = 3600 * 1000LL;
   int64_t default_kill_grace_ms = 10'000;
@@ -20,6 +21,11 @@ struct CoreConfig {
   // Live agent links at most; more are refused with RESOURCE_EXHAUSTED so the process never
   // runs out of file descriptors (gRPC 1.51's listener stops for good after EMFILE).
   size_t max_agents = 19'000;
+  // Agents per second the server aims to take back after a restart. Each Welcome tells the
+  // agent to spread its first reconnect over (connected agents / this) seconds, so a fleet
+  // returns at a pace the listen queue and the handshakes keep up with, instead of all at
+  // once (dropped SYNs are retried by the kernel only after 1, 3, 7, 15, 31 s).
+  int64_t reconnect_rate_per_s = 1000;
 };
 
 }  // namespace muster::server

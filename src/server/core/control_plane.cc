@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/fmt_absl.h"
 #include "common/ids.h"
@@ -40,6 +42,11 @@ absl::Status ControlPlane::authenticate(const std::string& agent_id,
   return hosts_.authenticate(agent_id, credential);
 }
 
+void ControlPlane::onStreamOpened(const std::shared_ptr<Session>& session) {
+  std::lock_guard lock(pending_mu_);
+  pending_hello_.emplace_back(session, clock_.steadyMs());
+}
+
 absl::Status ControlPlane::onHello(const std::shared_ptr<Session>& session,
                                    const HelloInfo& hello) {
   if (!accepting_) return absl::UnavailableError("server is shutting down; reconnect later");
@@ -74,13 +81,21 @@ absl::Status ControlPlane::onHello(const std::shared_ptr<Session>& session,
     return absl::ResourceExhaustedError(
         absl::StrCat("server at its agent limit (", config_.max_agents, "): retry later"));
   }
-  session->send(WelcomeMsg{session->sessionId(), config_.heartbeat_interval_ms, clock_.nowMs()});
+  session->send(WelcomeMsg{session->sessionId(), config_.heartbeat_interval_ms, clock_.nowMs(),
+                           reconnectWindowMs(hosts_.connectedCount() + 1)});
   hosts_.attach(session, hello);
   spdlog::info("agent {} online (stream {}, version {}, {} in flight, {} unacked)", hello.agent_id,
                session->sessionId(), hello.version, hello.in_flight_command_ids.size(),
                hello.unacked_command_ids.size());
   commands_.onAgentConnected(session);
   return absl::OkStatus();
+}
+
+int64_t ControlPlane::reconnectWindowMs(size_t agents) const {
+  if (config_.reconnect_rate_per_s <= 0) return 0;
+  constexpr int64_t kMinMs = 1'000, kMaxMs = 60'000;  // the agent's own base and cap
+  int64_t ms = static_cast<int64_t>(agents) * 1000 / config_.reconnect_rate_per_s;
+  return std::clamp(ms, kMinMs, kMaxMs);
 }
 
 void ControlPlane::onHeartbeat(const std::shared_ptr<Session>& session,
@@ -93,6 +108,27 @@ void ControlPlane::onDisconnect(const Session& session, const absl::Status& why)
 }
 
 void ControlPlane::tick() {
+  std::vector<std::shared_ptr<Session>> silent;
+  {
+    int64_t now = clock_.steadyMs();
+    std::lock_guard lock(pending_mu_);
+    std::vector<std::pair<std::weak_ptr<Session>, int64_t>> keep;
+    for (auto& [weak, opened] : pending_hello_) {
+      auto session = weak.lock();
+      if (!session || hosts_.sessionFor(session->agentId()) == session)
+        continue;  // gone, or said Hello
+      if (now - opened >= config_.hello_timeout_ms) {
+        silent.push_back(std::move(session));
+      } else {
+        keep.emplace_back(std::move(weak), opened);
+      }
+    }
+    pending_hello_.swap(keep);
+  }
+  for (const auto& s : silent) {
+    s->close(absl::DeadlineExceededError(absl::StrCat("no Hello within ", config_.hello_timeout_ms,
+                                                      " ms of connecting; closing the stream")));
+  }
   for (const auto& s : hosts_.takeSilentSessions()) {
     s->close(absl::DeadlineExceededError(absl::StrCat(
         "no heartbeat for ", config_.missed_heartbeats_offline, " intervals; reconnect")));

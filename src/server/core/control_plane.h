@@ -4,7 +4,10 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "common/clock.h"
@@ -42,8 +45,13 @@ class ControlPlane {
 
   // --- agent link events; adapters call these from transport threads ---
   absl::Status authenticate(const std::string& agent_id, const std::string& credential) const;
+  // An authenticated stream that has not said Hello yet; tick() closes it if no Hello comes
+  // within the hello timeout, so idle connections cannot pile up and eat descriptors.
+  void onStreamOpened(const std::shared_ptr<Session>& session);
   // An error means the adapter must end the link with that status.
   absl::Status onHello(const std::shared_ptr<Session>& session, const HelloInfo& hello);
+  // The reconnect window a Welcome carries when `agents` are connected.
+  int64_t reconnectWindowMs(size_t agents) const;
   void onHeartbeat(const std::shared_ptr<Session>& session, const model::Metrics& metrics);
   void onDisconnect(const Session& session, const absl::Status& why);
 
@@ -66,6 +74,10 @@ class ControlPlane {
   OperatorAuth auth_;
   std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> agents_refused_{0};
+  std::mutex pending_mu_;
+  // Streams awaiting Hello, with the steady time they opened.
+  std::vector<std::pair<std::weak_ptr<Session>, int64_t>> pending_hello_
+      ABSL_GUARDED_BY(pending_mu_);
   std::atomic<int64_t> last_refusal_log_ms_{0};
 };
 

@@ -17,6 +17,7 @@ struct WelcomeMsg {
   std::string session_id;
   int64_t heartbeat_interval_ms = 0;
   int64_t server_time_ms = 0;
+  int64_t reconnect_window_ms = 0;
 };
 struct DispatchMsg {
   model::Command command;

@@ -85,6 +85,7 @@ class LinkStream final
       session_->close(st);
       return;
     }
+    plane.onStreamOpened(session_);
     StartRead(&in_);
   }
 

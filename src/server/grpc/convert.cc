@@ -31,6 +31,7 @@ void toProto(const ServerEvent& event, muster::v1::ServerMessage* out) {
                    w->set_session_id(m.session_id);
                    w->set_heartbeat_interval_ms(static_cast<uint32_t>(m.heartbeat_interval_ms));
                    w->set_server_time_ms(m.server_time_ms);
+                   w->set_reconnect_window_ms(static_cast<uint32_t>(m.reconnect_window_ms));
                  },
                  [&](const DispatchMsg& m) { toProto(m.command, out->mutable_command()); },
                  [&](const CancelMsg& m) {

@@ -62,6 +62,18 @@ TEST(BackoffTest, FullJitterStaysUnderTheCappedCeiling) {
   EXPECT_EQ(b.ceilingMs(), 1000);
 }
 
+TEST(BackoffTest, ServerHintWidensTheFirstWindowButNotTheCap) {
+  Backoff b(1000, 60'000, 7);
+  b.setBaseMs(10'000);
+  EXPECT_EQ(b.ceilingMs(), 10'000);
+  int64_t first = b.nextDelayMs();
+  EXPECT_LE(first, 10'000);
+  EXPECT_EQ(b.ceilingMs(), 20'000);
+  b.setBaseMs(600'000);
+  b.reset();
+  EXPECT_EQ(b.ceilingMs(), 60'000);
+}
+
 TEST(LogTest, JsonEscapeKeepsEveryLineValidJson) {
   EXPECT_EQ(jsonEscape(R"(say "hi" \ bye)"), R"(say \"hi\" \\ bye)");
   EXPECT_EQ(jsonEscape("a\nb\tc"), "a\\u000ab\\u0009c");

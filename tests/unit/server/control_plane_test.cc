@@ -445,3 +445,50 @@ TEST_F(ControlPlaneTest, CommandsForADecommissionedHostAreRefused) {
 
 }  // namespace
 }  // namespace muster::server
+
+namespace muster::server {
+namespace {
+
+TEST_F(ControlPlaneTest, WelcomeSizesTheReconnectWindowToTheFleet) {
+  // 1,000 agents/s by default: a window of one second per thousand connected agents,
+  // between the agent's own base (1 s) and cap (60 s).
+  EXPECT_EQ(plane_->reconnectWindowMs(1), 1'000);
+  EXPECT_EQ(plane_->reconnectWindowMs(10'000), 10'000);
+  EXPECT_EQ(plane_->reconnectWindowMs(19'000), 19'000);
+  EXPECT_EQ(plane_->reconnectWindowMs(1'000'000), 60'000);
+  enroll("web-1");
+  auto s = connect("web-1");
+  auto welcome = s->sent<WelcomeMsg>();
+  ASSERT_EQ(welcome.size(), 1u);
+  EXPECT_EQ(welcome[0].reconnect_window_ms, 1'000);
+}
+
+TEST_F(ControlPlaneTest, StreamWithoutHelloIsClosedAfterTheHelloTimeout) {
+  enroll("quiet");
+  enroll("talker");
+  auto quiet = std::make_shared<FakeSession>("quiet", "s1");
+  plane_->onStreamOpened(quiet);
+  auto talker = std::make_shared<FakeSession>("talker", "s2");
+  plane_->onStreamOpened(talker);
+  HelloInfo hello;
+  hello.agent_id = "talker";
+  ASSERT_TRUE(plane_->onHello(talker, hello).ok());
+  // The talker keeps heartbeating; the quiet stream never says Hello.
+  for (int64_t t = 0; t + 500 < config_.hello_timeout_ms; t += 500) {
+    clock_.advanceMs(500);
+    plane_->onHeartbeat(talker, {});
+    plane_->tick();
+  }
+  clock_.advanceMs(config_.hello_timeout_ms % 500 == 0 ? 499 : config_.hello_timeout_ms % 500 - 1);
+  plane_->tick();
+  EXPECT_FALSE(quiet->closed());
+  clock_.advanceMs(1);
+  plane_->onHeartbeat(talker, {});
+  plane_->tick();
+  ASSERT_TRUE(quiet->closed());
+  EXPECT_TRUE(absl::IsDeadlineExceeded(*quiet->closeStatus()));
+  EXPECT_FALSE(talker->closed());
+}
+
+}  // namespace
+}  // namespace muster::server
