@@ -61,7 +61,7 @@ void BM_InsertRun(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * n);
 }
 
-// Dispatch marks and results of one run, queued as the server queues them.
+// Dispatch marks (optional) and results of one run, queued as the server queues them.
 void BM_DispatchAndResults(benchmark::State& state) {
   TempStore t;
   int n = static_cast<int>(state.range(0));
@@ -72,7 +72,7 @@ void BM_DispatchAndResults(benchmark::State& state) {
     std::vector<model::Command> commands = run.commands;
     (void)t.store->writeAndWait(std::move(run));
     state.ResumeTiming();
-    for (size_t begin = 0; begin < commands.size(); begin += 256) {
+    for (size_t begin = 0; state.range(1) != 0 && begin < commands.size(); begin += 256) {
       store::MarkDispatched mark{{}, now};
       for (size_t i = begin; i < std::min(commands.size(), begin + 256); ++i) {
         mark.command_ids.push_back(commands[i].id);
@@ -95,9 +95,11 @@ void BM_DispatchAndResults(benchmark::State& state) {
 }
 
 BENCHMARK(BM_InsertRun)->Arg(1000)->Arg(10000)->Unit(benchmark::kMillisecond)->UseRealTime();
+// Second argument: 1 with the dispatch marks, 0 results only.
 BENCHMARK(BM_DispatchAndResults)
-    ->Arg(1000)
-    ->Arg(10000)
+    ->Args({1000, 1})
+    ->Args({10000, 1})
+    ->Args({10000, 0})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -301,9 +301,37 @@ void CommandService::send(const std::shared_ptr<Session>& session,
 }
 
 void CommandService::markDispatched(std::vector<std::string> ids, int64_t now) {
-  // Informational: a crash before this commits leaves the commands queued, and queued or
+  // Stored later by tick(), and only for commands still waiting then: a quick command's
+  // result stores its dispatch time itself, so a fan-out of quick commands costs the store
+  // one write per command, not two. Losing a mark in a crash is harmless: queued and
   // dispatched commands are both redelivered when their host connects.
-  if (!ids.empty()) store_.write(store::MarkDispatched{std::move(ids), now}, {});
+  if (ids.empty()) return;
+  std::lock_guard lock(marks_mu_);
+  for (auto& id : ids) deferred_marks_.emplace_back(std::move(id), now);
+}
+
+void CommandService::storeDispatchMarks(int64_t now) {
+  std::vector<std::pair<std::string, int64_t>> due;
+  {
+    std::lock_guard lock(marks_mu_);
+    while (!deferred_marks_.empty() &&
+           now - deferred_marks_.front().second >= config_.dispatch_mark_delay_ms) {
+      due.push_back(std::move(deferred_marks_.front()));
+      deferred_marks_.pop_front();
+    }
+  }
+  if (due.empty()) return;
+  std::vector<store::MarkDispatched> marks;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, at] : due) {
+      auto it = open_.find(id);
+      if (it == open_.end() || it->second.command.state != CommandState::kDispatched) continue;
+      if (marks.empty() || marks.back().at_ms != at) marks.push_back({{}, at});
+      marks.back().command_ids.push_back(std::move(id));
+    }
+  }
+  for (auto& m : marks) store_.write(std::move(m), {});
 }
 
 void CommandService::onAgentConnected(const std::shared_ptr<Session>& session) {
@@ -480,6 +508,11 @@ void CommandService::resultSlowPath(const std::shared_ptr<Session>& session,
 
 void CommandService::storeTerminal(model::Command updated, std::vector<CommandState> only_if,
                                    std::shared_ptr<Session> ack_to) {
+  // A command dispatched in memory may still be queued in the store (its mark is deferred).
+  if (std::find(only_if.begin(), only_if.end(), CommandState::kDispatched) != only_if.end() &&
+      std::find(only_if.begin(), only_if.end(), CommandState::kQueued) == only_if.end()) {
+    only_if.push_back(CommandState::kQueued);
+  }
   auto done = [this, updated, ack_to](store::WriteResult r) {
     if (!r.status.ok()) {
       spdlog::error("command {}: cannot store its result: {}", updated.id, r.status.message());
@@ -655,6 +688,7 @@ std::array<uint64_t, 8> CommandService::openByState() const {
 
 void CommandService::tick() {
   int64_t now = clock_.nowMs();
+  storeDispatchMarks(now);
   std::vector<std::pair<model::Command, CommandState>> ended;
   {
     std::lock_guard lock(mu_);

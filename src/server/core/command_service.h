@@ -7,6 +7,7 @@
 #pragma once
 
 #include <array>
+#include <deque>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -103,8 +104,10 @@ class CommandService {
   // dispatched (in memory) to `dispatched`.
   void send(const std::shared_ptr<Session>& session, const std::vector<std::string>& ids,
             int64_t now, std::vector<std::string>* dispatched);
-  // Records commands dispatched in the store, one mutation for the lot.
+  // Records commands dispatched; tick() stores the marks of those still waiting after
+  // dispatch_mark_delay_ms, one mutation per batch.
   void markDispatched(std::vector<std::string> ids, int64_t now);
+  void storeDispatchMarks(int64_t now);
   // Stores a terminal state; on commit publishes it and acks the agent (if any).
   void storeTerminal(model::Command updated, std::vector<model::CommandState> only_if,
                      std::shared_ptr<Session> ack_to);
@@ -127,6 +130,8 @@ class CommandService {
   mutable std::mutex mu_;
   std::unordered_map<std::string, Open> open_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<std::string, std::set<std::string>> open_by_host_ ABSL_GUARDED_BY(mu_);
+  std::mutex marks_mu_;
+  std::deque<std::pair<std::string, int64_t>> deferred_marks_ ABSL_GUARDED_BY(marks_mu_);
   std::mutex ack_mu_;
   std::vector<std::pair<std::shared_ptr<Session>, std::string>> pending_acks_
       ABSL_GUARDED_BY(ack_mu_);

@@ -14,6 +14,9 @@ struct CoreConfig {
   int64_t default_kill_grace_ms = 10'000;
   // Added to a command's timeout before the server itself declares it timed out.
   int64_t server_timeout_grace_ms = 60'000;
+  // A command's `dispatched` state is stored this long after delivery if it is still
+  // waiting then (a quick result stores it with the outcome instead).
+  int64_t dispatch_mark_delay_ms = 1'000;
   // Bytes of output stored per command and stream (the agent keeps head + tail).
   uint64_t max_output_bytes = 16ull << 20;
   uint64_t max_output_chunk_bytes = 1ull << 20;

@@ -118,7 +118,28 @@ TEST_F(ControlPlaneTest, CommandForOfflineHostIsDeliveredWhenItConnects) {
   auto dispatched = s->sent<DispatchMsg>();
   ASSERT_EQ(dispatched.size(), 1u);
   EXPECT_EQ(dispatched[0].command.id, r.commands[0].id);
+  // The dispatch mark is stored by the tick after the mark delay.
+  EXPECT_EQ(stored(r.commands[0].id).state, CommandState::kQueued);
+  clock_.advanceMs(config_.dispatch_mark_delay_ms);
+  plane_->onHeartbeat(s, {});
+  plane_->tick();
   EXPECT_EQ(stored(r.commands[0].id).state, CommandState::kDispatched);
+  EXPECT_GT(stored(r.commands[0].id).dispatched_at_ms, 0);
+}
+
+TEST_F(ControlPlaneTest, QuickResultStoresTheDispatchTimeWithoutASeparateMark) {
+  enroll("web-1");
+  auto s = connect("web-1");
+  auto r = run("web-1");
+  plane_->commands().onResult(s, exited(r.commands[0].id, 0));
+  ASSERT_TRUE(store_->flush().ok());
+  uint64_t mutations = store_->stats().mutations;
+  clock_.advanceMs(config_.dispatch_mark_delay_ms);
+  plane_->tick();
+  model::Command c = stored(r.commands[0].id);
+  EXPECT_EQ(c.state, CommandState::kSucceeded);
+  EXPECT_GT(c.dispatched_at_ms, 0);
+  EXPECT_EQ(store_->stats().mutations, mutations);  // no mark was written
 }
 
 TEST_F(ControlPlaneTest, ResultIsStoredBeforeItIsAcknowledged) {
@@ -155,6 +176,9 @@ TEST_F(ControlPlaneTest, ResultForAnotherAgentsCommandClosesTheStream) {
   plane_->commands().onResult(s2, exited(r.commands[0].id, 0));
   ASSERT_TRUE(s2->closed());
   EXPECT_TRUE(absl::IsPermissionDenied(*s2->closeStatus()));
+  clock_.advanceMs(config_.dispatch_mark_delay_ms);
+  plane_->onHeartbeat(s1, {});
+  plane_->tick();
   EXPECT_EQ(stored(r.commands[0].id).state, CommandState::kDispatched);
 }
 
