@@ -185,7 +185,7 @@ int main(int argc, char** argv) {
                  "live agent links at most (default and ceiling: descriptor limit - 1000)");
   app.add_option("--reconnect-rate", flags.reconnect_rate,
                  "agents per second to take back after a restart: agents spread their first "
-                 "reconnect over (connected agents / this) seconds, 1-60 s")
+                 "reconnect over (enrolled hosts / this) seconds, 1-60 s")
       ->check(CLI::Range(int64_t{1}, int64_t{1'000'000}))
       ->capture_default_str();
   app.add_option("--default-expiry", flags.default_expiry,

@@ -81,9 +81,8 @@ void SimFleet::connect(size_t index) {
         raw->welcomed = true;
         raw->failed_since_welcome = false;
         raw->backoff.reset();
-        // Like the real agent: the server's reconnect window, never below our own base.
-        raw->backoff.setBaseMs(
-            std::max<int64_t>(options_.backoff_base_ms, m.welcome().reconnect_window_ms()));
+        // Like the real agent: the server's fleet-sized first reconnect window.
+        raw->backoff.setFirstWindowMs(m.welcome().reconnect_window_ms());
         stats_.welcomed++;
       }
     }

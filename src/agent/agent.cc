@@ -290,8 +290,8 @@ void Agent::onWelcome(int64_t heartbeat_interval_ms, int64_t reconnect_window_ms
     welcomed_ = true;
   }
   backoff_.reset();
-  // The server sizes the first reconnect window to its fleet; never below our own base.
-  backoff_.setBaseMs(std::max(config_.backoff_base_ms, reconnect_window_ms));
+  // The server sizes the first reconnect window to its fleet.
+  backoff_.setFirstWindowMs(reconnect_window_ms);
   heartbeat_interval_ms_ = heartbeat_interval_ms > 0 ? heartbeat_interval_ms : 10'000;
   spdlog::info("connected to {} as {}", config_.server, agent_id_);
   sendHeartbeat();  // metrics right away, then every interval

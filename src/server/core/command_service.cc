@@ -458,19 +458,30 @@ void CommandService::queueAck(std::shared_ptr<Session> session, std::string comm
     session->send(ResultAckMsg{std::move(command_id), false, ""});
     return;
   }
-  // One drain task for however many acks a commit releases, not one task per ack.
+  // Acks released by one commit go out in slices of up to kAckSlice per task, so both fanout
+  // workers share them without a task per ack.
+  static constexpr size_t kAckSlice = 256;
   bool post = false;
   {
     std::lock_guard lock(ack_mu_);
-    post = pending_acks_.empty();
     pending_acks_.emplace_back(std::move(session), std::move(command_id));
+    // Invariant: the tasks posted and not yet started can take every pending ack.
+    if (pending_acks_.size() > ack_tasks_ * kAckSlice) {
+      ++ack_tasks_;
+      post = true;
+    }
   }
   if (!post) return;
   fanout_->post([this] {
     std::vector<std::pair<std::shared_ptr<Session>, std::string>> acks;
     {
       std::lock_guard lock(ack_mu_);
-      acks.swap(pending_acks_);
+      --ack_tasks_;
+      size_t n = std::min(kAckSlice, pending_acks_.size());
+      for (size_t i = 0; i < n; ++i) {
+        acks.push_back(std::move(pending_acks_.front()));
+        pending_acks_.pop_front();
+      }
     }
     for (auto& [s, id] : acks) s->send(ResultAckMsg{std::move(id), false, ""});
   });

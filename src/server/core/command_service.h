@@ -112,8 +112,8 @@ class CommandService {
   void storeTerminal(model::Command updated, std::vector<model::CommandState> only_if,
                      std::shared_ptr<Session> ack_to);
   void resultSlowPath(const std::shared_ptr<Session>& session, model::CommandResult result);
-  // Sends a ResultAck on the fanout executor (inline without one), batching acks that
-  // arrive while a drain is pending.
+  // Sends a ResultAck on the fanout executor (inline without one), in slices of acks per
+  // task.
   void queueAck(std::shared_ptr<Session> session, std::string command_id);
   static void applyResult(model::Command& command, const model::CommandResult& result,
                           int64_t now_ms);
@@ -133,8 +133,9 @@ class CommandService {
   std::mutex marks_mu_;
   std::deque<std::pair<std::string, int64_t>> deferred_marks_ ABSL_GUARDED_BY(marks_mu_);
   std::mutex ack_mu_;
-  std::vector<std::pair<std::shared_ptr<Session>, std::string>> pending_acks_
+  std::deque<std::pair<std::shared_ptr<Session>, std::string>> pending_acks_
       ABSL_GUARDED_BY(ack_mu_);
+  size_t ack_tasks_ ABSL_GUARDED_BY(ack_mu_) = 0;  // posted, not yet started
 };
 
 }  // namespace muster::server

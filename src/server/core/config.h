@@ -25,7 +25,7 @@ struct CoreConfig {
   // runs out of file descriptors (gRPC 1.51's listener stops for good after EMFILE).
   size_t max_agents = 19'000;
   // Agents per second the server aims to take back after a restart. Each Welcome tells the
-  // agent to spread its first reconnect over (connected agents / this) seconds, so a fleet
+  // agent to spread its first reconnect over (enrolled hosts / this) seconds, so a fleet
   // returns at a pace the listen queue and the handshakes keep up with, instead of all at
   // once (dropped SYNs are retried by the kernel only after 1, 3, 7, 15, 31 s).
   int64_t reconnect_rate_per_s = 1000;

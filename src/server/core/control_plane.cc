@@ -82,7 +82,7 @@ absl::Status ControlPlane::onHello(const std::shared_ptr<Session>& session,
         absl::StrCat("server at its agent limit (", config_.max_agents, "): retry later"));
   }
   session->send(WelcomeMsg{session->sessionId(), config_.heartbeat_interval_ms, clock_.nowMs(),
-                           reconnectWindowMs(hosts_.connectedCount() + 1)});
+                           reconnectWindowMs(hosts_.knownCount())});
   hosts_.attach(session, hello);
   spdlog::info("agent {} online (stream {}, version {}, {} in flight, {} unacked)", hello.agent_id,
                session->sessionId(), hello.version, hello.in_flight_command_ids.size(),

@@ -254,6 +254,11 @@ bool HostRegistry::exists(const std::string& id) const {
   return hosts_.count(id) > 0;
 }
 
+size_t HostRegistry::knownCount() const {
+  std::lock_guard lock(mu_);
+  return hosts_.size();
+}
+
 size_t HostRegistry::connectedCount() const {
   std::lock_guard lock(mu_);
   size_t n = 0;

@@ -61,6 +61,8 @@ class HostRegistry {
   // Status of each host in `ids` (nullopt: unknown), under one lock.
   std::vector<std::optional<model::HostStatus>> statuses(const std::vector<std::string>& ids) const;
   size_t connectedCount() const;
+  // Hosts known (enrolled, including revoked ones): the fleet that may come back at once.
+  size_t knownCount() const;
 
   // Stores an enrolled (or re-enrolled) host with its credential hash; blocks until durable.
   absl::Status putEnrolled(model::Host host);

@@ -62,16 +62,21 @@ TEST(BackoffTest, FullJitterStaysUnderTheCappedCeiling) {
   EXPECT_EQ(b.ceilingMs(), 1000);
 }
 
-TEST(BackoffTest, ServerHintWidensTheFirstWindowButNotTheCap) {
+TEST(BackoffTest, ServerHintWidensOnlyTheFirstWindowAndNeverPastTheCap) {
   Backoff b(1000, 60'000, 7);
-  b.setBaseMs(10'000);
+  b.setFirstWindowMs(10'000);
   EXPECT_EQ(b.ceilingMs(), 10'000);
-  int64_t first = b.nextDelayMs();
-  EXPECT_LE(first, 10'000);
-  EXPECT_EQ(b.ceilingMs(), 20'000);
-  b.setBaseMs(600'000);
+  EXPECT_LE(b.nextDelayMs(), 10'000);
+  // A failed first attempt goes on with the agent's own schedule: 2 s, 4 s, ...
+  EXPECT_EQ(b.ceilingMs(), 2'000);
+  b.nextDelayMs();
+  EXPECT_EQ(b.ceilingMs(), 4'000);
   b.reset();
+  EXPECT_EQ(b.ceilingMs(), 10'000);
+  b.setFirstWindowMs(600'000);
   EXPECT_EQ(b.ceilingMs(), 60'000);
+  b.setFirstWindowMs(500);  // narrower than the base: the base wins
+  EXPECT_EQ(b.ceilingMs(), 1'000);
 }
 
 TEST(LogTest, JsonEscapeKeepsEveryLineValidJson) {

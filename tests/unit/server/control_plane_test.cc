@@ -474,7 +474,7 @@ namespace muster::server {
 namespace {
 
 TEST_F(ControlPlaneTest, WelcomeSizesTheReconnectWindowToTheFleet) {
-  // 1,000 agents/s by default: a window of one second per thousand connected agents,
+  // 1,000 agents/s by default: a window of one second per thousand enrolled hosts,
   // between the agent's own base (1 s) and cap (60 s).
   EXPECT_EQ(plane_->reconnectWindowMs(1), 1'000);
   EXPECT_EQ(plane_->reconnectWindowMs(10'000), 10'000);
