@@ -194,7 +194,8 @@ int main(int argc, char** argv) {
   app.add_flag("--allow-remote-plaintext", flags.allow_remote_plaintext,
                "serve agents without TLS on a non-loopback address");
   app.add_option("--log-format", flags.log_format, "text or json")->capture_default_str();
-  app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error")
+  app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error (last wins)")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)
       ->capture_default_str();
   try {
     app.parse(argc, argv);

@@ -176,6 +176,7 @@ absl::StatusOr<CreateRunResult> CommandService::replay(const store::Run& run,
 }
 
 absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest request) {
+  const int64_t t_begin = clock_.steadyMs();
   if (auto st = resolveTargets(request); !st.ok()) return st;
   std::sort(request.host_ids.begin(), request.host_ids.end());
   request.host_ids.erase(std::unique(request.host_ids.begin(), request.host_ids.end()),
@@ -209,7 +210,8 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
     insert.commands.push_back(std::move(c));
   }
   CreateRunResult result{insert.run.id, insert.commands, false};
-  auto written = store_.writeAndWait(insert);
+  const int64_t t_prepared = clock_.steadyMs();
+  auto written = store_.writeAndWait(std::move(insert));
   if (absl::IsAlreadyExists(written.status) && !request.idempotency_key.empty()) {
     auto existing = store_.findRunByIdempotencyKey(request.idempotency_key);
     if (existing.ok() && existing->has_value()) return replay(**existing, fingerprint);
@@ -217,12 +219,14 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
   if (!written.status.ok()) return written.status;
 
   // Durable now; only then does anything reach an agent.
+  const int64_t t_stored = clock_.steadyMs();
   {
     std::lock_guard lock(mu_);
     for (const auto& c : result.commands) addOpenLocked(c);
   }
   metrics_.commands_created.fetch_add(result.commands.size());
   deliverAll(result.commands);
+  const int64_t t_delivered = clock_.steadyMs();
   {
     std::lock_guard lock(mu_);
     for (auto& c : result.commands) {
@@ -230,21 +234,41 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
       if (it != open_.end()) c = it->second.command;
     }
   }
-  spdlog::info("run {}: {} command(s) created by {}", result.run_id, result.commands.size(),
-               request.created_by);
+  spdlog::info("run {}: {} command(s) created by {} (validate {} ms, store {} ms, deliver {} ms)",
+               result.run_id, result.commands.size(), request.created_by, t_prepared - t_begin,
+               t_stored - t_prepared, t_delivered - t_stored);
   return result;
 }
 
 void CommandService::deliverAll(const std::vector<model::Command>& commands) {
   constexpr size_t kChunk = 256;
+  // One registry lock and one command lock per slice, then the sends outside both.
   auto deliverRange = [this, &commands](size_t begin, size_t end) {
     int64_t now = clock_.nowMs();
+    auto sessions = hosts_.sessionsFor(commands.data() + begin, commands.data() + end);
+    std::vector<std::pair<Session*, ServerEvent>> events;
     std::vector<std::string> dispatched;
-    for (size_t i = begin; i < end; ++i) {
-      if (auto session = hosts_.sessionFor(commands[i].host_id)) {
-        send(session, {commands[i].id}, now, &dispatched);
+    {
+      std::lock_guard lock(mu_);
+      for (size_t i = begin; i < end; ++i) {
+        Session* session = sessions[i - begin].get();
+        if (session == nullptr) continue;
+        auto it = open_.find(commands[i].id);
+        if (it == open_.end()) continue;  // finished or cancelled meanwhile
+        auto& c = it->second.command;
+        if (c.cancel_requested) {
+          events.emplace_back(session, CancelMsg{c.id, "cancelled by an operator"});
+          continue;
+        }
+        events.emplace_back(session, DispatchMsg{c});
+        if (c.state == CommandState::kQueued) {
+          c.state = CommandState::kDispatched;
+          c.dispatched_at_ms = now;
+          dispatched.push_back(c.id);
+        }
       }
     }
+    for (auto& [session, event] : events) session->send(std::move(event));
     markDispatched(std::move(dispatched), now);
   };
   if (!fanout_ || commands.size() <= kChunk) {

@@ -120,6 +120,18 @@ std::shared_ptr<Session> HostRegistry::sessionFor(const std::string& agent_id) c
   return it == hosts_.end() ? nullptr : it->second.session;
 }
 
+std::vector<std::shared_ptr<Session>> HostRegistry::sessionsFor(const model::Command* begin,
+                                                                const model::Command* end) const {
+  std::vector<std::shared_ptr<Session>> out;
+  out.reserve(static_cast<size_t>(end - begin));
+  std::lock_guard lock(mu_);
+  for (const model::Command* c = begin; c != end; ++c) {
+    auto it = hosts_.find(c->host_id);
+    out.push_back(it == hosts_.end() ? nullptr : it->second.session);
+  }
+  return out;
+}
+
 std::vector<std::shared_ptr<Session>> HostRegistry::takeSilentSessions() {
   int64_t deadline_window = config_.heartbeat_interval_ms * config_.missed_heartbeats_offline;
   int64_t now_steady = clock_.steadyMs();

@@ -38,6 +38,10 @@ class HostRegistry {
   void heartbeat(const Session& session, const model::Metrics& metrics);
 
   std::shared_ptr<Session> sessionFor(const std::string& agent_id) const;
+  // The live session of the host of each command in [begin, end) (null: offline), under
+  // one lock.
+  std::vector<std::shared_ptr<Session>> sessionsFor(const model::Command* begin,
+                                                    const model::Command* end) const;
   // Sessions that missed too many heartbeats; they are detached and must be closed.
   std::vector<std::shared_ptr<Session>> takeSilentSessions();
 
