@@ -48,9 +48,16 @@ row("store batch / commit (last)", "", "throughput", "store_batch_size", "{:.0f}
 row("reconnect storm: all back (s)", "< 15 at 10k", "reconnect-storm", "seconds")
 row("reconnect storm: peak server CPU (%)", "", "reconnect-storm", "peak_cpu_pct", "{:.0f}")
 row("reconnect storm: max attempts per agent", "", "reconnect-storm", "max_attempts_per_agent", "{:.0f}")
+row("reconnect storm: shortest retry gap of one agent (ms)", "", "reconnect-storm", "min_retry_gap_ms", "{:.0f}")
 print()
 for n in sizes:
     f = rows[n].get("fanout")
     if f:
         rounds = ", ".join(f"{r.get('create_ms', 0):.0f}/{r['p50_ms']:.0f}/{r['p99_ms']:.0f}/{r['max_ms']:.0f}" for r in f["rounds"])
         print(f"- N={int(n):,} fan-out rounds (POST answered / p50 / p99 / max ms): {rounds}")
+
+# The analysis is written by hand and kept next to this script, so a re-run keeps it.
+notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis.md")
+if os.path.exists(notes):
+    print()
+    print(open(notes).read().rstrip())

@@ -380,6 +380,7 @@ class LoadGen {
           {"peak_cpu_pct", peak},
           {"attempts", fleet_->stats().connect_attempts.load()},
           {"max_attempts_per_agent", fleet_->maxAttemptsPerAgent()},
+          {"min_retry_gap_ms", fleet_->minRetryGapMs()},
           {"ok", ok}},
          human);
     return ok ? 0 : fail("not every agent re-registered");
