@@ -180,6 +180,10 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::open(const std::string& 
     // 64 MiB of page cache (default 2 MiB): a 10,000-host run touches index pages all over
     // the host-id index, and the writer should find them in memory, not re-read them.
     if (st.ok()) st = conn->exec("PRAGMA cache_size = -65536");
+    // Checkpoints run on the Checkpointer's own connection and thread, never in a COMMIT.
+    if (st.ok()) st = conn->exec("PRAGMA wal_autocheckpoint = 0");
+  } else if (role == Role::kCheckpoint) {
+    if (st.ok()) st = conn->exec("PRAGMA synchronous = FULL");
   } else {
     if (st.ok()) st = conn->exec("PRAGMA query_only = ON");
   }
@@ -228,6 +232,12 @@ absl::StatusOr<Stmt> Connection::prepare(const std::string& sql) {
     it = cache_.emplace(sql, raw).first;
   }
   return Stmt(db_, it->second);
+}
+
+absl::Status Connection::checkpoint(int mode, int* wal_frames, int* checkpointed) {
+  int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, mode, wal_frames, checkpointed);
+  if (rc == SQLITE_OK) return absl::OkStatus();
+  return sqliteStatus(sqlite3_extended_errcode(db_), sqlite3_errmsg(db_), "WAL checkpoint");
 }
 
 int64_t Connection::changes() const { return sqlite3_changes64(db_); }

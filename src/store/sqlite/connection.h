@@ -63,8 +63,9 @@ class Stmt {
 class Connection {
  public:
   enum class Role {
-    kWriter,  // journal_mode=WAL, synchronous=FULL, foreign_keys=ON
-    kReader,  // query_only=ON
+    kWriter,      // journal_mode=WAL, synchronous=FULL, foreign_keys=ON
+    kReader,      // query_only=ON
+    kCheckpoint,  // only runs checkpoints
   };
 
   static absl::StatusOr<std::unique_ptr<Connection>> open(const std::string& path, Role role,
@@ -79,6 +80,10 @@ class Connection {
   absl::StatusOr<std::string> queryText(const std::string& sql);
   // A prepared statement from this connection's cache (prepared on first use).
   absl::StatusOr<Stmt> prepare(const std::string& sql);
+
+  // Runs a WAL checkpoint (SQLITE_CHECKPOINT_*); reports the WAL's length in pages and how
+  // many of them are now in the database file.
+  absl::Status checkpoint(int mode, int* wal_frames, int* checkpointed);
 
   // Rows changed by the last INSERT/UPDATE/DELETE.
   int64_t changes() const;

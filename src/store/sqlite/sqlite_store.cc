@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "store/sqlite/checkpointer.h"
 #include "store/sqlite/connection.h"
 #include "store/sqlite/group_commit.h"
 #include "store/sqlite/migrations.h"
@@ -90,17 +91,28 @@ absl::StatusOr<std::unique_ptr<SqliteStore>> SqliteStore::open(const std::string
   if (auto st = sqlite::migrate(**writer_conn, nowMs()); !st.ok()) return st;
   auto reader = Connection::open(path, Connection::Role::kReader, options.busy_timeout_ms);
   if (!reader.ok()) return reader.status();
+  auto checkpoint_conn =
+      Connection::open(path, Connection::Role::kCheckpoint, options.busy_timeout_ms);
+  if (!checkpoint_conn.ok()) return checkpoint_conn.status();
   auto writer =
       std::make_unique<sqlite::GroupCommitWriter>(std::move(*writer_conn), options.max_batch);
-  return std::unique_ptr<SqliteStore>(new SqliteStore(path, std::move(*reader), std::move(writer)));
+  auto checkpointer = std::make_unique<sqlite::Checkpointer>(std::move(*checkpoint_conn),
+                                                             options.checkpoint_interval_ms);
+  return std::unique_ptr<SqliteStore>(
+      new SqliteStore(path, std::move(*reader), std::move(writer), std::move(checkpointer)));
 }
 
 SqliteStore::SqliteStore(std::string path, std::unique_ptr<Connection> reader,
-                         std::unique_ptr<sqlite::GroupCommitWriter> writer)
-    : path_(std::move(path)), reader_(std::move(reader)), writer_(std::move(writer)) {}
+                         std::unique_ptr<sqlite::GroupCommitWriter> writer,
+                         std::unique_ptr<sqlite::Checkpointer> checkpointer)
+    : path_(std::move(path)),
+      reader_(std::move(reader)),
+      writer_(std::move(writer)),
+      checkpointer_(std::move(checkpointer)) {}
 
 SqliteStore::~SqliteStore() {
-  writer_.reset();  // drains the queue; the read connection closes after it
+  writer_.reset();        // drains the queue
+  checkpointer_.reset();  // one last checkpoint; the read connection closes after it
 }
 
 void SqliteStore::write(Mutation mutation, WriteDone done) {
@@ -110,6 +122,8 @@ void SqliteStore::write(Mutation mutation, WriteDone done) {
 absl::Status SqliteStore::flush() { return writer_->flush(); }
 
 StoreStats SqliteStore::stats() const { return writer_->stats(); }
+
+uint64_t SqliteStore::checkpoints() const { return checkpointer_->checkpoints(); }
 
 absl::Status SqliteStore::ping() {
   std::lock_guard lock(read_mu_);

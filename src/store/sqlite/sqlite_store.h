@@ -19,6 +19,7 @@ namespace muster::store {
 namespace sqlite {
 class Connection;
 class GroupCommitWriter;
+class Checkpointer;
 }  // namespace sqlite
 
 struct SqliteStoreOptions {
@@ -26,6 +27,8 @@ struct SqliteStoreOptions {
   int busy_timeout_ms = 5000;
   // Mutations per transaction at most.
   size_t max_batch = 4096;
+  // How often the WAL is copied back into the database file (off the writer's thread).
+  int64_t checkpoint_interval_ms = 250;
 };
 
 // StoreStats of this store: `transactions` counts committed transactions, `mutations` every
@@ -71,15 +74,19 @@ class SqliteStore final : public Store {
 
   absl::Status ping() override;
   StoreStats stats() const override;
+  // WAL checkpoints run so far by the checkpoint thread.
+  uint64_t checkpoints() const;
 
  private:
   SqliteStore(std::string path, std::unique_ptr<sqlite::Connection> reader,
-              std::unique_ptr<sqlite::GroupCommitWriter> writer);
+              std::unique_ptr<sqlite::GroupCommitWriter> writer,
+              std::unique_ptr<sqlite::Checkpointer> checkpointer);
 
   const std::string path_;
   std::mutex read_mu_;
   std::unique_ptr<sqlite::Connection> reader_ ABSL_GUARDED_BY(read_mu_);
   std::unique_ptr<sqlite::GroupCommitWriter> writer_;
+  std::unique_ptr<sqlite::Checkpointer> checkpointer_;
 };
 
 }  // namespace muster::store
