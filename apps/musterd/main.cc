@@ -101,6 +101,10 @@ int run(const Flags& flags) {
                std::filesystem::absolute(admin_token_path).string());
   server::grpcadapter::AgentLinkOptions link_options;
   link_options.listen = flags.grpc_listen;
+  // Connections (with or without a Hello yet) stop being accepted this close to the limit;
+  // what is left serves the store, HTTP clients and logs.
+  link_options.fd_ceiling = static_cast<int>(std::max<int64_t>(
+      64, static_cast<int64_t>(fds.rlim_cur) - std::min<int64_t>(256, fds.rlim_cur / 4)));
   auto link = server::grpcadapter::AgentLinkServer::start(plane, blocking, link_options);
   if (!link.ok()) {
     spdlog::error("{}", link.status().message());

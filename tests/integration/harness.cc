@@ -1,7 +1,6 @@
 // Integration harness implementation.
 #include "tests/integration/harness.h"
 
-#include <curl/curl.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -15,6 +14,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "testing/http_call.h"
+
 namespace muster::itest {
 
 bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds timeout) {
@@ -26,18 +27,7 @@ bool waitFor(const std::function<bool()>& condition, std::chrono::milliseconds t
   return condition();
 }
 
-int freePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+int freePort() { return testkit::freeTcpPort(); }
 
 void sendRaw(int port, const std::string& bytes) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
@@ -137,35 +127,10 @@ boost::json::value HttpResponse::json() const {
 }
 
 namespace {
-size_t collect(char* data, size_t size, size_t n, void* user) {
-  static_cast<std::string*>(user)->append(data, size * n);
-  return size * n;
-}
-
 HttpResponse request(const std::string& method, const std::string& url, const std::string& token,
                      const std::string* body) {
-  HttpResponse r;
-  CURL* curl = curl_easy_init();
-  struct curl_slist* headers = nullptr;
-  std::string auth = "Authorization: Bearer " + token;
-  headers = curl_slist_append(headers, auth.c_str());
-  headers = curl_slist_append(headers, "Content-Type: application/json");
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r.body);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
-  if (body) {
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body->c_str());
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body->size()));
-  }
-  if (curl_easy_perform(curl) == CURLE_OK) {
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
-  }
-  curl_slist_free_all(headers);
-  curl_easy_cleanup(curl);
-  return r;
+  auto r = testkit::httpCall(method, url, token, body, 30);
+  return HttpResponse{r.status, std::move(r.body)};
 }
 
 std::string str(const boost::json::value& v, const char* key) {
@@ -175,9 +140,11 @@ std::string str(const boost::json::value& v, const char* key) {
 }
 }  // namespace
 
-Musterd::Musterd(const TempDir& dir, std::vector<std::string> extra_args)
+Musterd::Musterd(const TempDir& dir, std::vector<std::string> extra_args,
+                 std::vector<std::string> launcher)
     : dir_(dir),
       data_dir_(dir.sub("server")),
+      launcher_(std::move(launcher)),
       extra_args_(std::move(extra_args)),
       grpc_port_(freePort()),
       http_port_(freePort()) {
@@ -197,6 +164,7 @@ void Musterd::start() {
                                    "--grpc-listen",
                                    "127.0.0.1:" + std::to_string(grpc_port_)};
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
+  argv.insert(argv.begin(), launcher_.begin(), launcher_.end());
   process_ = std::make_unique<Process>(argv, dir_.sub("musterd-" + std::to_string(starts_++)));
   bool up = waitFor([&] {
     if (!process_->running()) return true;

@@ -62,7 +62,9 @@ struct HttpResponse {
 
 class Musterd {
  public:
-  Musterd(const TempDir& dir, std::vector<std::string> extra_args = {});
+  // `launcher` goes before the binary (e.g. {"prlimit", "--nofile=300"}).
+  Musterd(const TempDir& dir, std::vector<std::string> extra_args = {},
+          std::vector<std::string> launcher = {});
   ~Musterd();
   void start();
   void kill9();
@@ -92,6 +94,7 @@ class Musterd {
  private:
   const TempDir& dir_;
   std::string data_dir_;
+  std::vector<std::string> launcher_;
   std::vector<std::string> extra_args_;
   int grpc_port_;
   int http_port_;

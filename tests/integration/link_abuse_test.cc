@@ -1,6 +1,10 @@
 // Bad input on the agent link against a real musterd: the server answers with a clear
 // gRPC status, logs it, keeps serving, and persists nothing half-done.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <future>
 
@@ -116,6 +120,53 @@ TEST_F(LinkAbuseTest, MalformedOutputIsInvalidArgument) {
   bad.mutable_output()->set_command_id("x");  // no stream
   auto st = exchange("probe", credential_, {hello("probe"), bad});
   EXPECT_TRUE(absl::IsInvalidArgument(st)) << st;
+}
+
+// The agent port never runs the process out of descriptors: past the ceiling connections are
+// closed at once and counted, the server keeps serving, and takes agents again once
+// descriptors free up (gRPC's own listener would have stopped for good at EMFILE).
+TEST(DescriptorCeilingTest, RefusesPastTheCeilingAndRecovers) {
+  TempDir dir;
+  // 400 descriptors: the agent port stops at 300, leaving the rest to the store and HTTP.
+  Musterd server(dir, {}, {"/usr/bin/prlimit", "--nofile=400:400", "--"});
+  const int port = std::stoi(server.grpcTarget().substr(server.grpcTarget().rfind(':') + 1));
+  std::vector<int> sockets;
+  for (int i = 0; i < 450; ++i) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    sockets.push_back(fd);
+  }
+  auto refused = [&] {
+    auto metrics = server.get("/metrics");
+    auto at = metrics.body.find("\nmuster_agents_refused_total ");
+    if (metrics.status != 200 || at == std::string::npos) return -1L;
+    return std::stol(metrics.body.substr(at + 29));
+  };
+  EXPECT_TRUE(waitFor([&] { return refused() >= 100; }, std::chrono::seconds(20)))
+      << "refused: " << refused();
+  EXPECT_EQ(server.get("/healthz").status, 200);
+
+  for (int fd : sockets) ::close(fd);
+  // Descriptors free up as the server sees the connections close; agents get in again.
+  agent::ChannelOptions options;
+  options.target = server.grpcTarget();
+  options.own_connection = true;
+  std::string token = server.enrollToken();
+  bool enrolled = waitFor(
+      [&] {
+        muster::v1::EnrollRequest request;
+        request.set_token(token);
+        request.set_agent_id("after-the-storm");
+        return agent::enroll(agent::makeChannel(options), request, 2'000).ok();
+      },
+      std::chrono::seconds(30));
+  EXPECT_TRUE(enrolled) << server.get("/metrics").body.substr(0, 200);
+  EXPECT_NE(server.hostStatus("after-the-storm"), "");
 }
 
 }  // namespace

@@ -62,6 +62,8 @@ class ControlPlane {
   void stopAccepting() { accepting_ = false; }
   bool accepting() const { return accepting_; }
   uint64_t agentsRefused() const { return agents_refused_.load(); }
+  // The transport closed a connection because the process is at its descriptor ceiling.
+  void noteConnectionRefused() { agents_refused_++; }
 
  private:
   store::Store& store_;

@@ -6,6 +6,7 @@
 #include "server/grpc/agent_link_server.h"
 
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/server_posix.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
@@ -17,6 +18,7 @@
 #include "common/fmt_absl.h"
 #include "common/ids.h"
 #include "muster/v1/agent.grpc.pb.h"
+#include "server/grpc/acceptor.h"
 #include "server/grpc/convert.h"
 
 namespace muster::server::grpcadapter {
@@ -291,6 +293,7 @@ class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
 struct AgentLinkServer::Impl {
   std::unique_ptr<AgentLinkService> service;
   std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<Acceptor> acceptor;
   int port = 0;
 };
 
@@ -301,11 +304,8 @@ absl::StatusOr<std::unique_ptr<AgentLinkServer>> AgentLinkServer::start(
     ControlPlane& plane, common::Executor& workers, const AgentLinkOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->service = std::make_unique<AgentLinkService>(plane, workers);
+  // No listening port of gRPC's own: our Acceptor accepts and hands connections over.
   grpc::ServerBuilder builder;
-  std::vector<int> ports(options.listen.size(), 0);
-  for (size_t i = 0; i < options.listen.size(); ++i) {
-    builder.AddListeningPort(options.listen[i], grpc::InsecureServerCredentials(), &ports[i]);
-  }
   builder.RegisterService(impl->service.get());
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
@@ -315,20 +315,27 @@ absl::StatusOr<std::unique_ptr<AgentLinkServer>> AgentLinkServer::start(
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, 60'000);
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 20'000);
   impl->server = builder.BuildAndStart();
-  impl->port = ports.empty() ? 0 : ports[0];
-  bool all_bound =
-      !ports.empty() && std::all_of(ports.begin(), ports.end(), [](int p) { return p > 0; });
-  if (!impl->server || !all_bound) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen for agents on ", absl::StrJoin(options.listen, ", "),
-                     ": address in use or not local (change --grpc-listen)"));
+  if (!impl->server) return absl::InternalError("cannot start the gRPC server for agents");
+  grpc::Server* server = impl->server.get();
+  Acceptor::Options accept_options;
+  accept_options.listen = options.listen;
+  accept_options.fd_ceiling = options.fd_ceiling;
+  auto acceptor = Acceptor::start(
+      accept_options, [server](int fd) { grpc::AddInsecureChannelFromFd(server, fd); },
+      [&plane] { plane.noteConnectionRefused(); });
+  if (!acceptor.ok()) {
+    impl->server->Shutdown(std::chrono::system_clock::now());
+    return acceptor.status();
   }
+  impl->acceptor = std::move(*acceptor);
+  impl->port = impl->acceptor->ports().empty() ? 0 : impl->acceptor->ports()[0];
   return std::unique_ptr<AgentLinkServer>(new AgentLinkServer(std::move(impl)));
 }
 
 int AgentLinkServer::port() const { return impl_->port; }
 
 void AgentLinkServer::shutdown(int64_t deadline_ms) {
+  if (impl_->acceptor) impl_->acceptor->stop();  // before gRPC, which the hand-off calls
   if (!impl_->server) return;
   impl_->server->Shutdown(std::chrono::system_clock::now() +
                           std::chrono::milliseconds(deadline_ms));

@@ -15,6 +15,9 @@ namespace muster::server::grpcadapter {
 struct AgentLinkOptions {
   std::vector<std::string> listen = {"127.0.0.1:7443"};
   int max_message_bytes = 4 << 20;
+  // Agent connections are refused (closed at once, counted in muster_agents_refused_total)
+  // while the process holds this many descriptors, so it never runs out. 0: no ceiling.
+  int fd_ceiling = 0;
 };
 
 class AgentLinkServer {
