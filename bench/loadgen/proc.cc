@@ -1,7 +1,6 @@
 // Process and REST helpers for the load generator.
 #include "bench/loadgen/proc.h"
 
-#include <curl/curl.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -15,6 +14,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+
+#include "testing/http_call.h"
 
 namespace muster::bench {
 
@@ -52,17 +53,7 @@ void raiseFdLimit() {
   }
 }
 
-int freeTcpPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+int freeTcpPort() { return testkit::freeTcpPort(); }
 
 ServerProcess::ServerProcess(std::string binary, std::string data_dir, int http_port, int grpc_port,
                              std::vector<std::string> extra)
@@ -125,36 +116,10 @@ std::string ServerProcess::adminToken() const {
   return token;
 }
 
-namespace {
-size_t collect(char* data, size_t size, size_t n, void* user) {
-  static_cast<std::string*>(user)->append(data, size * n);
-  return size * n;
-}
-}  // namespace
-
 Http httpRequest(const std::string& method, const std::string& url, const std::string& token,
                  const std::string& body) {
-  thread_local CURL* curl = curl_easy_init();  // keep-alive per thread
-  Http r;
-  curl_easy_reset(curl);
-  struct curl_slist* headers = nullptr;
-  std::string auth = "Authorization: Bearer " + token;
-  headers = curl_slist_append(headers, auth.c_str());
-  headers = curl_slist_append(headers, "Content-Type: application/json");
-  curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
-  curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
-  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
-  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r.body);
-  curl_easy_setopt(curl, CURLOPT_TIMEOUT, 120L);
-  if (!body.empty()) {
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body.c_str());
-    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
-  }
-  if (curl_easy_perform(curl) == CURLE_OK)
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r.status);
-  curl_slist_free_all(headers);
-  return r;
+  auto r = testkit::httpCall(method, url, token, body.empty() ? nullptr : &body, 120);
+  return Http{r.status, std::move(r.body)};
 }
 
 }  // namespace muster::bench

@@ -1,0 +1,22 @@
+// Helpers shared by the integration tests and the load generator (never linked into the
+// product): one blocking HTTP call through libcurl, and a free loopback TCP port.
+#pragma once
+
+#include <string>
+
+namespace muster::testkit {
+
+struct HttpResult {
+  long status = 0;  // 0: the server could not be reached or did not answer in time
+  std::string body;
+};
+
+// Sends `method url` with a bearer token (omitted when empty), a JSON body (when `body` is
+// not null) and a timeout in seconds. Reuses one connection per calling thread.
+HttpResult httpCall(const std::string& method, const std::string& url, const std::string& token,
+                    const std::string* body, long timeout_s);
+
+// A TCP port on 127.0.0.1 that was free a moment ago.
+int freeTcpPort();
+
+}  // namespace muster::testkit
