@@ -14,7 +14,10 @@ for n in "${SIZES[@]}"; do
   echo "== N=$n" >&2
   # Let TIME_WAIT sockets of the previous run drain before the next one connects.
   sleep 5
+  # One more destination address per 8,000 agents: the TIME_WAIT sockets of the previous
+  # size's run still hold ephemeral ports towards 127.0.0.1.
   "$BIN/bench/muster-loadgen" --musterd "$BIN/apps/musterd/musterd" --agents "$n" \
+    --addresses $(( n / 8000 + 1 )) \
     --scenario all --work-dir "/tmp/muster-bench-$n" --idle-seconds 60 \
     --heartbeat-seconds 30 > "$OUT/$n.jsonl" || echo "N=$n: loadgen reported a failure" >&2
 done

@@ -62,6 +62,7 @@ void HostRegistry::attach(const std::shared_ptr<Session>& session, const HelloIn
   {
     std::lock_guard lock(mu_);
     auto& entry = hosts_[hello.agent_id];
+    if (!entry.session) ++connected_;
     replaced = std::move(entry.session);
     entry.session = session;
     entry.last_heard_steady_ms = clock_.steadyMs();
@@ -93,6 +94,7 @@ bool HostRegistry::detach(const Session& session, const std::string& why) {
     auto it = hosts_.find(session.agentId());
     if (it == hosts_.end() || it->second.session.get() != &session) return false;
     it->second.session.reset();
+    --connected_;
     it->second.host.status = model::HostStatus::kOffline;
     it->second.host.status_changed_at_ms = now;
   }
@@ -143,6 +145,7 @@ std::vector<std::shared_ptr<Session>> HostRegistry::takeSilentSessions() {
       if (!entry.session || now_steady - entry.last_heard_steady_ms <= deadline_window) continue;
       silent.push_back(std::move(entry.session));
       entry.session.reset();
+      --connected_;
       entry.host.status = model::HostStatus::kOffline;
       entry.host.status_changed_at_ms = now;
     }
@@ -248,6 +251,7 @@ absl::StatusOr<model::Host> HostRegistry::revoke(const std::string& id) {
     host.status = model::HostStatus::kRevoked;
     host.status_changed_at_ms = clock_.nowMs();
     host.credential_hash.clear();
+    if (it->second.session) --connected_;
     session = std::move(it->second.session);
     snapshot = host;
   }
@@ -273,9 +277,7 @@ size_t HostRegistry::knownCount() const {
 
 size_t HostRegistry::connectedCount() const {
   std::lock_guard lock(mu_);
-  size_t n = 0;
-  for (const auto& [id, entry] : hosts_) n += entry.session ? 1 : 0;
-  return n;
+  return connected_;
 }
 
 absl::Status HostRegistry::putEnrolled(model::Host host) {

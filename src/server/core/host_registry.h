@@ -83,6 +83,9 @@ class HostRegistry {
   CoreConfig config_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, Entry> hosts_ ABSL_GUARDED_BY(mu_);
+  // Entries with a live session, kept with every change so the per-Hello capacity check is
+  // O(1) (counting them took an eighth of the machine in a 10,000-agent reconnect storm).
+  size_t connected_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace muster::server

@@ -473,6 +473,30 @@ TEST_F(ControlPlaneTest, CommandsForADecommissionedHostAreRefused) {
 namespace muster::server {
 namespace {
 
+TEST_F(ControlPlaneTest, ConnectedCountFollowsAttachReplaceDetachRevokeAndSilence) {
+  enroll("a");
+  enroll("b");
+  enroll("c");
+  auto& hosts = plane_->hosts();
+  auto a1 = connect("a", "a1");
+  auto b1 = connect("b", "b1");
+  auto c1 = connect("c", "c1");
+  EXPECT_EQ(hosts.connectedCount(), 3u);
+  auto a2 = connect("a", "a2");  // replaces a1
+  EXPECT_EQ(hosts.connectedCount(), 3u);
+  plane_->onDisconnect(*a1, absl::CancelledError("old stream"));  // not the live one
+  EXPECT_EQ(hosts.connectedCount(), 3u);
+  plane_->onDisconnect(*a2, absl::CancelledError("gone"));
+  EXPECT_EQ(hosts.connectedCount(), 2u);
+  ASSERT_TRUE(hosts.revoke("b").ok());
+  EXPECT_EQ(hosts.connectedCount(), 1u);
+  clock_.advanceMs(config_.heartbeat_interval_ms * config_.missed_heartbeats_offline + 1);
+  plane_->tick();  // c missed its heartbeats
+  EXPECT_EQ(hosts.connectedCount(), 0u);
+  auto c2 = connect("c", "c2");
+  EXPECT_EQ(hosts.connectedCount(), 1u);
+}
+
 TEST_F(ControlPlaneTest, WelcomeSizesTheReconnectWindowToTheFleet) {
   // 1,000 agents/s by default: a window of one second per thousand enrolled hosts,
   // between the agent's own base (1 s) and cap (60 s).
