@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/json.hpp>
 #include <cstdio>
@@ -343,11 +344,17 @@ class LoadGen {
   }
 
   int reconnectStorm() {
+    std::array<uint64_t, 17> closed_before{};
+    for (size_t c = 0; c < 17; ++c) closed_before[c] = fleet_->stats().closed_by_code[c].load();
     server_->kill9();
     fleet_->resetAttempts();
     auto t0 = std::chrono::steady_clock::now();
     waitUntil([&] { return fleet_->welcomedCount() == 0; }, 60);
+    auto restart_t0 = std::chrono::steady_clock::now();
     server_->start();
+    // From exec to /healthz answering: the part of the storm when there is no server.
+    double restart_s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - restart_t0).count();
     double peak = 0;
     auto last = sampleProc(server_->pid());
     auto last_t = std::chrono::steady_clock::now();
@@ -371,9 +378,10 @@ class LoadGen {
     char human[320];
     std::snprintf(human, sizeof human,
                   "%d agents re-registered in %.2f s after kill -9 + restart; peak server CPU "
-                  "%.0f %%; server CPU %.1f s (%.2f ms per agent); %llu connection attempts, at "
+                  "%.0f %%; restart %.2f s; server CPU %.1f s (%.2f ms per agent); %llu connection "
+                  "attempts, at "
                   "most %llu per agent, shortest retry gap %lld ms",
-                  o_.agents, secs, peak, server_cpu_s, 1000.0 * server_cpu_s / o_.agents,
+                  o_.agents, secs, peak, restart_s, server_cpu_s, 1000.0 * server_cpu_s / o_.agents,
                   static_cast<unsigned long long>(fleet_->stats().connect_attempts.load()),
                   static_cast<unsigned long long>(fleet_->maxAttemptsPerAgent()),
                   static_cast<long long>(fleet_->minRetryGapMs()));
@@ -382,11 +390,20 @@ class LoadGen {
           {"seconds", secs},
           {"peak_cpu_pct", peak},
           {"server_cpu_s", server_cpu_s},
+          {"restart_s", restart_s},
           {"attempts", fleet_->stats().connect_attempts.load()},
           {"max_attempts_per_agent", fleet_->maxAttemptsPerAgent()},
           {"min_retry_gap_ms", fleet_->minRetryGapMs()},
           {"ok", ok}},
          human);
+    std::string codes;
+    for (size_t c = 0; c < 17; ++c) {
+      uint64_t n = fleet_->stats().closed_by_code[c].load() - closed_before[c];
+      if (n > 0)
+        codes += " " + absl::StatusCodeToString(static_cast<absl::StatusCode>(c)) + "=" +
+                 std::to_string(n);
+    }
+    std::cerr << "[reconnect-storm] streams ended by status:" << codes << "\n";
     return ok ? 0 : fail("not every agent re-registered");
   }
 

@@ -109,7 +109,8 @@ void SimFleet::connect(size_t index) {
       stats_.acks++;
     }
   };
-  handlers.on_closed = [this, index, raw](const absl::Status&) {
+  handlers.on_closed = [this, index, raw](const absl::Status& why) {
+    stats_.closed_by_code[static_cast<size_t>(why.code()) % 17]++;
     int64_t delay;
     {
       std::lock_guard lock(raw->mu);

@@ -2,6 +2,7 @@
 // one TCP connection per agent, answering exec commands instantly without forking.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -32,6 +33,7 @@ struct SimStats {
   std::atomic<uint64_t> acks{0};
   std::atomic<uint64_t> closed{0};
   std::atomic<int64_t> open_streams{0};
+  std::array<std::atomic<uint64_t>, 17> closed_by_code{};  // by gRPC status code
 };
 
 class SimFleet {

@@ -180,8 +180,6 @@ absl::StatusOr<std::unique_ptr<Connection>> Connection::open(const std::string& 
     // 64 MiB of page cache (default 2 MiB): a 10,000-host run touches index pages all over
     // the host-id index, and the writer should find them in memory, not re-read them.
     if (st.ok()) st = conn->exec("PRAGMA cache_size = -65536");
-    // Checkpoints run on the Checkpointer's own connection and thread, never in a COMMIT.
-    if (st.ok()) st = conn->exec("PRAGMA wal_autocheckpoint = 0");
   } else if (role == Role::kCheckpoint) {
     if (st.ok()) st = conn->exec("PRAGMA synchronous = FULL");
   } else {

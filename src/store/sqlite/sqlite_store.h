@@ -29,6 +29,8 @@ struct SqliteStoreOptions {
   size_t max_batch = 4096;
   // How often the WAL is copied back into the database file (off the writer's thread).
   int64_t checkpoint_interval_ms = 250;
+  // WAL length (pages) past which the writer checkpoints the rest itself and restarts it.
+  int wal_restart_pages = 8192;
 };
 
 // StoreStats of this store: `transactions` counts committed transactions, `mutations` every

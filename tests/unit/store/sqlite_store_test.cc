@@ -235,6 +235,30 @@ TEST_F(SqliteStoreTest, CheckpointThreadKeepsTheWalFromGrowing) {
   EXPECT_EQ(rawQuery("SELECT count(*) FROM commands"), "9000");
 }
 
+TEST_F(SqliteStoreTest, WalIsRestartedWhenItOutgrowsTheRestartThreshold) {
+  SqliteStoreOptions options;
+  options.checkpoint_interval_ms = 3'600'000;  // the background thread stays out of it
+  options.wal_restart_pages = 256;             // 1 MiB
+  reopen(options);
+  const std::string wal = path_ + "-wal";
+  uint64_t written_bytes = 0;
+  for (int round = 0; round < 40; ++round) {
+    std::vector<std::pair<std::string, std::string>> commands;
+    for (int i = 0; i < 200; ++i) {
+      commands.emplace_back("c" + std::to_string(round) + "-" + std::to_string(i),
+                            "h" + std::to_string(i));
+    }
+    InsertRun run = makeRun("r" + std::to_string(round), "", commands);
+    for (auto& c : run.commands) c.exec.script = std::string(500, 'y');
+    ASSERT_TRUE(put(std::move(run)).status.ok());  // one transaction per round
+    written_bytes += 200 * 500;
+  }
+  // Without the writer's own checkpoint the WAL would hold all 40 rounds (more than the
+  // scripts alone); with it, about the threshold plus one round.
+  EXPECT_LT(std::filesystem::file_size(wal), written_bytes / 2);
+  EXPECT_EQ(rawQuery("SELECT count(*) FROM commands"), "8000");
+}
+
 TEST_F(SqliteStoreTest, MarkDispatchedMovesOnlyQueuedCommands) {
   InsertRun run = makeRun("r1", "", {{"c1", "h1"}, {"c2", "h2"}, {"c3", "h3"}});
   ASSERT_TRUE(put(run).status.ok());
