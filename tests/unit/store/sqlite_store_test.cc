@@ -204,6 +204,18 @@ TEST_F(SqliteStoreTest, InsertRunStoresEachCommandsOwnExecSpec) {
   }
 }
 
+// Run `round` with `n` commands whose scripts are `script_bytes` long.
+InsertRun bulkRun(int round, int n, size_t script_bytes) {
+  std::vector<std::pair<std::string, std::string>> commands;
+  for (int i = 0; i < n; ++i) {
+    commands.emplace_back("c" + std::to_string(round) + "-" + std::to_string(i),
+                          "h" + std::to_string(i));
+  }
+  InsertRun run = makeRun("r" + std::to_string(round), "", commands);
+  for (auto& c : run.commands) c.exec.script = std::string(script_bytes, 'x');
+  return run;
+}
+
 TEST_F(SqliteStoreTest, CheckpointThreadKeepsTheWalFromGrowing) {
   SqliteStoreOptions options;
   options.checkpoint_interval_ms = 5;
@@ -211,14 +223,7 @@ TEST_F(SqliteStoreTest, CheckpointThreadKeepsTheWalFromGrowing) {
   const std::string wal = path_ + "-wal";
   uint64_t written_bytes = 0;
   for (int round = 0; round < 30; ++round) {
-    std::vector<std::pair<std::string, std::string>> commands;
-    for (int i = 0; i < 300; ++i) {
-      commands.emplace_back("c" + std::to_string(round) + "-" + std::to_string(i),
-                            "h" + std::to_string(i));
-    }
-    InsertRun run = makeRun("r" + std::to_string(round), "", commands);
-    for (auto& c : run.commands) c.exec.script = std::string(200, 'x');
-    ASSERT_TRUE(put(std::move(run)).status.ok());
+    ASSERT_TRUE(put(bulkRun(round, 300, 200)).status.ok());
     written_bytes += 300 * 200;
     // Let the checkpoint thread copy this round back before the next one.
     uint64_t seen = store_->checkpoints();
@@ -243,14 +248,7 @@ TEST_F(SqliteStoreTest, WalIsRestartedWhenItOutgrowsTheRestartThreshold) {
   const std::string wal = path_ + "-wal";
   uint64_t written_bytes = 0;
   for (int round = 0; round < 40; ++round) {
-    std::vector<std::pair<std::string, std::string>> commands;
-    for (int i = 0; i < 200; ++i) {
-      commands.emplace_back("c" + std::to_string(round) + "-" + std::to_string(i),
-                            "h" + std::to_string(i));
-    }
-    InsertRun run = makeRun("r" + std::to_string(round), "", commands);
-    for (auto& c : run.commands) c.exec.script = std::string(500, 'y');
-    ASSERT_TRUE(put(std::move(run)).status.ok());  // one transaction per round
+    ASSERT_TRUE(put(bulkRun(round, 200, 500)).status.ok());  // one transaction per round
     written_bytes += 200 * 500;
   }
   // Without the writer's own checkpoint the WAL would hold all 40 rounds (more than the
