@@ -59,7 +59,8 @@ ApiReply metricsReply(ControlPlane& plane, const RequestStats* stats) {
   out.family("muster_agents_connected", "gauge", "Agents with a live stream to this server.");
   out.sample("muster_agents_connected", "", plane.hosts().connectedCount());
   out.family("muster_agents_refused_total", "counter",
-             "Agent links refused because the server was at --max-agents.");
+             "Agent links refused: at --max-agents (Hello answered RESOURCE_EXHAUSTED) or at "
+             "the descriptor ceiling (connection closed at once).");
   out.sample("muster_agents_refused_total", "", plane.agentsRefused());
 
   std::map<std::string, uint64_t> by_status;
