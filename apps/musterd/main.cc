@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 #include <thread>
@@ -72,17 +73,24 @@ int run(const Flags& flags) {
   config.default_expiry_ms = *expiry;
   config.reconnect_rate_per_s = flags.reconnect_rate;
   // Every agent link is a descriptor: raise the soft limit to the hard one and keep a reserve
-  // for the store, HTTP clients and logs, so the gRPC listener never sees EMFILE.
+  // for the store, HTTP clients and logs, so the agent port never runs the process dry.
   rlimit fds{};
-  getrlimit(RLIMIT_NOFILE, &fds);
-  fds.rlim_cur = fds.rlim_max;
-  setrlimit(RLIMIT_NOFILE, &fds);
-  getrlimit(RLIMIT_NOFILE, &fds);
-  int64_t fd_budget = static_cast<int64_t>(fds.rlim_cur) - 1000;
+  int64_t fd_limit = 1024;
+  if (getrlimit(RLIMIT_NOFILE, &fds) == 0) {
+    fds.rlim_cur = fds.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &fds) != 0) {
+      spdlog::warn("cannot raise the descriptor limit: {}", std::strerror(errno));
+    }
+    if (getrlimit(RLIMIT_NOFILE, &fds) == 0) {
+      fd_limit = fds.rlim_cur == RLIM_INFINITY
+                     ? (1 << 20)
+                     : static_cast<int64_t>(std::min<rlim_t>(fds.rlim_cur, 1 << 30));
+    }
+  }
+  int64_t fd_budget = fd_limit - 1000;
   config.max_agents = static_cast<size_t>(std::max<int64_t>(
       100, flags.max_agents > 0 ? std::min(flags.max_agents, fd_budget) : fd_budget));
-  spdlog::info("accepting up to {} agents (descriptor limit {})", config.max_agents,
-               static_cast<uint64_t>(fds.rlim_cur));
+  spdlog::info("accepting up to {} agents (descriptor limit {})", config.max_agents, fd_limit);
   common::WorkerPool blocking(4, "musterd-work");
   common::WorkerPool slow_path(1, "musterd-slow");
   common::WorkerPool fanout(2, "musterd-fanout");
@@ -103,8 +111,7 @@ int run(const Flags& flags) {
   link_options.listen = flags.grpc_listen;
   // Connections (with or without a Hello yet) stop being accepted this close to the limit;
   // what is left serves the store, HTTP clients and logs.
-  link_options.fd_ceiling = static_cast<int>(std::max<int64_t>(
-      64, static_cast<int64_t>(fds.rlim_cur) - std::min<int64_t>(256, fds.rlim_cur / 4)));
+  link_options.fd_ceiling = static_cast<int>(fd_limit - std::min<int64_t>(256, fd_limit / 4));
   auto link = server::grpcadapter::AgentLinkServer::start(plane, blocking, link_options);
   if (!link.ok()) {
     spdlog::error("{}", link.status().message());

@@ -169,5 +169,24 @@ TEST(DescriptorCeilingTest, RefusesPastTheCeilingAndRecovers) {
   EXPECT_NE(server.hostStatus("after-the-storm"), "");
 }
 
+// Extra agent addresses, IPv6 among them, are served by the same accept loop.
+TEST(AgentPortTest, ServesEveryListenAddressIncludingIpv6) {
+  TempDir dir;
+  const int v6_port = freePort();
+  Musterd server(dir, {"--grpc-listen", "[::1]:" + std::to_string(v6_port)});
+  std::string token = server.enrollToken();
+  for (const std::string& target :
+       {server.grpcTarget(), std::string("ipv6:[::1]:") + std::to_string(v6_port)}) {
+    agent::ChannelOptions options;
+    options.target = target;
+    options.own_connection = true;
+    muster::v1::EnrollRequest request;
+    request.set_token(token);
+    request.set_agent_id(target.rfind("ipv6", 0) == 0 ? "over-v6" : "over-v4");
+    auto response = agent::enroll(agent::makeChannel(options), request, 10'000);
+    EXPECT_TRUE(response.ok()) << target << ": " << response.status();
+  }
+}
+
 }  // namespace
 }  // namespace muster::itest

@@ -330,16 +330,18 @@ void CommandService::markDispatched(std::vector<std::string> ids, int64_t now) {
   // one write per command, not two. Losing a mark in a crash is harmless: queued and
   // dispatched commands are both redelivered when their host connects.
   if (ids.empty()) return;
+  int64_t steady = clock_.steadyMs();  // the delay is timed on the steady clock
   std::lock_guard lock(marks_mu_);
-  for (auto& id : ids) deferred_marks_.emplace_back(std::move(id), now);
+  for (auto& id : ids) deferred_marks_.push_back({std::move(id), now, steady});
 }
 
-void CommandService::storeDispatchMarks(int64_t now) {
-  std::vector<std::pair<std::string, int64_t>> due;
+void CommandService::storeDispatchMarks() {
+  const int64_t steady = clock_.steadyMs();
+  std::vector<DeferredMark> due;
   {
     std::lock_guard lock(marks_mu_);
     while (!deferred_marks_.empty() &&
-           now - deferred_marks_.front().second >= config_.dispatch_mark_delay_ms) {
+           steady - deferred_marks_.front().steady_ms >= config_.dispatch_mark_delay_ms) {
       due.push_back(std::move(deferred_marks_.front()));
       deferred_marks_.pop_front();
     }
@@ -348,11 +350,11 @@ void CommandService::storeDispatchMarks(int64_t now) {
   std::vector<store::MarkDispatched> marks;
   {
     std::lock_guard lock(mu_);
-    for (auto& [id, at] : due) {
-      auto it = open_.find(id);
+    for (auto& mark : due) {
+      auto it = open_.find(mark.id);
       if (it == open_.end() || it->second.command.state != CommandState::kDispatched) continue;
-      if (marks.empty() || marks.back().at_ms != at) marks.push_back({{}, at});
-      marks.back().command_ids.push_back(std::move(id));
+      if (marks.empty() || marks.back().at_ms != mark.at_ms) marks.push_back({{}, mark.at_ms});
+      marks.back().command_ids.push_back(std::move(mark.id));
     }
   }
   for (auto& m : marks) store_.write(std::move(m), {});
@@ -723,7 +725,7 @@ std::array<uint64_t, 8> CommandService::openByState() const {
 
 void CommandService::tick() {
   int64_t now = clock_.nowMs();
-  storeDispatchMarks(now);
+  storeDispatchMarks();
   std::vector<std::pair<model::Command, CommandState>> ended;
   {
     std::lock_guard lock(mu_);

@@ -107,7 +107,7 @@ class CommandService {
   // Records commands dispatched; tick() stores the marks of those still waiting after
   // dispatch_mark_delay_ms, one mutation per batch.
   void markDispatched(std::vector<std::string> ids, int64_t now);
-  void storeDispatchMarks(int64_t now);
+  void storeDispatchMarks();
   // Stores a terminal state; on commit publishes it and acks the agent (if any).
   void storeTerminal(model::Command updated, std::vector<model::CommandState> only_if,
                      std::shared_ptr<Session> ack_to);
@@ -131,7 +131,12 @@ class CommandService {
   std::unordered_map<std::string, Open> open_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<std::string, std::set<std::string>> open_by_host_ ABSL_GUARDED_BY(mu_);
   std::mutex marks_mu_;
-  std::deque<std::pair<std::string, int64_t>> deferred_marks_ ABSL_GUARDED_BY(marks_mu_);
+  struct DeferredMark {
+    std::string id;
+    int64_t at_ms;      // wall time of the dispatch, stored
+    int64_t steady_ms;  // when it was queued, for the delay
+  };
+  std::deque<DeferredMark> deferred_marks_ ABSL_GUARDED_BY(marks_mu_);
   std::mutex ack_mu_;
   std::deque<std::pair<std::shared_ptr<Session>, std::string>> pending_acks_
       ABSL_GUARDED_BY(ack_mu_);

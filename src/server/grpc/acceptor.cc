@@ -31,7 +31,9 @@ bool splitHostPort(const std::string& listen, std::string* host, std::string* po
   return !host->empty();
 }
 
-absl::StatusOr<int> listenOn(const std::string& listen, int* bound_port) {
+// Listens on every address `listen` resolves to (localhost: 127.0.0.1 and ::1), all on the
+// same port; port 0 takes the port the first one got.
+absl::StatusOr<std::vector<int>> listenOn(const std::string& listen, int* bound_port) {
   std::string host, port;
   if (!splitHostPort(listen, &host, &port)) {
     return absl::InvalidArgumentError(
@@ -47,33 +49,46 @@ absl::StatusOr<int> listenOn(const std::string& listen, int* bound_port) {
         absl::StrCat("--grpc-listen ", listen, ": cannot resolve: ", gai_strerror(rc)));
   }
   std::string last_error = "no address";
-  int fd = -1;
-  for (addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
-    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  std::vector<int> fds;
+  int chosen_port = 0;
+  for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
+    if (a->ai_family != AF_INET && a->ai_family != AF_INET6) continue;
+    sockaddr_storage addr{};
+    std::memcpy(&addr, a->ai_addr, a->ai_addrlen);
+    auto* port_field = a->ai_family == AF_INET6 ? &reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port
+                                                : &reinterpret_cast<sockaddr_in*>(&addr)->sin_port;
+    if (chosen_port != 0) *port_field = htons(static_cast<uint16_t>(chosen_port));
+    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
       last_error = std::strerror(errno);
       continue;
     }
     int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, SOMAXCONN) != 0) {
+    if (a->ai_family == AF_INET6) ::setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), a->ai_addrlen) != 0 ||
+        ::listen(fd, SOMAXCONN) != 0) {
       last_error = std::strerror(errno);
       ::close(fd);
-      fd = -1;
+      continue;
     }
+    if (chosen_port == 0) {
+      sockaddr_storage bound{};
+      socklen_t len = sizeof bound;
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+      chosen_port = bound.ss_family == AF_INET6
+                        ? ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port)
+                        : ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+    }
+    fds.push_back(fd);
   }
   freeaddrinfo(found);
-  if (fd < 0) {
+  if (fds.empty()) {
     return absl::UnavailableError(absl::StrCat("cannot listen for agents on ", listen, ": ",
                                                last_error, " (change --grpc-listen)"));
   }
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  *bound_port = addr.ss_family == AF_INET6
-                    ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
-                    : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-  return fd;
+  *bound_port = chosen_port;
+  return fds;
 }
 
 int64_t steadyMs() {
@@ -91,11 +106,14 @@ absl::StatusOr<std::unique_ptr<Acceptor>> Acceptor::start(const Options& options
   a->fd_ceiling_ = options.fd_ceiling;
   a->hand_off_ = std::move(hand_off);
   a->on_refused_ = std::move(on_refused);
+  if (options.listen.empty()) {
+    return absl::InvalidArgumentError("no --grpc-listen address: agents could not connect");
+  }
   for (const auto& listen : options.listen) {
     int port = 0;
-    auto fd = listenOn(listen, &port);
-    if (!fd.ok()) return fd.status();  // the destructor closes what was opened
-    a->listen_fds_.push_back(*fd);
+    auto fds = listenOn(listen, &port);
+    if (!fds.ok()) return fds.status();  // the destructor closes what was opened
+    a->listen_fds_.insert(a->listen_fds_.end(), fds->begin(), fds->end());
     a->ports_.push_back(port);
   }
   a->wake_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -128,9 +146,12 @@ void Acceptor::run() {
   fds.push_back({wake_fd_, POLLIN, 0});
   int64_t last_log_ms = 0;
   uint64_t refused_since_log = 0;
-  auto refuse = [&](const char* why) {
-    ++refused_since_log;
-    if (on_refused_) on_refused_();
+  // `counted`: a connection was closed (the metric counts those, not waits for descriptors).
+  auto refuse = [&](const char* why, bool counted) {
+    if (counted) {
+      ++refused_since_log;
+      if (on_refused_) on_refused_();
+    }
     int64_t now = steadyMs();
     if (now - last_log_ms >= 10'000) {
       spdlog::warn(
@@ -152,6 +173,11 @@ void Acceptor::run() {
     if (fds.back().revents != 0) break;  // woken by stop()
     for (size_t i = 0; i + 1 < fds.size(); ++i) {
       if (fds[i].revents == 0) continue;
+      if ((fds[i].revents & (POLLERR | POLLNVAL)) != 0 && (fds[i].revents & POLLIN) == 0) {
+        refuse("a listening socket reported an error", false);
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        continue;
+      }
       // Drain the backlog of this listener (bounded, so one listener cannot starve others).
       for (int k = 0; k < 256; ++k) {
         int fd = ::accept4(fds[i].fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -161,16 +187,18 @@ void Acceptor::run() {
           if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
             // Out of descriptors or memory: leave the rest in the kernel's queue, wait for
             // descriptors to free up, never stop listening.
-            refuse(std::strerror(errno));
+            refuse(std::strerror(errno), false);
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
             break;
           }
-          spdlog::warn("agent port: accept failed: {}", std::strerror(errno));
+          // Unexpected: say so at most every 10 s and back off, never spin.
+          refuse(std::strerror(errno), false);
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
           break;
         }
         if (fd_ceiling_ > 0 && fd >= fd_ceiling_) {
           ::close(fd);
-          refuse("at the descriptor ceiling");
+          refuse("at the descriptor ceiling", true);
           continue;
         }
         int one = 1;
