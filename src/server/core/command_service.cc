@@ -255,17 +255,7 @@ void CommandService::deliverAll(const std::vector<model::Command>& commands) {
         if (session == nullptr) continue;
         auto it = open_.find(commands[i].id);
         if (it == open_.end()) continue;  // finished or cancelled meanwhile
-        auto& c = it->second.command;
-        if (c.cancel_requested) {
-          events.emplace_back(session, CancelMsg{c.id, "cancelled by an operator"});
-          continue;
-        }
-        events.emplace_back(session, DispatchMsg{c});
-        if (c.state == CommandState::kQueued) {
-          c.state = CommandState::kDispatched;
-          c.dispatched_at_ms = now;
-          dispatched.push_back(c.id);
-        }
+        events.emplace_back(session, eventForLocked(it->second.command, now, &dispatched));
       }
     }
     for (auto& [session, event] : events) session->send(std::move(event));
@@ -291,37 +281,32 @@ void CommandService::deliverAll(const std::vector<model::Command>& commands) {
   cv.wait(lock, [&] { return pending == 0; });
 }
 
+ServerEvent CommandService::eventForLocked(model::Command& c, int64_t now,
+                                           std::vector<std::string>* dispatched) {
+  if (c.cancel_requested) return CancelMsg{c.id, "cancelled by an operator"};
+  if (c.state == CommandState::kQueued) {
+    c.state = CommandState::kDispatched;
+    c.dispatched_at_ms = now;
+    dispatched->push_back(c.id);
+  }
+  return DispatchMsg{c};
+}
+
 void CommandService::deliver(const std::shared_ptr<Session>& session,
                              const std::vector<std::string>& ids) {
   int64_t now = clock_.nowMs();
-  std::vector<std::string> dispatched;
-  send(session, ids, now, &dispatched);
-  markDispatched(std::move(dispatched), now);
-}
-
-void CommandService::send(const std::shared_ptr<Session>& session,
-                          const std::vector<std::string>& ids, int64_t now,
-                          std::vector<std::string>* dispatched) {
   std::vector<ServerEvent> events;
+  std::vector<std::string> dispatched;
   {
     std::lock_guard lock(mu_);
     for (const auto& id : ids) {
       auto it = open_.find(id);
       if (it == open_.end() || it->second.command.host_id != session->agentId()) continue;
-      auto& c = it->second.command;
-      if (c.cancel_requested) {
-        events.push_back(CancelMsg{c.id, "cancelled by an operator"});
-        continue;
-      }
-      events.push_back(DispatchMsg{c});
-      if (c.state == CommandState::kQueued) {
-        c.state = CommandState::kDispatched;
-        c.dispatched_at_ms = now;
-        dispatched->push_back(c.id);
-      }
+      events.push_back(eventForLocked(it->second.command, now, &dispatched));
     }
   }
   for (auto& e : events) session->send(std::move(e));
+  markDispatched(std::move(dispatched), now);
 }
 
 void CommandService::markDispatched(std::vector<std::string> ids, int64_t now) {

@@ -100,10 +100,10 @@ class CommandService {
   void deliverAll(const std::vector<model::Command>& commands);
   // Sends commands to the session and records them dispatched.
   void deliver(const std::shared_ptr<Session>& session, const std::vector<std::string>& ids);
-  // Sends the session's open commands among `ids`; appends those it moved from queued to
-  // dispatched (in memory) to `dispatched`.
-  void send(const std::shared_ptr<Session>& session, const std::vector<std::string>& ids,
-            int64_t now, std::vector<std::string>* dispatched);
+  // The message that delivers open command `c` (a Cancel once cancellation was requested);
+  // a queued command moves to dispatched in memory and its id is appended to `dispatched`.
+  ServerEvent eventForLocked(model::Command& c, int64_t now, std::vector<std::string>* dispatched)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Records commands dispatched; tick() stores the marks of those still waiting after
   // dispatch_mark_delay_ms, one mutation per batch.
   void markDispatched(std::vector<std::string> ids, int64_t now);

@@ -24,6 +24,7 @@ class Checkpointer {
   Checkpointer(const Checkpointer&) = delete;
   Checkpointer& operator=(const Checkpointer&) = delete;
 
+  // Checkpoint attempts made so far (each one either copied or found nothing to copy).
   uint64_t checkpoints() const;
 
  private:

@@ -76,7 +76,7 @@ class SqliteStore final : public Store {
 
   absl::Status ping() override;
   StoreStats stats() const override;
-  // WAL checkpoints run so far by the checkpoint thread.
+  // WAL checkpoint attempts made so far by the checkpoint thread.
   uint64_t checkpoints() const;
 
  private:
