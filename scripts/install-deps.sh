@@ -21,7 +21,7 @@ PACKAGES=(
   libprotobuf-dev libprotoc-dev protobuf-compiler libabsl-dev libc-ares-dev libre2-dev libssl-dev zlib1g-dev
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-system1.81-dev
   libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev
-  libgtest-dev libgmock-dev libbenchmark-dev libcurl4-openssl-dev libsystemd-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libcurl4-openssl-dev libsystemd-dev libjemalloc-dev
   procps python3
 )
 

@@ -2,6 +2,7 @@
 // scenarios connect, idle, fanout, throughput, reconnect-storm and smoke. Each scenario
 // prints one JSON line on stdout and a human summary on stderr.
 #include <malloc.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -235,7 +236,10 @@ class LoadGen {
   // One no-op command to every agent; latency = POST sent -> that agent's ResultAck (sent by
   // the server only after the result is committed).
   bool fanoutRound(std::vector<double>* latencies_ms, double* total_ms,
-                   double* create_ms = nullptr) {
+                   double* create_ms = nullptr, double* server_cpu_ms = nullptr,
+                   double* self_cpu_ms = nullptr) {
+    auto server_before = sampleProc(server_->pid());
+    auto self_before = sampleProc(getpid());
     // As an operator would: a selector, and no per-command list in the reply.
     json::object body{{"argv", json::array{"true"}}, {"selector", "loadgen=1"}};
     std::string payload = json::serialize(body);
@@ -264,6 +268,14 @@ class LoadGen {
     bool ok = waitUntil(
         [&] { return fleet_->stats().acks.load() - acks_before >= host_ids_.size(); }, 120);
     *total_ms = static_cast<double>(steadyMs() - t0);
+    const double ms_per_tick = 1000.0 / ticksPerSecond();
+    if (server_cpu_ms) {
+      *server_cpu_ms =
+          (sampleProc(server_->pid()).cpu_ticks - server_before.cpu_ticks) * ms_per_tick;
+    }
+    if (self_cpu_ms) {
+      *self_cpu_ms = (sampleProc(getpid()).cpu_ticks - self_before.cpu_ticks) * ms_per_tick;
+    }
     for (int64_t t : fleet_->lastAckMs()) latencies_ms->push_back(static_cast<double>(t - t0));
     return ok;
   }
@@ -274,14 +286,16 @@ class LoadGen {
     bool all_ok = true;
     for (int i = 0; i < o_.fanout_rounds; ++i) {
       std::vector<double> lat;
-      double total = 0, create = 0;
-      bool ok = fanoutRound(&lat, &total, &create);
+      double total = 0, create = 0, server_cpu = 0, self_cpu = 0;
+      bool ok = fanoutRound(&lat, &total, &create, &server_cpu, &self_cpu);
       all_ok = all_ok && ok;
       json::object round{{"create_ms", create},
                          {"p50_ms", percentile(lat, 0.5)},
                          {"p99_ms", percentile(lat, 0.99)},
                          {"max_ms", percentile(lat, 1.0)},
                          {"total_ms", total},
+                         {"server_cpu_ms", server_cpu},
+                         {"loadgen_cpu_ms", self_cpu},
                          {"ok", ok}};
       p99s.push_back(percentile(lat, 0.99));
       rounds.push_back(round);
@@ -375,16 +389,18 @@ class LoadGen {
     // The restarted server's own CPU for taking the fleet back: with the load tool on the
     // same two cores, the wall time above is partly the tool's; this part is musterd's.
     double server_cpu_s = sampleProc(server_->pid()).cpu_ticks / ticksPerSecond();
-    char human[320];
+    char human[400];
     std::snprintf(human, sizeof human,
                   "%d agents re-registered in %.2f s after kill -9 + restart; peak server CPU "
                   "%.0f %%; restart %.2f s; server CPU %.1f s (%.2f ms per agent); %llu connection "
                   "attempts, at "
-                  "most %llu per agent, shortest retry gap %lld ms",
+                  "most %llu per agent, shortest retry gap %lld ms, %llu sooner than the backoff "
+                  "allows",
                   o_.agents, secs, peak, restart_s, server_cpu_s, 1000.0 * server_cpu_s / o_.agents,
                   static_cast<unsigned long long>(fleet_->stats().connect_attempts.load()),
                   static_cast<unsigned long long>(fleet_->maxAttemptsPerAgent()),
-                  static_cast<long long>(fleet_->minRetryGapMs()));
+                  static_cast<long long>(fleet_->minRetryGapMs()),
+                  static_cast<unsigned long long>(fleet_->stats().early_retries.load()));
     emit("reconnect-storm",
          {{"agents", o_.agents},
           {"seconds", secs},
@@ -394,6 +410,7 @@ class LoadGen {
           {"attempts", fleet_->stats().connect_attempts.load()},
           {"max_attempts_per_agent", fleet_->maxAttemptsPerAgent()},
           {"min_retry_gap_ms", fleet_->minRetryGapMs()},
+          {"early_retries", fleet_->stats().early_retries.load()},
           {"ok", ok}},
          human);
     std::string codes;
@@ -404,7 +421,11 @@ class LoadGen {
                  std::to_string(n);
     }
     std::cerr << "[reconnect-storm] streams ended by status:" << codes << "\n";
-    return ok ? 0 : fail("not every agent re-registered");
+    if (!ok) return fail("not every agent re-registered");
+    if (fleet_->stats().early_retries.load() > 0) {
+      return fail("an agent retried sooner than its backoff allows");
+    }
+    return 0;
   }
 
   // Every simulated agent gets exactly one command and its result is persisted exactly once.

@@ -18,6 +18,7 @@ struct SimFleet::Agent {
   uint64_t attempts = 0;
   int64_t last_attempt_ms = 0;
   int64_t min_gap_ms = INT64_MAX;
+  int64_t retry_floor_ms = 0;  // the shortest delay the backoff allowed for the next attempt
   bool failed_since_welcome = false;
   int64_t last_ack_ms = 0;
   uint64_t commands = 0;
@@ -119,6 +120,7 @@ void SimFleet::connect(size_t index) {
       raw->welcomed = false;
       raw->stream.reset();
       raw->failed_since_welcome = true;
+      raw->retry_floor_ms = raw->backoff.minDelayMs();
       delay = raw->backoff.nextDelayMs();
     }
     stats_.closed++;
@@ -130,6 +132,7 @@ void SimFleet::connect(size_t index) {
     int64_t now = steadyMs();
     if (a.attempts > 0 && a.failed_since_welcome) {
       a.min_gap_ms = std::min(a.min_gap_ms, now - a.last_attempt_ms);
+      if (now - a.last_attempt_ms < a.retry_floor_ms) stats_.early_retries++;
     }
     a.attempts++;
     a.last_attempt_ms = now;
@@ -227,6 +230,7 @@ void SimFleet::resetAttempts() {
     a->min_gap_ms = INT64_MAX;
   }
   stats_.connect_attempts = 0;
+  stats_.early_retries = 0;
 }
 
 std::vector<int64_t> SimFleet::lastAckMs() const {

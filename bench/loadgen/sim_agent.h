@@ -33,6 +33,7 @@ struct SimStats {
   std::atomic<uint64_t> acks{0};
   std::atomic<uint64_t> closed{0};
   std::atomic<int64_t> open_streams{0};
+  std::atomic<uint64_t> early_retries{0};  // attempts sooner than the backoff's floor
   std::array<std::atomic<uint64_t>, 17> closed_by_code{};  // by gRPC status code
 };
 

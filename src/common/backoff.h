@@ -1,4 +1,4 @@
-// Exponential backoff with full jitter, so a restarted server is not stampeded.
+// Exponential backoff with jitter, so a restarted server is not stampeded.
 #pragma once
 
 #include <algorithm>
@@ -12,13 +12,20 @@ class Backoff {
   Backoff(int64_t base_ms, int64_t cap_ms, uint64_t seed = std::random_device{}())
       : base_ms_(base_ms), cap_ms_(cap_ms), rng_(seed) {}
 
-  // Delay before the next attempt: uniform in [0, ceilingMs()].
+  // Delay before the next attempt. The first attempt after a lost link is uniform in
+  // [0, ceilingMs()] (full jitter: a fleet that lost the server at the same instant spreads
+  // over the whole window); every retry after a failed attempt is uniform in
+  // [ceilingMs() / 2, ceilingMs()], so no agent ever retries sooner than half its backoff
+  // (500 ms, 1 s, 2 s, ... with the 1 s base) and the floor can be checked from outside.
   int64_t nextDelayMs() {
-    int64_t ceiling = ceilingMs();
+    int64_t ceiling = std::max<int64_t>(ceilingMs(), 0);
+    int64_t floor = attempt_ == 0 ? 0 : minDelayMs();
     ++attempt_;
-    std::uniform_int_distribution<int64_t> dist(0, std::max<int64_t>(ceiling, 0));
+    std::uniform_int_distribution<int64_t> dist(floor, ceiling);
     return dist(rng_);
   }
+  // The shortest delay the next attempt can get.
+  int64_t minDelayMs() const { return attempt_ == 0 ? 0 : std::max<int64_t>(ceilingMs(), 0) / 2; }
   // Upper bound of the next delay: the first window for the first attempt (when set and
   // wider than the base), then min(cap, base * 2^attempt).
   int64_t ceilingMs() const {

@@ -1,6 +1,8 @@
 // Unit tests of src/common and src/crypto helpers.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <set>
 
 #include "common/backoff.h"
@@ -48,18 +50,33 @@ TEST(DurationTest, ParsesOperatorDurations) {
   EXPECT_EQ(formatDurationMs(90'000), "1m30s");
 }
 
-TEST(BackoffTest, FullJitterStaysUnderTheCappedCeiling) {
+TEST(BackoffTest, JitterStaysUnderTheCappedCeilingAndRetriesKeepAFloor) {
   Backoff b(1000, 60'000, 42);
   for (int attempt = 0; attempt < 20; ++attempt) {
     int64_t ceiling = b.ceilingMs();
     EXPECT_LE(ceiling, 60'000);
+    // Full jitter for the first attempt, at least half the ceiling for every retry.
+    int64_t floor = attempt == 0 ? 0 : ceiling / 2;
+    EXPECT_EQ(b.minDelayMs(), floor);
     int64_t d = b.nextDelayMs();
-    EXPECT_GE(d, 0);
+    EXPECT_GE(d, floor);
     EXPECT_LE(d, ceiling);
   }
   EXPECT_EQ(b.ceilingMs(), 60'000);
   b.reset();
   EXPECT_EQ(b.ceilingMs(), 1000);
+}
+
+TEST(BackoffTest, RetriesNeverComeSoonerThanHalfTheirCeiling) {
+  // Over many seeds: the first delay may be anywhere in [0, 1 s]; the second never < 1 s.
+  int64_t shortest_first = INT64_MAX, shortest_second = INT64_MAX;
+  for (uint64_t seed = 0; seed < 2000; ++seed) {
+    Backoff b(1000, 60'000, seed);
+    shortest_first = std::min(shortest_first, b.nextDelayMs());
+    shortest_second = std::min(shortest_second, b.nextDelayMs());
+  }
+  EXPECT_LT(shortest_first, 50);
+  EXPECT_GE(shortest_second, 1000);
 }
 
 TEST(BackoffTest, ServerHintWidensOnlyTheFirstWindowAndNeverPastTheCap) {
