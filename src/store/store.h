@@ -26,6 +26,10 @@ struct Run {
   std::string request_fingerprint;  // SHA-256 of the canonical request, for 409 on reuse
   std::string created_by;
   int64_t created_at_ms = 0;
+  // Non-empty while the run is being stored in slices: every host it targets. Cleared by the
+  // InsertCommands that stores the last slice; a run still holding it after a crash is
+  // completed at the next start (see CommandService::load).
+  std::vector<std::string> pending_targets;
 };
 
 struct EnrollToken {
@@ -81,6 +85,13 @@ struct InsertRun {
   Run run;
   std::vector<model::Command> commands;
 };
+// More commands of a stored run (a later slice of a large run), all or nothing. With
+// `completes_run` the run's pending_targets are cleared in the same transaction.
+struct InsertCommands {
+  std::string run_id;
+  std::vector<model::Command> commands;
+  bool completes_run = false;
+};
 // Replaces the mutable fields of a command (state, times, result, flags) when its stored
 // state is one of `only_if_state_in` (empty: any). rows == 0 when the condition failed.
 struct UpdateCommand {
@@ -115,9 +126,10 @@ struct RevokeApiToken {
   std::string token_id;  // rows == 0 when unknown
 };
 
-using Mutation = std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, InsertRun, UpdateCommand,
-                              MarkDispatched, AppendOutput, InsertEnrollToken, ConsumeEnrollToken,
-                              RevokeEnrollToken, InsertApiToken, RevokeApiToken>;
+using Mutation =
+    std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, InsertRun, InsertCommands,
+                 UpdateCommand, MarkDispatched, AppendOutput, InsertEnrollToken,
+                 ConsumeEnrollToken, RevokeEnrollToken, InsertApiToken, RevokeApiToken>;
 
 struct WriteResult {
   absl::Status status;
@@ -153,6 +165,10 @@ class Store {
   virtual absl::StatusOr<std::vector<model::Command>> listCommands(const CommandFilter& filter) = 0;
   virtual absl::StatusOr<std::optional<Run>> getRun(const std::string& id) = 0;
   virtual absl::StatusOr<std::optional<Run>> findRunByIdempotencyKey(const std::string& key) = 0;
+  // Runs whose slices were not all stored (pending_targets non-empty), oldest first.
+  virtual absl::StatusOr<std::vector<Run>> loadIncompleteRuns() = 0;
+  // The hosts that already have a command of the run.
+  virtual absl::StatusOr<std::vector<std::string>> runHostIds(const std::string& run_id) = 0;
   // Chunks of one stream ordered by offset, starting with the chunk that contains
   // `from_offset` (or the first after it), up to roughly `max_bytes`.
   virtual absl::StatusOr<std::vector<model::OutputChunk>> readOutput(const std::string& command_id,

@@ -50,6 +50,7 @@ CommandService::CommandService(store::Store& store, HostRegistry& hosts, OutputB
       config_(config) {}
 
 absl::Status CommandService::load() {
+  completeInterruptedRuns();
   auto open = store_.loadOpenCommands();
   if (!open.ok()) return open.status();
   std::lock_guard lock(mu_);
@@ -160,6 +161,11 @@ absl::StatusOr<CreateRunResult> CommandService::replay(const store::Run& run,
                                                  "' was already used for run ", run.id,
                                                  " with a different request: use a new key"));
   }
+  if (!run.pending_targets.empty()) {
+    return absl::UnavailableError(absl::StrCat("run ", run.id, " for idempotency key '",
+                                               run.idempotency_key,
+                                               "' is still being stored; retry in a moment"));
+  }
   store::CommandFilter filter;
   filter.run_id = run.id;
   filter.limit = 1000;
@@ -209,23 +215,34 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
     c.expires_at_ms = now + expire_in;
     insert.commands.push_back(std::move(c));
   }
-  CreateRunResult result{insert.run.id, insert.commands, false};
+  CreateRunResult result{insert.run.id, {}, false};
   const int64_t t_prepared = clock_.steadyMs();
-  auto written = store_.writeAndWait(std::move(insert));
-  if (absl::IsAlreadyExists(written.status) && !request.idempotency_key.empty()) {
+  int64_t t_stored = 0;
+  absl::Status written;
+  const bool sliced = insert.commands.size() > std::max<size_t>(config_.run_slice_commands, 1);
+  if (sliced) {
+    // Stored and sent in slices, each delivered as soon as it is committed.
+    written = createInSlices(std::move(insert), request.host_ids, result);
+    t_stored = clock_.steadyMs();
+  } else {
+    result.commands = insert.commands;
+    written = store_.writeAndWait(std::move(insert)).status;
+    if (written.ok()) {
+      // Durable now; only then does anything reach an agent.
+      t_stored = clock_.steadyMs();
+      {
+        std::lock_guard lock(mu_);
+        for (const auto& c : result.commands) addOpenLocked(c);
+      }
+      metrics_.commands_created.fetch_add(result.commands.size());
+      deliverAll(result.commands);
+    }
+  }
+  if (absl::IsAlreadyExists(written) && !request.idempotency_key.empty()) {
     auto existing = store_.findRunByIdempotencyKey(request.idempotency_key);
     if (existing.ok() && existing->has_value()) return replay(**existing, fingerprint);
   }
-  if (!written.status.ok()) return written.status;
-
-  // Durable now; only then does anything reach an agent.
-  const int64_t t_stored = clock_.steadyMs();
-  {
-    std::lock_guard lock(mu_);
-    for (const auto& c : result.commands) addOpenLocked(c);
-  }
-  metrics_.commands_created.fetch_add(result.commands.size());
-  deliverAll(result.commands);
+  if (!written.ok()) return written;
   const int64_t t_delivered = clock_.steadyMs();
   {
     std::lock_guard lock(mu_);
@@ -234,35 +251,227 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
       if (it != open_.end()) c = it->second.command;
     }
   }
-  spdlog::info("run {}: {} command(s) created by {} (validate {} ms, store {} ms, deliver {} ms)",
-               result.run_id, result.commands.size(), request.created_by, t_prepared - t_begin,
-               t_stored - t_prepared, t_delivered - t_stored);
+  if (sliced) {
+    spdlog::info(
+        "run {}: {} command(s) created by {} (validate {} ms, stored and sent in slices of {} in "
+        "{} ms)",
+        result.run_id, result.commands.size(), request.created_by, t_prepared - t_begin,
+        config_.run_slice_commands, t_delivered - t_prepared);
+  } else {
+    spdlog::info(
+        "run {}: {} command(s) created by {} (validate {} ms, store {} ms, deliver {} ms)",
+        result.run_id, result.commands.size(), request.created_by, t_prepared - t_begin,
+        t_stored - t_prepared, t_delivered - t_stored);
+  }
   return result;
+}
+
+struct CommandService::SlicedRun {
+  std::string run_id;
+  std::vector<model::Command> commands;  // every command of the run, in slice order
+  size_t slice = 1;
+  std::mutex mu;
+  std::condition_variable cv;
+  size_t stored = 0;       // commands committed so far (slices commit in order)
+  size_t deliveries = 0;   // delivery tasks posted and not finished
+  bool settled = false;    // every slice committed, or a slice failed
+  bool retrying = false;   // tick() is storing the rest after a failure
+  absl::Status status;     // the failure, if any
+};
+
+absl::Status CommandService::createInSlices(store::InsertRun insert,
+                                            std::vector<std::string> targets,
+                                            CreateRunResult& result) {
+  auto job = std::make_shared<SlicedRun>();
+  job->run_id = insert.run.id;
+  job->slice = std::max<size_t>(config_.run_slice_commands, 1);
+  job->commands = std::move(insert.commands);
+  // The run row lists every target until the last slice commits.
+  insert.run.pending_targets = std::move(targets);
+  const size_t end = std::min(job->slice, job->commands.size());
+  insert.commands.assign(job->commands.begin(), job->commands.begin() + end);
+  store_.write(std::move(insert), [this, job, end](store::WriteResult r) {
+    onSliceStored(job, 0, end, r);
+  });
+  std::unique_lock lock(job->mu);
+  job->cv.wait(lock, [&] { return job->settled && job->deliveries == 0; });
+  if (!job->status.ok() && job->stored == 0) return job->status;  // nothing stored
+  result.commands = job->commands;
+  if (!job->status.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "run ", job->run_id, " was stored and sent for ", job->stored, " of ",
+        job->commands.size(), " hosts when the store failed (", job->status.message(),
+        "); the rest are stored and sent as soon as the store recovers (retried every few "
+        "seconds, and at the next start): do not submit the run again; GET /api/v1/runs/",
+        job->run_id, " shows its progress"));
+  }
+  {
+    std::lock_guard open_lock(mu_);
+    for (auto& c : result.commands) {
+      auto it = open_.find(c.id);
+      if (it != open_.end()) c = it->second.command;
+    }
+  }
+  return absl::OkStatus();
+}
+
+void CommandService::storeSlice(const std::shared_ptr<SlicedRun>& job, size_t begin) {
+  const size_t end = std::min(begin + job->slice, job->commands.size());
+  store::InsertCommands next;
+  next.run_id = job->run_id;
+  next.commands.assign(job->commands.begin() + begin, job->commands.begin() + end);
+  next.completes_run = end == job->commands.size();
+  store_.write(std::move(next), [this, job, begin, end](store::WriteResult r) {
+    onSliceStored(job, begin, end, r);
+  });
+}
+
+void CommandService::onSliceStored(const std::shared_ptr<SlicedRun>& job, size_t begin,
+                                   size_t end, const store::WriteResult& written) {
+  if (!written.status.ok()) {
+    spdlog::error("run {}: cannot store commands {}-{} of {}: {}", job->run_id, begin, end,
+                  job->commands.size(), written.status.message());
+    {
+      std::lock_guard lock(job->mu);
+      job->status = written.status;
+      job->settled = true;
+      job->retrying = false;
+    }
+    job->cv.notify_all();
+    if (begin > 0) {  // the run exists: store the rest later
+      std::lock_guard lock(sliced_mu_);
+      if (std::find(unfinished_.begin(), unfinished_.end(), job) == unfinished_.end()) {
+        unfinished_.push_back(job);
+      }
+    }
+    return;
+  }
+  // Durable now; only then does anything reach an agent.
+  {
+    std::lock_guard lock(mu_);
+    for (size_t i = begin; i < end; ++i) addOpenLocked(job->commands[i]);
+  }
+  metrics_.commands_created.fetch_add(end - begin);
+  constexpr size_t kChunk = 256;
+  const model::Command* base = job->commands.data();
+  for (size_t first = begin; first < end; first += kChunk) {
+    const size_t last = std::min(end, first + kChunk);
+    if (fanout_ == nullptr) {
+      deliverRange(base + first, base + last);
+      continue;
+    }
+    {
+      std::lock_guard lock(job->mu);
+      ++job->deliveries;
+    }
+    fanout_->post([this, job, base, first, last] {
+      deliverRange(base + first, base + last);
+      std::lock_guard lock(job->mu);
+      if (--job->deliveries == 0) job->cv.notify_all();
+    });
+  }
+  const bool last_slice = end == job->commands.size();
+  bool was_retry = false;
+  {
+    std::lock_guard lock(job->mu);
+    job->stored = end;
+    if (last_slice) {
+      was_retry = !job->status.ok();
+      job->status = absl::OkStatus();
+      job->settled = true;
+      job->retrying = false;
+    }
+  }
+  if (!last_slice) {
+    storeSlice(job, end);
+    return;
+  }
+  job->cv.notify_all();
+  if (was_retry) {
+    spdlog::info("run {}: the remaining commands are stored and sent", job->run_id);
+    std::lock_guard lock(sliced_mu_);
+    unfinished_.erase(std::remove(unfinished_.begin(), unfinished_.end(), job),
+                      unfinished_.end());
+  }
+}
+
+void CommandService::completeInterruptedRuns() {
+  auto runs = store_.loadIncompleteRuns();
+  if (!runs.ok()) {
+    spdlog::error("cannot look for runs interrupted while being stored: {}",
+                  runs.status().message());
+    return;
+  }
+  for (const store::Run& run : *runs) {
+    auto have = store_.runHostIds(run.id);
+    store::CommandFilter filter;
+    filter.run_id = run.id;
+    filter.limit = 1;
+    auto sample = store_.listCommands(filter);
+    if (!have.ok() || !sample.ok()) {
+      spdlog::error("run {}: cannot read it to complete it: {}", run.id,
+                    (have.ok() ? sample.status() : have.status()).message());
+      continue;
+    }
+    store::InsertCommands rest;
+    rest.run_id = run.id;
+    rest.completes_run = true;
+    if (!sample->empty()) {
+      // Every command of a run shares the spec, author and deadlines of the first.
+      const model::Command& like = sample->front();
+      std::set<std::string> stored(have->begin(), have->end());
+      for (const auto& host : run.pending_targets) {
+        if (stored.count(host)) continue;
+        model::Command c;
+        c.id = common::newUlid(clock_.nowMs());
+        c.run_id = run.id;
+        c.host_id = host;
+        c.exec = like.exec;
+        c.idempotency_key = like.idempotency_key;
+        c.created_by = like.created_by;
+        c.created_at_ms = like.created_at_ms;
+        c.expires_at_ms = like.expires_at_ms;
+        rest.commands.push_back(std::move(c));
+      }
+    }
+    const size_t n = rest.commands.size();
+    auto written = store_.writeAndWait(std::move(rest));
+    if (!written.status.ok()) {
+      spdlog::error("run {}: cannot store the commands a crash left out: {}", run.id,
+                    written.status.message());
+      continue;
+    }
+    spdlog::warn("run {}: was interrupted while being stored; stored the commands of its {} "
+                 "remaining host(s)",
+                 run.id, n);
+  }
+}
+
+void CommandService::deliverRange(const model::Command* first, const model::Command* last) {
+  // One registry lock and one command lock per slice, then the sends outside both.
+  int64_t now = clock_.nowMs();
+  auto sessions = hosts_.sessionsFor(first, last);
+  std::vector<std::pair<Session*, ServerEvent>> events;
+  std::vector<std::string> dispatched;
+  {
+    std::lock_guard lock(mu_);
+    for (const model::Command* c = first; c != last; ++c) {
+      Session* session = sessions[c - first].get();
+      if (session == nullptr) continue;
+      auto it = open_.find(c->id);
+      if (it == open_.end()) continue;  // finished or cancelled meanwhile
+      events.emplace_back(session, eventForLocked(it->second.command, now, &dispatched));
+    }
+  }
+  for (auto& [session, event] : events) session->send(std::move(event));
+  markDispatched(std::move(dispatched), now);
 }
 
 void CommandService::deliverAll(const std::vector<model::Command>& commands) {
   constexpr size_t kChunk = 256;
-  // One registry lock and one command lock per slice, then the sends outside both.
-  auto deliverRange = [this, &commands](size_t begin, size_t end) {
-    int64_t now = clock_.nowMs();
-    auto sessions = hosts_.sessionsFor(commands.data() + begin, commands.data() + end);
-    std::vector<std::pair<Session*, ServerEvent>> events;
-    std::vector<std::string> dispatched;
-    {
-      std::lock_guard lock(mu_);
-      for (size_t i = begin; i < end; ++i) {
-        Session* session = sessions[i - begin].get();
-        if (session == nullptr) continue;
-        auto it = open_.find(commands[i].id);
-        if (it == open_.end()) continue;  // finished or cancelled meanwhile
-        events.emplace_back(session, eventForLocked(it->second.command, now, &dispatched));
-      }
-    }
-    for (auto& [session, event] : events) session->send(std::move(event));
-    markDispatched(std::move(dispatched), now);
-  };
+  const model::Command* base = commands.data();
   if (!fanout_ || commands.size() <= kChunk) {
-    deliverRange(0, commands.size());
+    deliverRange(base, base + commands.size());
     return;
   }
   // Split across the fanout workers; wait, so the reply shows the dispatched states.
@@ -272,7 +481,7 @@ void CommandService::deliverAll(const std::vector<model::Command>& commands) {
   for (size_t begin = 0; begin < commands.size(); begin += kChunk) {
     size_t end = std::min(commands.size(), begin + kChunk);
     fanout_->post([&, begin, end] {
-      deliverRange(begin, end);
+      deliverRange(base + begin, base + end);
       std::lock_guard lock(mu);
       if (--pending == 0) cv.notify_one();
     });
@@ -711,6 +920,18 @@ std::array<uint64_t, 8> CommandService::openByState() const {
 void CommandService::tick() {
   int64_t now = clock_.nowMs();
   storeDispatchMarks();
+  std::vector<std::pair<std::shared_ptr<SlicedRun>, size_t>> retry;
+  {
+    std::lock_guard lock(sliced_mu_);
+    for (const auto& job : unfinished_) {
+      std::lock_guard job_lock(job->mu);
+      if (job->retrying) continue;
+      job->retrying = true;
+      job->settled = false;
+      retry.emplace_back(job, job->stored);
+    }
+  }
+  for (auto& [job, from] : retry) storeSlice(job, from);
   std::vector<std::pair<model::Command, CommandState>> ended;
   {
     std::lock_guard lock(mu_);

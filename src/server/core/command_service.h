@@ -98,6 +98,21 @@ class CommandService {
   void removeOpenLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Delivers new commands to their online hosts, in parallel on fanout_ when large.
   void deliverAll(const std::vector<model::Command>& commands);
+  // Delivers [first, last) to their online hosts on the calling thread.
+  void deliverRange(const model::Command* first, const model::Command* last);
+
+  // A large run stored and sent slice by slice.
+  struct SlicedRun;
+  // Stores insert.run with its first slice, then every later slice as the previous one
+  // commits, delivering each committed slice meanwhile; returns once all are stored and sent.
+  absl::Status createInSlices(store::InsertRun insert, std::vector<std::string> targets,
+                              CreateRunResult& result);
+  void storeSlice(const std::shared_ptr<SlicedRun>& job, size_t begin);
+  // Writer thread: slice [begin, end) committed (or failed).
+  void onSliceStored(const std::shared_ptr<SlicedRun>& job, size_t begin, size_t end,
+                     const store::WriteResult& written);
+  // At start: stores the missing commands of runs a crash interrupted between slices.
+  void completeInterruptedRuns();
   // Sends commands to the session and records them dispatched.
   void deliver(const std::shared_ptr<Session>& session, const std::vector<std::string>& ids);
   // The message that delivers open command `c` (a Cancel once cancellation was requested);
@@ -141,6 +156,9 @@ class CommandService {
   std::deque<std::pair<std::shared_ptr<Session>, std::string>> pending_acks_
       ABSL_GUARDED_BY(ack_mu_);
   size_t ack_tasks_ ABSL_GUARDED_BY(ack_mu_) = 0;  // posted, not yet started
+  std::mutex sliced_mu_;
+  // Sliced runs whose next slice failed to store; tick() retries them.
+  std::vector<std::shared_ptr<SlicedRun>> unfinished_ ABSL_GUARDED_BY(sliced_mu_);
 };
 
 }  // namespace muster::server

@@ -21,6 +21,11 @@ struct CoreConfig {
   uint64_t max_output_bytes = 16ull << 20;
   uint64_t max_output_chunk_bytes = 1ull << 20;
   int max_hosts_per_run = 100'000;
+  // A run for more hosts than this is stored and sent in slices of this many commands: each
+  // slice goes out as soon as it is committed, while the next is being stored. The run row
+  // lists every target until the last slice commits, so a crash in between is completed at
+  // the next start.
+  size_t run_slice_commands = 2500;
   // Live agent links at most; more are refused with RESOURCE_EXHAUSTED so the process never
   // runs out of file descriptors (gRPC 1.51's listener stops for good after EMFILE).
   size_t max_agents = 19'000;

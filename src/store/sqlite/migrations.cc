@@ -107,9 +107,16 @@ CREATE TABLE api_tokens (
 ) STRICT;
 )sql";
 
+// A large run is stored in slices; until the last one commits the run lists its targets.
+constexpr const char* kSchemaV3 = R"sql(
+ALTER TABLE runs ADD COLUMN pending_targets TEXT NOT NULL DEFAULT '[]';
+CREATE INDEX runs_incomplete ON runs (id) WHERE pending_targets <> '[]';
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "hosts, runs, commands, command_output, enroll_tokens", kSchemaV1},
     {2, "api_tokens", kSchemaV2},
+    {3, "runs.pending_targets (runs stored in slices)", kSchemaV3},
 };
 
 absl::Status applyOne(Connection& conn, const Migration& m, int64_t now_ms) {

@@ -83,9 +83,6 @@ class Applier {
   absl::StatusOr<int64_t> operator()(const InsertRun& m) {
     static const std::string run_sql = absl::StrCat("INSERT INTO runs (", kRunColumns, ") VALUES (",
                                                     placeholders(kRunColumnCount), ")");
-    static const std::string command_sql =
-        absl::StrCat("INSERT INTO commands (", kCommandColumns, ") VALUES (",
-                     placeholders(kCommandColumnCount), ")");
     const Run& run = m.run;
     for (const model::Command& c : m.commands) {
       if (c.run_id != run.id) {
@@ -104,24 +101,28 @@ class Applier {
       return absl::AlreadyExistsError(absl::StrCat("run ", run.id, " already exists"));
     }
     if (!rows.ok()) return rows.status();
-    int64_t total = *rows;
-    auto stmt = conn_.prepare(command_sql);
-    if (!stmt.ok()) return annotate(stmt.status(), absl::StrCat("storing run ", run.id));
-    // Every command of a run shares its exec spec: encode it once, not once per row.
-    CommandRowCache cache;
+    auto commands = insertCommands(run.id, m.commands);
+    if (!commands.ok()) return commands.status();
+    return *rows + *commands;
+  }
+
+  absl::StatusOr<int64_t> operator()(const InsertCommands& m) {
     for (const model::Command& c : m.commands) {
-      bindCommand(*stmt, c, &cache);
-      if (auto st = stmt->run(); !st.ok()) {
-        if (absl::IsAlreadyExists(st)) {
-          return absl::AlreadyExistsError(
-              absl::StrCat("command ", c.id, " already exists; run ", run.id, " was not stored"));
-        }
-        return annotate(st, absl::StrCat("storing command ", c.id, " of run ", run.id));
+      if (c.run_id != m.run_id) {
+        return absl::InvalidArgumentError(absl::StrCat("storing commands of run ", m.run_id,
+                                                       ": command ", c.id, " names run '",
+                                                       c.run_id, "'"));
       }
-      total += conn_.changes();
-      stmt->reset();
     }
-    return total;
+    auto total = insertCommands(m.run_id, m.commands);
+    if (!total.ok()) return total.status();
+    if (!m.completes_run) return total;
+    auto done = runStatement(
+        conn_, "UPDATE runs SET pending_targets = '[]' WHERE id = ?1",
+        [&](Stmt& s) { s.bindText(1, m.run_id); }, absl::StrCat("completing run ", m.run_id));
+    if (!done.ok()) return done.status();
+    if (*done == 0) return absl::NotFoundError(absl::StrCat("no run with id '", m.run_id, "'"));
+    return *total;
   }
 
   absl::StatusOr<int64_t> operator()(const UpdateCommand& m) {
@@ -252,6 +253,32 @@ class Applier {
         absl::StrCat("revoking API token ", m.token_id));
   }
 
+  // Inserts commands of one run; returns rows inserted.
+  absl::StatusOr<int64_t> insertCommands(const std::string& run_id,
+                                         const std::vector<model::Command>& commands) {
+    static const std::string command_sql =
+        absl::StrCat("INSERT INTO commands (", kCommandColumns, ") VALUES (",
+                     placeholders(kCommandColumnCount), ")");
+    auto stmt = conn_.prepare(command_sql);
+    if (!stmt.ok()) return annotate(stmt.status(), absl::StrCat("storing run ", run_id));
+    // Every command of a run shares its exec spec: encode it once, not once per row.
+    CommandRowCache cache;
+    int64_t total = 0;
+    for (const model::Command& c : commands) {
+      bindCommand(*stmt, c, &cache);
+      if (auto st = stmt->run(); !st.ok()) {
+        if (absl::IsAlreadyExists(st)) {
+          return absl::AlreadyExistsError(
+              absl::StrCat("command ", c.id, " already exists; run ", run_id, " was not stored"));
+        }
+        return annotate(st, absl::StrCat("storing command ", c.id, " of run ", run_id));
+      }
+      total += conn_.changes();
+      stmt->reset();
+    }
+    return total;
+  }
+
  private:
   Connection& conn_;
 };
@@ -263,7 +290,8 @@ absl::StatusOr<int64_t> applyMutation(Connection& conn, const Mutation& mutation
 }
 
 bool isSingleStatement(const Mutation& mutation) {
-  return !std::holds_alternative<InsertRun>(mutation);
+  return !std::holds_alternative<InsertRun>(mutation) &&
+         !std::holds_alternative<InsertCommands>(mutation);
 }
 
 }  // namespace muster::store::sqlite

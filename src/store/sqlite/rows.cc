@@ -78,7 +78,9 @@ void bindRun(Stmt& stmt, const Run& r) {
       .bindText(2, r.idempotency_key)
       .bindText(3, r.request_fingerprint)
       .bindText(4, r.created_by)
-      .bindInt(5, r.created_at_ms);
+      .bindInt(5, r.created_at_ms)
+      .bindText(6, r.pending_targets.empty() ? std::string("[]")
+                                             : encodeStringList(r.pending_targets));
 }
 
 void bindCommand(Stmt& stmt, const model::Command& c, CommandRowCache* cache) {
@@ -178,6 +180,12 @@ absl::StatusOr<Run> runFromRow(const Stmt& s) {
   r.request_fingerprint = s.columnText(2);
   r.created_by = s.columnText(3);
   r.created_at_ms = s.columnInt(4);
+  auto targets = decodeStringList(s.columnText(5));
+  if (!targets.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("run ", r.id, ": unreadable pending_targets: ", targets.status().message()));
+  }
+  r.pending_targets = *std::move(targets);
   return r;
 }
 

@@ -19,8 +19,8 @@ inline constexpr char kHostColumns[] =
 inline constexpr int kHostColumnCount = 17;
 
 inline constexpr char kRunColumns[] =
-    "id, idempotency_key, request_fingerprint, created_by, created_at_ms";
-inline constexpr int kRunColumnCount = 5;
+    "id, idempotency_key, request_fingerprint, created_by, created_at_ms, pending_targets";
+inline constexpr int kRunColumnCount = 6;
 
 inline constexpr char kCommandColumns[] =
     "id, run_id, host_id, exec_argv, exec_script, exec_env, exec_cwd, exec_timeout_ms, "

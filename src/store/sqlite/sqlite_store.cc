@@ -47,6 +47,8 @@ absl::StatusOr<std::optional<T>> firstRow(Stmt& stmt, Decoder<T> decode) {
   return std::optional<T>(std::move(*value));
 }
 
+absl::StatusOr<std::string> firstColumnText(const Stmt& s) { return s.columnText(0); }
+
 // Runs `sql` (bound by `bind`) on the read connection and decodes every row.
 template <typename T, typename Bind>
 absl::StatusOr<std::vector<T>> queryAll(Connection& conn, const std::string& sql, Bind bind,
@@ -200,6 +202,22 @@ absl::StatusOr<std::optional<Run>> SqliteStore::getRun(const std::string& id) {
   return queryOne(
       *reader_, sql, [&](Stmt& s) { s.bindText(1, id); }, &sqlite::runFromRow,
       absl::StrCat("reading run ", id));
+}
+
+absl::StatusOr<std::vector<Run>> SqliteStore::loadIncompleteRuns() {
+  // The `<> '[]'` term lets the planner use the partial index runs_incomplete.
+  static const std::string sql = absl::StrCat("SELECT ", sqlite::kRunColumns,
+                                              " FROM runs WHERE pending_targets <> '[]' ORDER BY id");
+  std::lock_guard lock(read_mu_);
+  return queryAll(*reader_, sql, bindNothing, &sqlite::runFromRow, "loading incomplete runs");
+}
+
+absl::StatusOr<std::vector<std::string>> SqliteStore::runHostIds(const std::string& run_id) {
+  static const std::string sql = "SELECT host_id FROM commands WHERE run_id = ?1";
+  std::lock_guard lock(read_mu_);
+  return queryAll(
+      *reader_, sql, [&](Stmt& s) { s.bindText(1, run_id); },
+      &firstColumnText, absl::StrCat("listing the hosts of run ", run_id));
 }
 
 absl::StatusOr<std::optional<Run>> SqliteStore::findRunByIdempotencyKey(const std::string& key) {

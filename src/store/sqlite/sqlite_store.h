@@ -56,6 +56,8 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::vector<model::Host>> loadHosts() override;
   absl::StatusOr<std::optional<model::Command>> getCommand(const std::string& id) override;
   absl::StatusOr<std::vector<model::Command>> loadOpenCommands() override;
+  absl::StatusOr<std::vector<Run>> loadIncompleteRuns() override;
+  absl::StatusOr<std::vector<std::string>> runHostIds(const std::string& run_id) override;
   // Filters combine with AND; `limit` is clamped to 1..1000.
   absl::StatusOr<std::vector<model::Command>> listCommands(const CommandFilter& filter) override;
   absl::StatusOr<std::optional<Run>> getRun(const std::string& id) override;

@@ -3,8 +3,13 @@
 
 #include <gtest/gtest.h>
 
+#include <sqlite3.h>
+
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
+#include <thread>
 
 #include "common/clock.h"
 #include "common/worker_pool.h"
@@ -299,6 +304,7 @@ TEST_F(ControlPlaneTest, HelloForAnotherIdIsRefused) {
   EXPECT_TRUE(absl::IsInvalidArgument(plane_->onHello(s, hello)));
 }
 
+
 }  // namespace
 }  // namespace muster::server
 
@@ -430,6 +436,7 @@ TEST_F(ControlPlaneTest, MetricsCountResultsAndOpenStates) {
   EXPECT_EQ(m.dispatch_to_result_seconds.snapshot().count, 1u);
 }
 
+
 }  // namespace
 }  // namespace muster::server
 
@@ -452,6 +459,7 @@ TEST_F(ControlPlaneTest, AgentsBeyondTheLimitAreRefusedButReconnectsAreNot) {
   EXPECT_FALSE(a2->closed());
 }
 
+
 }  // namespace
 }  // namespace muster::server
 
@@ -466,6 +474,7 @@ TEST_F(ControlPlaneTest, CommandsForADecommissionedHostAreRefused) {
   req.exec.argv = {"true"};
   EXPECT_TRUE(absl::IsFailedPrecondition(plane_->commands().createRun(req).status()));
 }
+
 
 }  // namespace
 }  // namespace muster::server
@@ -536,6 +545,170 @@ TEST_F(ControlPlaneTest, StreamWithoutHelloIsClosedAfterTheHelloTimeout) {
   ASSERT_TRUE(quiet->closed());
   EXPECT_TRUE(absl::IsDeadlineExceeded(*quiet->closeStatus()));
   EXPECT_FALSE(talker->closed());
+}
+
+
+// --- Large runs: stored and sent in slices -----------------------------------------------
+
+class SlicedRunTest : public ControlPlaneTest {
+ protected:
+  void SetUp() override {
+    config_.run_slice_commands = 3;
+    ControlPlaneTest::SetUp();
+  }
+  // h0..h(n-1), every one enrolled; the even ones connected.
+  std::vector<std::string> fleet(int n) {
+    std::vector<std::string> ids;
+    for (int i = 0; i < n; ++i) {
+      ids.push_back("h" + std::to_string(i));
+      enroll(ids.back());
+      if (i % 2 == 0) sessions_[ids.back()] = connect(ids.back());
+    }
+    return ids;
+  }
+  absl::StatusOr<CreateRunResult> runOn(const std::vector<std::string>& hosts) {
+    CreateRunRequest req;
+    req.host_ids = hosts;
+    req.exec.argv = {"true"};
+    req.created_by = "test";
+    return plane_->commands().createRun(req);
+  }
+  std::vector<model::Command> storedOfRun(const std::string& run_id) {
+    EXPECT_TRUE(store_->flush().ok());
+    store::CommandFilter f;
+    f.run_id = run_id;
+    f.limit = 1000;
+    auto page = store_->listCommands(f);
+    EXPECT_TRUE(page.ok());
+    return page.ok() ? *page : std::vector<model::Command>{};
+  }
+  // Later slices are queued by the writer after the previous one commits: poll.
+  size_t storedCountSoon(const std::string& run_id, size_t want) {
+    size_t n = 0;
+    for (int i = 0; i < 500 && (n = storedOfRun(run_id).size()) < want; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return n;
+  }
+  bool runComplete(const std::string& run_id) {
+    auto run = store_->getRun(run_id);
+    EXPECT_TRUE(run.ok() && run->has_value());
+    return run.ok() && run->has_value() && (*run)->pending_targets.empty();
+  }
+  void sql(const std::string& statement) {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open((dir_ / "muster.db").c_str(), &db), SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    char* error = nullptr;
+    EXPECT_EQ(sqlite3_exec(db, statement.c_str(), nullptr, nullptr, &error), SQLITE_OK)
+        << (error ? error : "");
+    sqlite3_free(error);
+    sqlite3_close(db);
+  }
+  std::map<std::string, std::shared_ptr<FakeSession>> sessions_;
+};
+
+TEST_F(SlicedRunTest, LargeRunIsStoredAndSentSliceBySlice) {
+  auto hosts = fleet(10);  // 4 slices of 3, 3, 3 and 1
+  auto r = runOn(hosts);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->commands.size(), 10u);
+  for (const auto& c : r->commands) {
+    bool online = sessions_.count(c.host_id) > 0;
+    EXPECT_EQ(c.state, online ? CommandState::kDispatched : CommandState::kQueued) << c.host_id;
+  }
+  for (const auto& [id, session] : sessions_) {
+    auto sent = session->sent<DispatchMsg>();
+    ASSERT_EQ(sent.size(), 1u) << id;
+    EXPECT_EQ(sent[0].command.host_id, id);
+  }
+  auto stored = storedOfRun(r->run_id);
+  EXPECT_EQ(stored.size(), 10u);
+  std::set<std::string> stored_hosts;
+  for (const auto& c : stored) stored_hosts.insert(c.host_id);
+  EXPECT_EQ(stored_hosts.size(), 10u);
+  EXPECT_TRUE(runComplete(r->run_id));
+  EXPECT_EQ(plane_->commands().openCount(), 10u);
+}
+
+TEST_F(SlicedRunTest, SliceThatFailsToStoreIsRetriedByTheTickAndNeverSentBeforeIt) {
+  auto hosts = fleet(9);  // slices {h0 h1 h2} {h3 h4 h5} {h6 h7 h8}
+  sql("CREATE TRIGGER fail_h4 BEFORE INSERT ON commands WHEN NEW.host_id = 'h4' "
+      "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+  auto r = runOn(hosts);
+  ASSERT_TRUE(absl::IsUnavailable(r.status())) << r.status();
+  EXPECT_NE(r.status().message().find("for 3 of 9 hosts"), absl::string_view::npos)
+      << r.status();
+  // The first slice is stored and sent; nothing of the failed slice left the server.
+  EXPECT_EQ(sessions_["h0"]->sent<DispatchMsg>().size(), 1u);
+  EXPECT_EQ(sessions_["h2"]->sent<DispatchMsg>().size(), 1u);
+  EXPECT_TRUE(sessions_["h4"]->sent<DispatchMsg>().empty());
+  EXPECT_TRUE(sessions_["h6"]->sent<DispatchMsg>().empty());
+  // Not a run the operator should submit again: it is stored and lists its targets.
+  std::string run_id = storedOfRun("").empty() ? "" : storedOfRun("")[0].run_id;
+  ASSERT_FALSE(run_id.empty());
+  EXPECT_FALSE(runComplete(run_id));
+  EXPECT_EQ(storedOfRun(run_id).size(), 3u);
+
+  plane_->tick();  // the store still fails
+  EXPECT_EQ(storedOfRun(run_id).size(), 3u);
+  EXPECT_TRUE(sessions_["h4"]->sent<DispatchMsg>().empty());
+
+  sql("DROP TRIGGER fail_h4");
+  plane_->tick();
+  EXPECT_EQ(storedCountSoon(run_id, 9), 9u);
+  EXPECT_TRUE(runComplete(run_id));
+  // The last slice is sent by the writer's callback, just after its commit.
+  for (int i = 0; i < 500 && sessions_["h8"]->sent<DispatchMsg>().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  for (const auto& [id, session] : sessions_) {
+    EXPECT_EQ(session->sent<DispatchMsg>().size(), 1u) << id;
+  }
+  plane_->tick();  // nothing left to retry: no duplicates
+  EXPECT_EQ(storedOfRun(run_id).size(), 9u);
+  EXPECT_EQ(sessions_["h6"]->sent<DispatchMsg>().size(), 1u);
+}
+
+TEST_F(SlicedRunTest, RunInterruptedBetweenSlicesIsCompletedAtTheNextStart) {
+  auto hosts = fleet(5);
+  // What a crash after the first slice leaves: the run with its targets, two commands.
+  store::InsertRun insert;
+  insert.run.id = "01JRUNINTERRUPTED000000000";
+  insert.run.created_by = "test";
+  insert.run.created_at_ms = clock_.nowMs();
+  insert.run.pending_targets = hosts;
+  for (int i = 0; i < 2; ++i) {
+    model::Command c;
+    c.id = "01JCMDINTERRUPTED00000000" + std::to_string(i);
+    c.run_id = insert.run.id;
+    c.host_id = hosts[i];
+    c.exec.argv = {"uptime"};
+    c.exec.timeout_ms = 5000;
+    c.created_by = "test";
+    c.created_at_ms = clock_.nowMs();
+    c.expires_at_ms = clock_.nowMs() + 3'600'000;
+    insert.commands.push_back(c);
+  }
+  ASSERT_TRUE(store_->writeAndWait(insert).status.ok());
+  ASSERT_EQ(store_->loadIncompleteRuns()->size(), 1u);
+
+  openPlane();  // a new process on the same database
+  EXPECT_TRUE(runComplete(insert.run.id));
+  EXPECT_TRUE(store_->loadIncompleteRuns()->empty());
+  auto stored = storedOfRun(insert.run.id);
+  ASSERT_EQ(stored.size(), 5u);
+  for (const auto& c : stored) {
+    EXPECT_EQ(c.exec.argv, std::vector<std::string>{"uptime"});
+    EXPECT_EQ(c.exec.timeout_ms, 5000);
+    EXPECT_EQ(c.expires_at_ms, insert.commands[0].expires_at_ms);
+  }
+  EXPECT_EQ(plane_->commands().openCount(), 5u);
+  auto s = connect("h4", "s2");
+  ASSERT_EQ(s->sent<DispatchMsg>().size(), 1u);
+  EXPECT_EQ(s->sent<DispatchMsg>()[0].command.exec.argv, std::vector<std::string>{"uptime"});
+  openPlane();  // completing is done once
+  EXPECT_EQ(storedOfRun(insert.run.id).size(), 5u);
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 // Tests of SqliteStore: every mutation and read round-trips through a real SQLite file.
+#include <algorithm>
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -140,6 +141,44 @@ TEST_F(SqliteStoreTest, InsertRunWithForeignCommandFailsInvalidArgument) {
   run.commands[0].run_id = "other";
   EXPECT_EQ(put(run).status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(store_->getRun("r1")->has_value());
+}
+
+TEST_F(SqliteStoreTest, RunStoredInSlicesListsItsTargetsUntilTheLastSliceCommits) {
+  InsertRun first = makeRun("r1", "", {{"c1", "h1"}});
+  first.run.pending_targets = {"h1", "h2", "h3"};
+  ASSERT_TRUE(put(first).status.ok());
+  ASSERT_TRUE(put(makeRun("r0", "", {{"c0", "h1"}})).status.ok());  // a complete run
+  auto incomplete = store_->loadIncompleteRuns();
+  ASSERT_TRUE(incomplete.ok()) << incomplete.status();
+  ASSERT_EQ(incomplete->size(), 1u);
+  EXPECT_EQ((*incomplete)[0].id, "r1");
+  EXPECT_EQ((*incomplete)[0].pending_targets, (std::vector<std::string>{"h1", "h2", "h3"}));
+
+  InsertCommands middle{"r1", {makeCommand("c2", "r1", "h2")}, false};
+  EXPECT_EQ(put(middle).rows, 1);
+  EXPECT_EQ(store_->loadIncompleteRuns()->size(), 1u);
+  // A slice is all or nothing: a duplicate id rolls back the whole slice and keeps the run
+  // incomplete.
+  InsertCommands bad{"r1", {makeCommand("c3", "r1", "h3"), makeCommand("c1", "r1", "h1")}, true};
+  EXPECT_EQ(put(bad).status.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_FALSE(store_->getCommand("c3")->has_value());
+  EXPECT_EQ(store_->loadIncompleteRuns()->size(), 1u);
+  // A slice of another run is refused.
+  InsertCommands foreign{"r1", {makeCommand("c3", "r0", "h3")}, true};
+  EXPECT_EQ(put(foreign).status.code(), absl::StatusCode::kInvalidArgument);
+
+  InsertCommands last{"r1", {makeCommand("c3", "r1", "h3")}, true};
+  EXPECT_EQ(put(last).rows, 1);
+  EXPECT_TRUE(store_->loadIncompleteRuns()->empty());
+  EXPECT_TRUE((*store_->getRun("r1"))->pending_targets.empty());
+  auto hosts = store_->runHostIds("r1");
+  ASSERT_TRUE(hosts.ok());
+  std::sort(hosts->begin(), hosts->end());
+  EXPECT_EQ(*hosts, (std::vector<std::string>{"h1", "h2", "h3"}));
+  // Completing a run that does not exist stores nothing.
+  InsertCommands orphan{"nope", {makeCommand("c9", "nope", "h1")}, true};
+  EXPECT_FALSE(put(orphan).status.ok());
+  EXPECT_FALSE(store_->getCommand("c9")->has_value());
 }
 
 TEST_F(SqliteStoreTest, UpdateCommandReplacesMutableFields) {

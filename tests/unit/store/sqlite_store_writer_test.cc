@@ -104,11 +104,27 @@ TEST_F(SqliteStoreTest, OpenAppliesMigrationsOnce) {
   reopen();
   reopen();
   // One row per migration, each applied once.
-  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM schema_migrations"), "2");
-  EXPECT_EQ(rawQuery("SELECT COUNT(DISTINCT version) FROM schema_migrations"), "2");
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "2");
+  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM schema_migrations"), "3");
+  EXPECT_EQ(rawQuery("SELECT COUNT(DISTINCT version) FROM schema_migrations"), "3");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "3");
   EXPECT_EQ(rawQuery("PRAGMA journal_mode"), "wal");
   EXPECT_TRUE(store_->ping().ok());
+}
+
+TEST_F(SqliteStoreTest, UpgradeFromVersion2KeepsRunsAndMarksThemComplete) {
+  // A version-2 database: no runs.pending_targets yet, one stored run.
+  store_.reset();
+  rawQuery("DROP INDEX runs_incomplete");
+  rawQuery("ALTER TABLE runs DROP COLUMN pending_targets");
+  rawQuery("DELETE FROM schema_migrations WHERE version = 3");
+  rawQuery("INSERT INTO runs (id, created_by, created_at_ms) VALUES ('old', 'bob', 7)");
+  reopen();
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "3");
+  auto run = store_->getRun("old");
+  ASSERT_TRUE(run.ok() && run->has_value()) << run.status();
+  EXPECT_EQ((*run)->created_by, "bob");
+  EXPECT_TRUE((*run)->pending_targets.empty());
+  EXPECT_TRUE(store_->loadIncompleteRuns()->empty());
 }
 
 TEST_F(SqliteStoreTest, OpenRefusesNewerSchema) {
