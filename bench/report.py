@@ -51,12 +51,19 @@ row("reconnect storm: musterd restart, exec to /healthz (s)", "", "reconnect-sto
 row("reconnect storm: musterd CPU to take the fleet back (s)", "", "reconnect-storm", "server_cpu_s", "{:.1f}")
 row("reconnect storm: max attempts per agent", "", "reconnect-storm", "max_attempts_per_agent", "{:.0f}")
 row("reconnect storm: shortest retry gap of one agent (ms)", "", "reconnect-storm", "min_retry_gap_ms", "{:.0f}")
+row("reconnect storm: retries sooner than the backoff allows", "0", "reconnect-storm", "early_retries", "{:.0f}")
 print()
 for n in sizes:
     f = rows[n].get("fanout")
     if f:
         rounds = ", ".join(f"{r.get('create_ms', 0):.0f}/{r['p50_ms']:.0f}/{r['p99_ms']:.0f}/{r['max_ms']:.0f}" for r in f["rounds"])
         print(f"- N={int(n):,} fan-out rounds (POST answered / p50 / p99 / max ms): {rounds}")
+        cpu = [(r.get("server_cpu_ms"), r.get("loadgen_cpu_ms")) for r in f["rounds"]]
+        if all(a is not None and b is not None for a, b in cpu):
+            srv = sorted(a for a, _ in cpu)[len(cpu) // 2]
+            lg = sorted(b for _, b in cpu)[len(cpu) // 2]
+            print(f"  CPU per round, median: musterd {srv:.0f} ms, load tool {lg:.0f} ms "
+                  f"({1000 * srv / int(n):.0f} + {1000 * lg / int(n):.0f} µs per agent)")
 
 # The analysis is written by hand and kept next to this script, so a re-run keeps it.
 notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "analysis.md")
