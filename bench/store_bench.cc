@@ -30,7 +30,7 @@ struct TempStore {
 
 store::InsertRun makeRun(int n, int64_t now) {
   store::InsertRun insert;
-  insert.run = store::Run{common::newUlid(now), "", "fingerprint", "bench", now};
+  insert.run = store::Run{common::newUlid(now), "", "fingerprint", "bench", now, {}};
   for (int i = 0; i < n; ++i) {
     model::Command c;
     c.id = common::newUlid(now);

@@ -235,9 +235,17 @@ class LoadGen {
 
   // One no-op command to every agent; latency = POST sent -> that agent's ResultAck (sent by
   // the server only after the result is committed).
+  // One sample of musterd's /metrics ("" when absent).
+  double metric(const std::string& name) {
+    auto metrics = httpRequest("GET", server_->http() + "/metrics", token_).body;
+    auto pos = metrics.find("\n" + name + " ");
+    return pos == std::string::npos ? -1 : std::stod(metrics.substr(pos + name.size() + 2));
+  }
+
   bool fanoutRound(std::vector<double>* latencies_ms, double* total_ms,
                    double* create_ms = nullptr, double* server_cpu_ms = nullptr,
-                   double* self_cpu_ms = nullptr) {
+                   double* self_cpu_ms = nullptr, double* transactions = nullptr) {
+    const double txn_before = transactions ? metric("muster_store_transactions_total") : 0;
     auto server_before = sampleProc(server_->pid());
     auto self_before = sampleProc(getpid());
     // As an operator would: a selector, and no per-command list in the reply.
@@ -276,6 +284,7 @@ class LoadGen {
     if (self_cpu_ms) {
       *self_cpu_ms = (sampleProc(getpid()).cpu_ticks - self_before.cpu_ticks) * ms_per_tick;
     }
+    if (transactions) *transactions = metric("muster_store_transactions_total") - txn_before;
     for (int64_t t : fleet_->lastAckMs()) latencies_ms->push_back(static_cast<double>(t - t0));
     return ok;
   }
@@ -286,8 +295,8 @@ class LoadGen {
     bool all_ok = true;
     for (int i = 0; i < o_.fanout_rounds; ++i) {
       std::vector<double> lat;
-      double total = 0, create = 0, server_cpu = 0, self_cpu = 0;
-      bool ok = fanoutRound(&lat, &total, &create, &server_cpu, &self_cpu);
+      double total = 0, create = 0, server_cpu = 0, self_cpu = 0, txns = 0;
+      bool ok = fanoutRound(&lat, &total, &create, &server_cpu, &self_cpu, &txns);
       all_ok = all_ok && ok;
       json::object round{{"create_ms", create},
                          {"p50_ms", percentile(lat, 0.5)},
@@ -296,6 +305,7 @@ class LoadGen {
                          {"total_ms", total},
                          {"server_cpu_ms", server_cpu},
                          {"loadgen_cpu_ms", self_cpu},
+                         {"store_transactions", txns},
                          {"ok", ok}};
       p99s.push_back(percentile(lat, 0.99));
       rounds.push_back(round);

@@ -161,7 +161,7 @@ void SimFleet::connect(size_t index) {
   muster::v1::AgentMessage hello;
   hello.mutable_hello()->set_agent_id(a.id);
   hello.mutable_hello()->set_version("loadgen");
-  (*hello.mutable_hello()->mutable_labels())["loadgen"] = "1";
+  hello.mutable_hello()->mutable_labels()->insert({"loadgen", "1"});
   stream->send(std::move(hello));
 }
 

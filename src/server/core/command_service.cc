@@ -198,7 +198,7 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
   int64_t now = clock_.nowMs();
   store::InsertRun insert;
   insert.run = store::Run{common::newUlid(now), request.idempotency_key, fingerprint,
-                          request.created_by, now};
+                          request.created_by, now, {}};
   model::ExecSpec exec = request.exec;
   if (exec.timeout_ms == 0) exec.timeout_ms = config_.default_timeout_ms;
   if (exec.kill_grace_ms == 0) exec.kill_grace_ms = config_.default_kill_grace_ms;

@@ -64,7 +64,7 @@ inline model::Command makeCommand(const std::string& id, const std::string& run_
 inline InsertRun makeRun(const std::string& run_id, const std::string& key,
                          const std::vector<std::pair<std::string, std::string>>& commands) {
   InsertRun m;
-  m.run = Run{run_id, key, "fp-" + run_id, "alice", 5};
+  m.run = Run{run_id, key, "fp-" + run_id, "alice", 5, {}};
   for (const auto& [id, host] : commands) m.commands.push_back(makeCommand(id, run_id, host));
   return m;
 }
