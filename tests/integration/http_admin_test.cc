@@ -163,7 +163,9 @@ TEST_F(HttpAdminTest, ApiTokenLifecycle) {
 
   Reply after = call("GET", "/api/v1/tokens");
   for (const auto& t : after.json.as_object().at("api").as_array()) {
-    if (str(t, "id") == id) EXPECT_EQ(str(t, "state"), "revoked");
+    if (str(t, "id") == id) {
+      EXPECT_EQ(str(t, "state"), "revoked");
+    }
   }
   Reply unknown = call("DELETE", "/api/v1/tokens/01HZZZZZZZZZZZZZZZZZZZZZZZ");
   EXPECT_EQ(unknown.status, 404);

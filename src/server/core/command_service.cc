@@ -68,9 +68,13 @@ void CommandService::addOpenLocked(model::Command command) {
 void CommandService::removeOpenLocked(const std::string& id) {
   auto it = open_.find(id);
   if (it == open_.end()) return;
-  auto hit = open_by_host_.find(it->second.command.host_id);
+  removeOpenLocked(it, it->second.command.host_id);
+}
+
+void CommandService::removeOpenLocked(OpenMap::iterator it, const std::string& host_id) {
+  auto hit = open_by_host_.find(host_id);
   if (hit != open_by_host_.end()) {
-    hit->second.erase(id);
+    hit->second.erase(it->first);
     if (hit->second.empty()) open_by_host_.erase(hit);
   }
   open_.erase(it);
@@ -162,9 +166,14 @@ absl::StatusOr<CreateRunResult> CommandService::replay(const store::Run& run,
                                                  " with a different request: use a new key"));
   }
   if (!run.pending_targets.empty()) {
-    return absl::UnavailableError(absl::StrCat("run ", run.id, " for idempotency key '",
-                                               run.idempotency_key,
-                                               "' is still being stored; retry in a moment"));
+    auto have = store_.runHostIds(run.id);
+    return absl::UnavailableError(absl::StrCat(
+        "run ", run.id, " (idempotency key '", run.idempotency_key, "') is stored for ",
+        have.ok() ? absl::StrCat(have->size()) : std::string("some"), " of ",
+        run.pending_targets.size(),
+        " hosts so far: it is still being stored, or the store failed and the server stores "
+        "the rest when it recovers; do not submit it again: GET /api/v1/runs/",
+        run.id, " shows its progress"));
   }
   store::CommandFilter filter;
   filter.run_id = run.id;
@@ -223,7 +232,6 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
   if (sliced) {
     // Stored and sent in slices, each delivered as soon as it is committed.
     written = createInSlices(std::move(insert), request.host_ids, result);
-    t_stored = clock_.steadyMs();
   } else {
     result.commands = insert.commands;
     written = store_.writeAndWait(std::move(insert)).status;
@@ -268,15 +276,17 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
 
 struct CommandService::SlicedRun {
   std::string run_id;
-  std::vector<model::Command> commands;  // every command of the run, in slice order
+  std::vector<model::Command> commands;  // every command of the run, in slice order; const
   size_t slice = 1;
   std::mutex mu;
   std::condition_variable cv;
-  size_t stored = 0;       // commands committed so far (slices commit in order)
-  size_t deliveries = 0;   // delivery tasks posted and not finished
-  bool settled = false;    // every slice committed, or a slice failed
-  bool retrying = false;   // tick() is storing the rest after a failure
-  absl::Status status;     // the failure, if any
+  size_t stored = 0;                // commands committed so far (slices commit in order)
+  size_t deliveries = 0;            // delivery tasks posted and not finished
+  bool settled = false;             // every slice committed, a slice failed, or stopped
+  bool retrying = false;            // tick() is storing the rest after a failure
+  bool cancelled = false;           // the operator cancelled the run: no more slices
+  int64_t next_retry_steady_ms = 0;  // after a failure, tick() retries from then on
+  absl::Status status;              // the failure, if any
 };
 
 absl::Status CommandService::createInSlices(store::InsertRun insert,
@@ -286,6 +296,10 @@ absl::Status CommandService::createInSlices(store::InsertRun insert,
   job->run_id = insert.run.id;
   job->slice = std::max<size_t>(config_.run_slice_commands, 1);
   job->commands = std::move(insert.commands);
+  {
+    std::lock_guard lock(sliced_mu_);
+    sliced_[job->run_id] = job;
+  }
   // The run row lists every target until the last slice commits.
   insert.run.pending_targets = std::move(targets);
   const size_t end = std::min(job->slice, job->commands.size());
@@ -296,54 +310,65 @@ absl::Status CommandService::createInSlices(store::InsertRun insert,
   std::unique_lock lock(job->mu);
   job->cv.wait(lock, [&] { return job->settled && job->deliveries == 0; });
   if (!job->status.ok() && job->stored == 0) return job->status;  // nothing stored
-  result.commands = job->commands;
   if (!job->status.ok()) {
     return absl::UnavailableError(absl::StrCat(
         "run ", job->run_id, " was stored and sent for ", job->stored, " of ",
         job->commands.size(), " hosts when the store failed (", job->status.message(),
-        "); the rest are stored and sent as soon as the store recovers (retried every few "
-        "seconds, and at the next start): do not submit the run again; GET /api/v1/runs/",
+        "); the rest are stored and sent as soon as the store recovers (retried every "
+        "second, and at the next start): do not submit the run again; GET /api/v1/runs/",
         job->run_id, " shows its progress"));
   }
-  {
-    std::lock_guard open_lock(mu_);
-    for (auto& c : result.commands) {
-      auto it = open_.find(c.id);
-      if (it != open_.end()) c = it->second.command;
-    }
-  }
+  // Complete, or cancelled part-way (then only what was stored exists).
+  result.commands.assign(job->commands.begin(), job->commands.begin() + job->stored);
   return absl::OkStatus();
 }
 
 void CommandService::storeSlice(const std::shared_ptr<SlicedRun>& job, size_t begin) {
-  const size_t end = std::min(begin + job->slice, job->commands.size());
-  store::InsertCommands next;
-  next.run_id = job->run_id;
-  next.commands.assign(job->commands.begin() + begin, job->commands.begin() + end);
-  next.completes_run = end == job->commands.size();
-  store_.write(std::move(next), [this, job, begin, end](store::WriteResult r) {
-    onSliceStored(job, begin, end, r);
-  });
+  {
+    // Queued under the job's lock, so a cancel is ordered against it: a slice queued
+    // before the cancel is stored (and cancelled with the run), none after it.
+    std::lock_guard lock(job->mu);
+    if (!job->cancelled && !slicing_stopped_) {
+      const size_t end = std::min(begin + job->slice, job->commands.size());
+      store::InsertCommands next;
+      next.run_id = job->run_id;
+      next.commands.assign(job->commands.begin() + begin, job->commands.begin() + end);
+      next.completes_run = end == job->commands.size();
+      store_.write(std::move(next), [this, job, begin, end](store::WriteResult r) {
+        onSliceStored(job, begin, end, r);
+      });
+      return;
+    }
+    job->settled = true;
+    job->retrying = false;
+    if (!job->cancelled && job->status.ok()) {
+      job->status = absl::UnavailableError("the server is shutting down");
+    }
+  }
+  job->cv.notify_all();
+  if (job->cancelled) forgetSliced(job->run_id);
+}
+
+void CommandService::forgetSliced(const std::string& run_id) {
+  std::lock_guard lock(sliced_mu_);
+  sliced_.erase(run_id);
 }
 
 void CommandService::onSliceStored(const std::shared_ptr<SlicedRun>& job, size_t begin,
                                    size_t end, const store::WriteResult& written) {
   if (!written.status.ok()) {
-    spdlog::error("run {}: cannot store commands {}-{} of {}: {}", job->run_id, begin, end,
-                  job->commands.size(), written.status.message());
+    spdlog::error("run {}: cannot store commands {}-{} of {}{}: {}", job->run_id, begin, end,
+                  job->commands.size(), begin > 0 ? " (retried every second)" : "",
+                  written.status.message());
     {
       std::lock_guard lock(job->mu);
       job->status = written.status;
       job->settled = true;
       job->retrying = false;
+      job->next_retry_steady_ms = clock_.steadyMs() + 1000;
     }
     job->cv.notify_all();
-    if (begin > 0) {  // the run exists: store the rest later
-      std::lock_guard lock(sliced_mu_);
-      if (std::find(unfinished_.begin(), unfinished_.end(), job) == unfinished_.end()) {
-        unfinished_.push_back(job);
-      }
-    }
+    if (begin == 0) forgetSliced(job->run_id);  // nothing stored: the run does not exist
     return;
   }
   // Durable now; only then does anything reach an agent.
@@ -387,12 +412,48 @@ void CommandService::onSliceStored(const std::shared_ptr<SlicedRun>& job, size_t
     return;
   }
   job->cv.notify_all();
-  if (was_retry) {
-    spdlog::info("run {}: the remaining commands are stored and sent", job->run_id);
+  forgetSliced(job->run_id);
+  if (was_retry) spdlog::info("run {}: the remaining commands are stored and sent", job->run_id);
+}
+
+void CommandService::stopSlicesOfCancelledRun(const std::string& run_id) {
+  std::shared_ptr<SlicedRun> job;
+  {
     std::lock_guard lock(sliced_mu_);
-    unfinished_.erase(std::remove(unfinished_.begin(), unfinished_.end(), job),
-                      unfinished_.end());
+    auto it = sliced_.find(run_id);
+    if (it == sliced_.end()) return;
+    job = it->second;
   }
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  bool done = false;
+  absl::Status cleared;
+  {
+    std::lock_guard lock(job->mu);
+    job->cancelled = true;
+    // Slices queued before this are committed before it (the writer is FIFO), so when it
+    // returns they are open and the caller cancels them with the rest.
+    store_.write(store::InsertCommands{run_id, {}, true}, [&](store::WriteResult r) {
+      std::lock_guard done_lock(done_mu);
+      cleared = r.status;
+      done = true;
+      done_cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock lock(done_mu);
+    done_cv.wait(lock, [&] { return done; });
+  }
+  if (!cleared.ok()) {
+    spdlog::error("run {}: cancelled, but its pending targets could not be cleared: {}", run_id,
+                  cleared.message());
+  }
+  bool idle;
+  {
+    std::lock_guard lock(job->mu);
+    idle = job->settled;  // failed earlier: no chain left to stop it
+  }
+  if (idle) forgetSliced(run_id);
 }
 
 void CommandService::completeInterruptedRuns() {
@@ -420,8 +481,12 @@ void CommandService::completeInterruptedRuns() {
       // Every command of a run shares the spec, author and deadlines of the first.
       const model::Command& like = sample->front();
       std::set<std::string> stored(have->begin(), have->end());
-      for (const auto& host : run.pending_targets) {
+      auto statuses = hosts_.statuses(run.pending_targets);
+      for (size_t i = 0; i < run.pending_targets.size(); ++i) {
+        const std::string& host = run.pending_targets[i];
         if (stored.count(host)) continue;
+        // Decommissioned (or gone) since: it gets no command.
+        if (!statuses[i] || *statuses[i] == model::HostStatus::kRevoked) continue;
         model::Command c;
         c.id = common::newUlid(clock_.nowMs());
         c.run_id = run.id;
@@ -460,6 +525,7 @@ void CommandService::deliverRange(const model::Command* first, const model::Comm
       if (session == nullptr) continue;
       auto it = open_.find(c->id);
       if (it == open_.end()) continue;  // finished or cancelled meanwhile
+      if (pastDeadline(it->second.command, now)) continue;
       events.emplace_back(session, eventForLocked(it->second.command, now, &dispatched));
     }
   }
@@ -511,6 +577,7 @@ void CommandService::deliver(const std::shared_ptr<Session>& session,
     for (const auto& id : ids) {
       auto it = open_.find(id);
       if (it == open_.end() || it->second.command.host_id != session->agentId()) continue;
+      if (pastDeadline(it->second.command, now)) continue;
       events.push_back(eventForLocked(it->second.command, now, &dispatched));
     }
   }
@@ -659,9 +726,10 @@ void CommandService::onResult(const std::shared_ptr<Session>& session,
           "command ", result.command_id, " does not belong to agent ", session->agentId())));
       return;
     } else {
-      updated = it->second.command;
+      // Leaves the open set now: moved out, not copied (this runs once per result).
+      updated = std::move(it->second.command);
+      removeOpenLocked(it, updated.host_id);
       applyResult(updated, result, clock_.nowMs());
-      removeOpenLocked(result.command_id);
     }
   }
   if (updated.id.empty()) {
@@ -744,7 +812,11 @@ void CommandService::storeTerminal(model::Command updated, std::vector<CommandSt
       std::find(only_if.begin(), only_if.end(), CommandState::kQueued) == only_if.end()) {
     only_if.push_back(CommandState::kQueued);
   }
-  auto done = [this, updated, ack_to](store::WriteResult r) {
+  // One copy of the command goes into the store's queue; the callback shares this one.
+  auto command = std::make_shared<const model::Command>(std::move(updated));
+  store::UpdateCommand mutation{*command, std::move(only_if)};
+  auto done = [this, command, ack_to](store::WriteResult r) mutable {
+    const model::Command& updated = *command;
     if (!r.status.ok()) {
       spdlog::error("command {}: cannot store its result: {}", updated.id, r.status.message());
       {
@@ -781,9 +853,11 @@ void CommandService::storeTerminal(model::Command updated, std::vector<CommandSt
     }
     // debug: at fleet scale one line per command would cost the writer thread more than the
     // commit; runs are logged when created, and every result is in the store.
-    spdlog::debug("command {} on {}: {}{}", updated.id, updated.host_id,
-                  model::toString(updated.state),
-                  updated.exit_code ? absl::StrCat(" (exit ", *updated.exit_code, ")") : "");
+    if (spdlog::should_log(spdlog::level::debug)) {
+      spdlog::debug("command {} on {}: {}{}", updated.id, updated.host_id,
+                    model::toString(updated.state),
+                    updated.exit_code ? absl::StrCat(" (exit ", *updated.exit_code, ")") : "");
+    }
     bus_.publishFinished(updated);
     metrics_.results_by_state[static_cast<size_t>(updated.state) % 8].fetch_add(1);
     if (updated.result_source == model::ResultSource::kAgent && updated.started_at_ms > 0) {
@@ -792,7 +866,7 @@ void CommandService::storeTerminal(model::Command updated, std::vector<CommandSt
     }
     if (ack_to) queueAck(std::move(ack_to), updated.id);
   };
-  store_.write(store::UpdateCommand{updated, std::move(only_if)}, std::move(done));
+  store_.write(std::move(mutation), std::move(done));
 }
 
 absl::StatusOr<model::Command> CommandService::get(const std::string& id) {
@@ -874,6 +948,9 @@ absl::StatusOr<std::vector<model::Command>> CommandService::cancelRun(const std:
   if (!run->has_value()) {
     return absl::NotFoundError(absl::StrCat("no run with id '", run_id.substr(0, 140), "'"));
   }
+  // A run still being stored in slices: no further slice is stored, and the slices already
+  // queued are open when this returns, so the loop below cancels them too.
+  stopSlicesOfCancelledRun(run_id);
   std::vector<std::string> ids;
   {
     std::lock_guard lock(mu_);
@@ -922,10 +999,15 @@ void CommandService::tick() {
   storeDispatchMarks();
   std::vector<std::pair<std::shared_ptr<SlicedRun>, size_t>> retry;
   {
+    const int64_t steady = clock_.steadyMs();
     std::lock_guard lock(sliced_mu_);
-    for (const auto& job : unfinished_) {
+    for (const auto& [run_id, job] : sliced_) {
       std::lock_guard job_lock(job->mu);
-      if (job->retrying) continue;
+      // Only runs whose slice failed, once a second.
+      if (job->status.ok() || !job->settled || job->cancelled || job->stored == 0 ||
+          steady < job->next_retry_steady_ms) {
+        continue;
+      }
       job->retrying = true;
       job->settled = false;
       retry.emplace_back(job, job->stored);

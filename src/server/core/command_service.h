@@ -7,6 +7,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <deque>
 #include <memory>
 #include <mutex>
@@ -84,6 +85,9 @@ class CommandService {
   // Expires commands nobody took and times out those whose agent never reported.
   void tick();
   size_t openCount() const;
+  // Shutdown: no further slices of large runs are queued; what is left of a run is stored at
+  // the next start (the run keeps its pending targets).
+  void stopSlicing() { slicing_stopped_ = true; }
 
  private:
   struct Open {
@@ -95,7 +99,11 @@ class CommandService {
   absl::Status validate(const CreateRunRequest& request) const;
   absl::StatusOr<CreateRunResult> replay(const store::Run& run, const std::string& fingerprint);
   void addOpenLocked(model::Command command) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  using OpenMap = std::unordered_map<std::string, Open>;
   void removeOpenLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `host_id`: the command's host (passed in, as the command may have been moved out).
+  void removeOpenLocked(OpenMap::iterator it, const std::string& host_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Delivers new commands to their online hosts, in parallel on fanout_ when large.
   void deliverAll(const std::vector<model::Command>& commands);
   // Delivers [first, last) to their online hosts on the calling thread.
@@ -111,6 +119,15 @@ class CommandService {
   // Writer thread: slice [begin, end) committed (or failed).
   void onSliceStored(const std::shared_ptr<SlicedRun>& job, size_t begin, size_t end,
                      const store::WriteResult& written);
+  void forgetSliced(const std::string& run_id);
+  // Stops the slices of a run not stored yet (they are never created) and clears its
+  // pending targets; returns once slices queued before are committed and open.
+  void stopSlicesOfCancelledRun(const std::string& run_id);
+  // A queued command past its deadline is not sent (tick() expires it).
+  static bool pastDeadline(const model::Command& c, int64_t now) {
+    return c.state == model::CommandState::kQueued && c.expires_at_ms > 0 &&
+           now >= c.expires_at_ms;
+  }
   // At start: stores the missing commands of runs a crash interrupted between slices.
   void completeInterruptedRuns();
   // Sends commands to the session and records them dispatched.
@@ -143,7 +160,7 @@ class CommandService {
   common::Executor* fanout_ = nullptr;
   CoreMetrics metrics_;
   mutable std::mutex mu_;
-  std::unordered_map<std::string, Open> open_ ABSL_GUARDED_BY(mu_);
+  OpenMap open_ ABSL_GUARDED_BY(mu_);
   std::unordered_map<std::string, std::set<std::string>> open_by_host_ ABSL_GUARDED_BY(mu_);
   std::mutex marks_mu_;
   struct DeferredMark {
@@ -157,8 +174,10 @@ class CommandService {
       ABSL_GUARDED_BY(ack_mu_);
   size_t ack_tasks_ ABSL_GUARDED_BY(ack_mu_) = 0;  // posted, not yet started
   std::mutex sliced_mu_;
-  // Sliced runs whose next slice failed to store; tick() retries them.
-  std::vector<std::shared_ptr<SlicedRun>> unfinished_ ABSL_GUARDED_BY(sliced_mu_);
+  // Runs being stored in slices, by run id: in progress, or waiting for tick() to retry a
+  // slice that failed to store.
+  std::unordered_map<std::string, std::shared_ptr<SlicedRun>> sliced_ ABSL_GUARDED_BY(sliced_mu_);
+  std::atomic<bool> slicing_stopped_{false};
 };
 
 }  // namespace muster::server

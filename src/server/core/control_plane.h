@@ -58,8 +58,12 @@ class ControlPlane {
   // Once a second: liveness by heartbeat, expiry, server-side timeouts.
   void tick();
 
-  // Refuse new links from now on (shutdown drains).
-  void stopAccepting() { accepting_ = false; }
+  // Shutdown: no new agents, and no further slices of large runs are queued (a run left
+  // unfinished is completed at the next start).
+  void stopAccepting() {
+    accepting_ = false;
+    commands_.stopSlicing();
+  }
   bool accepting() const { return accepting_; }
   uint64_t agentsRefused() const { return agents_refused_.load(); }
   // The transport closed a connection because the process is at its descriptor ceiling.

@@ -26,28 +26,30 @@ void OutputBus::unsubscribe(uint64_t token) {
 }
 
 void OutputBus::publishChunk(const model::OutputChunk& chunk) {
+  auto targets = listenersOf(chunk.command_id);
+  if (targets.empty()) return;  // no event built, no chunk copied
   OutputEvent event;
   event.kind = OutputEvent::Kind::kChunk;
   event.chunk = chunk;
-  publish(chunk.command_id, event);
+  for (const auto& listener : targets) listener(event);
 }
 
 void OutputBus::publishFinished(const model::Command& command) {
+  auto targets = listenersOf(command.id);
+  if (targets.empty()) return;  // a fan-out's results: nobody follows them one by one
   OutputEvent event;
   event.kind = OutputEvent::Kind::kFinished;
   event.command = command;
-  publish(command.id, event);
+  for (const auto& listener : targets) listener(event);
 }
 
-void OutputBus::publish(const std::string& command_id, const OutputEvent& event) {
+std::vector<OutputBus::Listener> OutputBus::listenersOf(const std::string& command_id) {
   std::vector<Listener> targets;
-  {
-    std::lock_guard lock(mu_);
-    auto it = listeners_.find(command_id);
-    if (it == listeners_.end()) return;
-    for (const auto& [token, listener] : it->second) targets.push_back(listener);
-  }
-  for (const auto& listener : targets) listener(event);
+  std::lock_guard lock(mu_);
+  auto it = listeners_.find(command_id);
+  if (it == listeners_.end()) return targets;
+  for (const auto& [token, listener] : it->second) targets.push_back(listener);
+  return targets;
 }
 
 }  // namespace muster::server

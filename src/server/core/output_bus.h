@@ -31,7 +31,8 @@ class OutputBus {
   void publishFinished(const model::Command& command);
 
  private:
-  void publish(const std::string& command_id, const OutputEvent& event);
+  // The listeners of a command; empty (the usual case: nobody follows it) without copying.
+  std::vector<Listener> listenersOf(const std::string& command_id);
 
   std::mutex mu_;
   uint64_t next_token_ ABSL_GUARDED_BY(mu_) = 1;

@@ -183,6 +183,11 @@ ApiReply getRun(Context& ctx, const std::string& id) {
   body["created_by"] = (*run)->created_by;
   body["created_at"] = rfc3339Ms((*run)->created_at_ms);
   body["summary"] = summaryJson(commands);
+  // A large run still being stored in slices (or waiting for the store to take the rest):
+  // how many hosts it targets in all; "summary" counts the commands stored so far.
+  const auto& pending = (*run)->pending_targets;
+  body["complete"] = pending.empty();
+  if (!pending.empty()) body["targets"] = pending.size();
   if (!*summary_only) body["commands"] = commandsJson(commands);
   return jsonReply(200, body);
 }

@@ -5,6 +5,7 @@
 
 #include <sqlite3.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -555,6 +556,20 @@ class SlicedRunTest : public ControlPlaneTest {
   void SetUp() override {
     config_.run_slice_commands = 3;
     ControlPlaneTest::SetUp();
+    plane_->commands().setFanoutExecutor(&fanout_);  // as in musterd
+  }
+  void reopen() {
+    openPlane();
+    plane_->commands().setFanoutExecutor(&fanout_);
+  }
+  // Fails the test if a command is sent before its row is committed.
+  void checkEverySendIsDurable(FakeSession& session) {
+    session.setOnSend([this](const ServerEvent& event) {
+      auto* dispatch = std::get_if<DispatchMsg>(&event);
+      if (dispatch == nullptr) return;
+      auto row = store_->getCommand(dispatch->command.id);
+      if (!row.ok() || !row->has_value()) ++sent_before_stored_;
+    });
   }
   // h0..h(n-1), every one enrolled; the even ones connected.
   std::vector<std::string> fleet(int n) {
@@ -562,7 +577,10 @@ class SlicedRunTest : public ControlPlaneTest {
     for (int i = 0; i < n; ++i) {
       ids.push_back("h" + std::to_string(i));
       enroll(ids.back());
-      if (i % 2 == 0) sessions_[ids.back()] = connect(ids.back());
+      if (i % 2 == 0) {
+        sessions_[ids.back()] = connect(ids.back());
+        checkEverySendIsDurable(*sessions_[ids.back()]);
+      }
     }
     return ids;
   }
@@ -605,6 +623,8 @@ class SlicedRunTest : public ControlPlaneTest {
     sqlite3_free(error);
     sqlite3_close(db);
   }
+  common::WorkerPool fanout_{2, "test-fanout"};
+  std::atomic<int> sent_before_stored_{0};
   std::map<std::string, std::shared_ptr<FakeSession>> sessions_;
 };
 
@@ -629,6 +649,7 @@ TEST_F(SlicedRunTest, LargeRunIsStoredAndSentSliceBySlice) {
   EXPECT_EQ(stored_hosts.size(), 10u);
   EXPECT_TRUE(runComplete(r->run_id));
   EXPECT_EQ(plane_->commands().openCount(), 10u);
+  EXPECT_EQ(sent_before_stored_.load(), 0);
 }
 
 TEST_F(SlicedRunTest, SliceThatFailsToStoreIsRetriedByTheTickAndNeverSentBeforeIt) {
@@ -650,11 +671,14 @@ TEST_F(SlicedRunTest, SliceThatFailsToStoreIsRetriedByTheTickAndNeverSentBeforeI
   EXPECT_FALSE(runComplete(run_id));
   EXPECT_EQ(storedOfRun(run_id).size(), 3u);
 
+  plane_->tick();  // too soon: retries are a second apart
+  clock_.advanceMs(1000);
   plane_->tick();  // the store still fails
   EXPECT_EQ(storedOfRun(run_id).size(), 3u);
   EXPECT_TRUE(sessions_["h4"]->sent<DispatchMsg>().empty());
 
   sql("DROP TRIGGER fail_h4");
+  clock_.advanceMs(1000);
   plane_->tick();
   EXPECT_EQ(storedCountSoon(run_id, 9), 9u);
   EXPECT_TRUE(runComplete(run_id));
@@ -665,9 +689,84 @@ TEST_F(SlicedRunTest, SliceThatFailsToStoreIsRetriedByTheTickAndNeverSentBeforeI
   for (const auto& [id, session] : sessions_) {
     EXPECT_EQ(session->sent<DispatchMsg>().size(), 1u) << id;
   }
+  clock_.advanceMs(1000);
   plane_->tick();  // nothing left to retry: no duplicates
   EXPECT_EQ(storedOfRun(run_id).size(), 9u);
   EXPECT_EQ(sessions_["h6"]->sent<DispatchMsg>().size(), 1u);
+  EXPECT_EQ(sent_before_stored_.load(), 0);
+}
+
+TEST_F(SlicedRunTest, ReplayOfARunStillBeingStoredSaysHowFarItGot) {
+  auto hosts = fleet(9);
+  sql("CREATE TRIGGER fail_h4 BEFORE INSERT ON commands WHEN NEW.host_id = 'h4' "
+      "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+  CreateRunRequest req;
+  req.host_ids = hosts;
+  req.exec.argv = {"true"};
+  req.created_by = "test";
+  req.idempotency_key = "deploy-7";
+  auto first = plane_->commands().createRun(req);
+  ASSERT_TRUE(absl::IsUnavailable(first.status())) << first.status();
+  // The CLI retries a 503 with the same key: it must learn the run exists, not make another.
+  auto again = plane_->commands().createRun(req);
+  ASSERT_TRUE(absl::IsUnavailable(again.status())) << again.status();
+  EXPECT_NE(again.status().message().find("is stored for 3 of 9 hosts"), absl::string_view::npos)
+      << again.status();
+  EXPECT_NE(again.status().message().find("do not submit it again"), absl::string_view::npos);
+  EXPECT_EQ(storedOfRun("").size(), 3u);
+  sql("DROP TRIGGER fail_h4");
+  clock_.advanceMs(1000);
+  plane_->tick();
+  std::string run_id = storedOfRun("")[0].run_id;
+  EXPECT_EQ(storedCountSoon(run_id, 9), 9u);
+  EXPECT_TRUE(runComplete(run_id));
+  auto replayed = plane_->commands().createRun(req);
+  ASSERT_TRUE(replayed.ok()) << replayed.status();
+  EXPECT_TRUE(replayed->replayed);
+  EXPECT_EQ(replayed->commands.size(), 9u);
+}
+
+TEST_F(SlicedRunTest, CancellingARunStopsTheSlicesNotStoredYetEvenAcrossARestart) {
+  auto hosts = fleet(9);
+  sql("CREATE TRIGGER fail_h4 BEFORE INSERT ON commands WHEN NEW.host_id = 'h4' "
+      "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+  auto r = runOn(hosts);
+  ASSERT_TRUE(absl::IsUnavailable(r.status())) << r.status();
+  std::string run_id = storedOfRun("")[0].run_id;
+  auto cancelled = plane_->commands().cancelRun(run_id, "wrong script");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->size(), 3u);
+  EXPECT_TRUE(runComplete(run_id));  // no pending targets left to create
+  sql("DROP TRIGGER fail_h4");
+  clock_.advanceMs(1000);
+  plane_->tick();
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(storedOfRun(run_id).size(), 3u);
+  for (const char* host : {"h4", "h6", "h8"}) {
+    EXPECT_TRUE(sessions_[host]->sent<DispatchMsg>().empty()) << host;
+  }
+  EXPECT_EQ(sessions_["h0"]->sent<CancelMsg>().size(), 1u);  // it had it: told to stop
+  reopen();  // a new process: nothing is completed behind the operator's back
+  EXPECT_EQ(storedOfRun(run_id).size(), 3u);
+  for (const auto& c : storedOfRun(run_id)) {
+    EXPECT_NE(c.state, CommandState::kQueued) << c.host_id;
+  }
+}
+
+TEST_F(SlicedRunTest, QueuedCommandPastItsDeadlineIsNotSent) {
+  enroll("late-1");
+  CreateRunRequest req;
+  req.host_ids = {"late-1"};
+  req.exec.argv = {"true"};
+  req.expire_in_ms = 5000;
+  req.created_by = "test";
+  auto r = plane_->commands().createRun(req);
+  ASSERT_TRUE(r.ok()) << r.status();
+  clock_.advanceMs(6000);  // offline past the deadline; no tick has expired it yet
+  auto s = connect("late-1");
+  EXPECT_TRUE(s->sent<DispatchMsg>().empty());
+  plane_->tick();
+  EXPECT_EQ(stored(r->commands[0].id).state, CommandState::kExpired);
 }
 
 TEST_F(SlicedRunTest, RunInterruptedBetweenSlicesIsCompletedAtTheNextStart) {
@@ -693,7 +792,7 @@ TEST_F(SlicedRunTest, RunInterruptedBetweenSlicesIsCompletedAtTheNextStart) {
   ASSERT_TRUE(store_->writeAndWait(insert).status.ok());
   ASSERT_EQ(store_->loadIncompleteRuns()->size(), 1u);
 
-  openPlane();  // a new process on the same database
+  reopen();  // a new process on the same database
   EXPECT_TRUE(runComplete(insert.run.id));
   EXPECT_TRUE(store_->loadIncompleteRuns()->empty());
   auto stored = storedOfRun(insert.run.id);
@@ -707,7 +806,7 @@ TEST_F(SlicedRunTest, RunInterruptedBetweenSlicesIsCompletedAtTheNextStart) {
   auto s = connect("h4", "s2");
   ASSERT_EQ(s->sent<DispatchMsg>().size(), 1u);
   EXPECT_EQ(s->sent<DispatchMsg>()[0].command.exec.argv, std::vector<std::string>{"uptime"});
-  openPlane();  // completing is done once
+  reopen();  // completing is done once
   EXPECT_EQ(storedOfRun(insert.run.id).size(), 5u);
 }
 

@@ -1,6 +1,7 @@
 // A Session that records what the core sends, for core unit tests.
 #pragma once
 
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -15,9 +16,15 @@ class FakeSession final : public Session {
       : agent_id_(std::move(agent_id)), session_id_(std::move(session_id)) {}
   const std::string& agentId() const override { return agent_id_; }
   const std::string& sessionId() const override { return session_id_; }
+  // Called with every event as it is sent (on the sender's thread), before it is recorded.
+  void setOnSend(std::function<void(const ServerEvent&)> hook) {
+    std::lock_guard lock(mu_);
+    on_send_ = std::move(hook);
+  }
   bool send(ServerEvent event) override {
     std::lock_guard lock(mu_);
     if (closed_) return false;
+    if (on_send_) on_send_(event);
     events_.push_back(std::move(event));
     return true;
   }
@@ -51,6 +58,7 @@ class FakeSession final : public Session {
   std::vector<ServerEvent> events_;
   bool closed_ = false;
   std::optional<absl::Status> close_status_;
+  std::function<void(const ServerEvent&)> on_send_;
 };
 
 }  // namespace muster::server::testing
