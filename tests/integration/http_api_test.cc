@@ -142,6 +142,8 @@ TEST_F(HttpApiTest, QueuedCommandForOfflineHostCanBeCreatedReadListedAndCancelle
   auto& summary = run.json.as_object().at("summary").as_object();
   EXPECT_EQ(summary.at("queued").as_int64(), 1);
   EXPECT_EQ(summary.at("total").as_int64(), 1);
+  EXPECT_TRUE(run.json.as_object().at("complete").as_bool());  // every target has its command
+  EXPECT_FALSE(run.json.as_object().contains("targets"));
 
   Reply cancelled = call("POST", "/api/v1/commands/" + id + "/cancel");
   ASSERT_EQ(cancelled.status, 200) << cancelled.body;
