@@ -556,11 +556,26 @@ class SlicedRunTest : public ControlPlaneTest {
   void SetUp() override {
     config_.run_slice_commands = 3;
     ControlPlaneTest::SetUp();
-    plane_->commands().setFanoutExecutor(&fanout_);  // as in musterd
+    attachFanout();
+  }
+  // As musterd stops: the writer's callbacks and the fan-out tasks they post finish before
+  // the plane they point into is destroyed.
+  void quiesce() {
+    ASSERT_TRUE(store_->flush().ok());
+    fanout_->shutdown();
+  }
+  void TearDown() override {
+    quiesce();
+    ControlPlaneTest::TearDown();
   }
   void reopen() {
+    quiesce();
     openPlane();
-    plane_->commands().setFanoutExecutor(&fanout_);
+    attachFanout();
+  }
+  void attachFanout() {
+    fanout_ = std::make_unique<common::WorkerPool>(2, "test-fanout");
+    plane_->commands().setFanoutExecutor(fanout_.get());  // as in musterd
   }
   // Fails the test if a command is sent before its row is committed.
   void checkEverySendIsDurable(FakeSession& session) {
@@ -623,7 +638,7 @@ class SlicedRunTest : public ControlPlaneTest {
     sqlite3_free(error);
     sqlite3_close(db);
   }
-  common::WorkerPool fanout_{2, "test-fanout"};
+  std::unique_ptr<common::WorkerPool> fanout_;
   std::atomic<int> sent_before_stored_{0};
   std::map<std::string, std::shared_ptr<FakeSession>> sessions_;
 };
