@@ -242,9 +242,9 @@ class LoadGen {
     return pos == std::string::npos ? -1 : std::stod(metrics.substr(pos + name.size() + 2));
   }
 
-  bool fanoutRound(std::vector<double>* latencies_ms, double* total_ms,
-                   double* create_ms = nullptr, double* server_cpu_ms = nullptr,
-                   double* self_cpu_ms = nullptr, double* transactions = nullptr) {
+  bool fanoutRound(std::vector<double>* latencies_ms, double* total_ms, double* create_ms = nullptr,
+                   double* server_cpu_ms = nullptr, double* self_cpu_ms = nullptr,
+                   double* transactions = nullptr) {
     const double txn_before = transactions ? metric("muster_store_transactions_total") : 0;
     auto server_before = sampleProc(server_->pid());
     auto self_before = sampleProc(getpid());

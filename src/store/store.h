@@ -128,8 +128,8 @@ struct RevokeApiToken {
 
 using Mutation =
     std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, InsertRun, InsertCommands,
-                 UpdateCommand, MarkDispatched, AppendOutput, InsertEnrollToken,
-                 ConsumeEnrollToken, RevokeEnrollToken, InsertApiToken, RevokeApiToken>;
+                 UpdateCommand, MarkDispatched, AppendOutput, InsertEnrollToken, ConsumeEnrollToken,
+                 RevokeEnrollToken, InsertApiToken, RevokeApiToken>;
 
 struct WriteResult {
   absl::Status status;

@@ -206,8 +206,8 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
 
   int64_t now = clock_.nowMs();
   store::InsertRun insert;
-  insert.run = store::Run{common::newUlid(now), request.idempotency_key, fingerprint,
-                          request.created_by, now, {}};
+  insert.run = store::Run{
+      common::newUlid(now), request.idempotency_key, fingerprint, request.created_by, now, {}};
   model::ExecSpec exec = request.exec;
   if (exec.timeout_ms == 0) exec.timeout_ms = config_.default_timeout_ms;
   if (exec.kill_grace_ms == 0) exec.kill_grace_ms = config_.default_kill_grace_ms;
@@ -266,10 +266,9 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
         result.run_id, result.commands.size(), request.created_by, t_prepared - t_begin,
         config_.run_slice_commands, t_delivered - t_prepared);
   } else {
-    spdlog::info(
-        "run {}: {} command(s) created by {} (validate {} ms, store {} ms, deliver {} ms)",
-        result.run_id, result.commands.size(), request.created_by, t_prepared - t_begin,
-        t_stored - t_prepared, t_delivered - t_stored);
+    spdlog::info("run {}: {} command(s) created by {} (validate {} ms, store {} ms, deliver {} ms)",
+                 result.run_id, result.commands.size(), request.created_by, t_prepared - t_begin,
+                 t_stored - t_prepared, t_delivered - t_stored);
   }
   return result;
 }
@@ -280,13 +279,13 @@ struct CommandService::SlicedRun {
   size_t slice = 1;
   std::mutex mu;
   std::condition_variable cv;
-  size_t stored = 0;                // commands committed so far (slices commit in order)
-  size_t deliveries = 0;            // delivery tasks posted and not finished
-  bool settled = false;             // every slice committed, a slice failed, or stopped
-  bool retrying = false;            // tick() is storing the rest after a failure
-  bool cancelled = false;           // the operator cancelled the run: no more slices
+  size_t stored = 0;                 // commands committed so far (slices commit in order)
+  size_t deliveries = 0;             // delivery tasks posted and not finished
+  bool settled = false;              // every slice committed, a slice failed, or stopped
+  bool retrying = false;             // tick() is storing the rest after a failure
+  bool cancelled = false;            // the operator cancelled the run: no more slices
   int64_t next_retry_steady_ms = 0;  // after a failure, tick() retries from then on
-  absl::Status status;              // the failure, if any
+  absl::Status status;               // the failure, if any
 };
 
 absl::Status CommandService::createInSlices(store::InsertRun insert,
@@ -304,16 +303,15 @@ absl::Status CommandService::createInSlices(store::InsertRun insert,
   insert.run.pending_targets = std::move(targets);
   const size_t end = std::min(job->slice, job->commands.size());
   insert.commands.assign(job->commands.begin(), job->commands.begin() + end);
-  store_.write(std::move(insert), [this, job, end](store::WriteResult r) {
-    onSliceStored(job, 0, end, r);
-  });
+  store_.write(std::move(insert),
+               [this, job, end](store::WriteResult r) { onSliceStored(job, 0, end, r); });
   std::unique_lock lock(job->mu);
   job->cv.wait(lock, [&] { return job->settled && job->deliveries == 0; });
   if (!job->status.ok() && job->stored == 0) return job->status;  // nothing stored
   if (!job->status.ok()) {
     return absl::UnavailableError(absl::StrCat(
-        "run ", job->run_id, " was stored and sent for ", job->stored, " of ",
-        job->commands.size(), " hosts when the store failed (", job->status.message(),
+        "run ", job->run_id, " was stored and sent for ", job->stored, " of ", job->commands.size(),
+        " hosts when the store failed (", job->status.message(),
         "); the rest are stored and sent as soon as the store recovers (retried every "
         "second, and at the next start): do not submit the run again; GET /api/v1/runs/",
         job->run_id, " shows its progress"));
@@ -354,8 +352,8 @@ void CommandService::forgetSliced(const std::string& run_id) {
   sliced_.erase(run_id);
 }
 
-void CommandService::onSliceStored(const std::shared_ptr<SlicedRun>& job, size_t begin,
-                                   size_t end, const store::WriteResult& written) {
+void CommandService::onSliceStored(const std::shared_ptr<SlicedRun>& job, size_t begin, size_t end,
+                                   const store::WriteResult& written) {
   if (!written.status.ok()) {
     spdlog::error("run {}: cannot store commands {}-{} of {}{}: {}", job->run_id, begin, end,
                   job->commands.size(), begin > 0 ? " (retried every second)" : "",
@@ -506,9 +504,10 @@ void CommandService::completeInterruptedRuns() {
                     written.status.message());
       continue;
     }
-    spdlog::warn("run {}: was interrupted while being stored; stored the commands of its {} "
-                 "remaining host(s)",
-                 run.id, n);
+    spdlog::warn(
+        "run {}: was interrupted while being stored; stored the commands of its {} "
+        "remaining host(s)",
+        run.id, n);
   }
 }
 

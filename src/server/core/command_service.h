@@ -125,8 +125,7 @@ class CommandService {
   void stopSlicesOfCancelledRun(const std::string& run_id);
   // A queued command past its deadline is not sent (tick() expires it).
   static bool pastDeadline(const model::Command& c, int64_t now) {
-    return c.state == model::CommandState::kQueued && c.expires_at_ms > 0 &&
-           now >= c.expires_at_ms;
+    return c.state == model::CommandState::kQueued && c.expires_at_ms > 0 && now >= c.expires_at_ms;
   }
   // At start: stores the missing commands of runs a crash interrupted between slices.
   void completeInterruptedRuns();

@@ -110,8 +110,8 @@ class Applier {
     for (const model::Command& c : m.commands) {
       if (c.run_id != m.run_id) {
         return absl::InvalidArgumentError(absl::StrCat("storing commands of run ", m.run_id,
-                                                       ": command ", c.id, " names run '",
-                                                       c.run_id, "'"));
+                                                       ": command ", c.id, " names run '", c.run_id,
+                                                       "'"));
       }
     }
     auto total = insertCommands(m.run_id, m.commands);

@@ -79,8 +79,8 @@ void bindRun(Stmt& stmt, const Run& r) {
       .bindText(3, r.request_fingerprint)
       .bindText(4, r.created_by)
       .bindInt(5, r.created_at_ms)
-      .bindText(6, r.pending_targets.empty() ? std::string("[]")
-                                             : encodeStringList(r.pending_targets));
+      .bindText(
+          6, r.pending_targets.empty() ? std::string("[]") : encodeStringList(r.pending_targets));
 }
 
 void bindCommand(Stmt& stmt, const model::Command& c, CommandRowCache* cache) {

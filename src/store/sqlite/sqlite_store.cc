@@ -206,8 +206,8 @@ absl::StatusOr<std::optional<Run>> SqliteStore::getRun(const std::string& id) {
 
 absl::StatusOr<std::vector<Run>> SqliteStore::loadIncompleteRuns() {
   // The `<> '[]'` term lets the planner use the partial index runs_incomplete.
-  static const std::string sql = absl::StrCat("SELECT ", sqlite::kRunColumns,
-                                              " FROM runs WHERE pending_targets <> '[]' ORDER BY id");
+  static const std::string sql = absl::StrCat(
+      "SELECT ", sqlite::kRunColumns, " FROM runs WHERE pending_targets <> '[]' ORDER BY id");
   std::lock_guard lock(read_mu_);
   return queryAll(*reader_, sql, bindNothing, &sqlite::runFromRow, "loading incomplete runs");
 }
@@ -216,8 +216,8 @@ absl::StatusOr<std::vector<std::string>> SqliteStore::runHostIds(const std::stri
   static const std::string sql = "SELECT host_id FROM commands WHERE run_id = ?1";
   std::lock_guard lock(read_mu_);
   return queryAll(
-      *reader_, sql, [&](Stmt& s) { s.bindText(1, run_id); },
-      &firstColumnText, absl::StrCat("listing the hosts of run ", run_id));
+      *reader_, sql, [&](Stmt& s) { s.bindText(1, run_id); }, &firstColumnText,
+      absl::StrCat("listing the hosts of run ", run_id));
 }
 
 absl::StatusOr<std::optional<Run>> SqliteStore::findRunByIdempotencyKey(const std::string& key) {

@@ -2,7 +2,6 @@
 #include "server/core/control_plane.h"
 
 #include <gtest/gtest.h>
-
 #include <sqlite3.h>
 
 #include <atomic>
@@ -305,7 +304,6 @@ TEST_F(ControlPlaneTest, HelloForAnotherIdIsRefused) {
   EXPECT_TRUE(absl::IsInvalidArgument(plane_->onHello(s, hello)));
 }
 
-
 }  // namespace
 }  // namespace muster::server
 
@@ -437,7 +435,6 @@ TEST_F(ControlPlaneTest, MetricsCountResultsAndOpenStates) {
   EXPECT_EQ(m.dispatch_to_result_seconds.snapshot().count, 1u);
 }
 
-
 }  // namespace
 }  // namespace muster::server
 
@@ -460,7 +457,6 @@ TEST_F(ControlPlaneTest, AgentsBeyondTheLimitAreRefusedButReconnectsAreNot) {
   EXPECT_FALSE(a2->closed());
 }
 
-
 }  // namespace
 }  // namespace muster::server
 
@@ -475,7 +471,6 @@ TEST_F(ControlPlaneTest, CommandsForADecommissionedHostAreRefused) {
   req.exec.argv = {"true"};
   EXPECT_TRUE(absl::IsFailedPrecondition(plane_->commands().createRun(req).status()));
 }
-
 
 }  // namespace
 }  // namespace muster::server
@@ -547,7 +542,6 @@ TEST_F(ControlPlaneTest, StreamWithoutHelloIsClosedAfterTheHelloTimeout) {
   EXPECT_TRUE(absl::IsDeadlineExceeded(*quiet->closeStatus()));
   EXPECT_FALSE(talker->closed());
 }
-
 
 // --- Large runs: stored and sent in slices -----------------------------------------------
 
@@ -673,8 +667,7 @@ TEST_F(SlicedRunTest, SliceThatFailsToStoreIsRetriedByTheTickAndNeverSentBeforeI
       "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
   auto r = runOn(hosts);
   ASSERT_TRUE(absl::IsUnavailable(r.status())) << r.status();
-  EXPECT_NE(r.status().message().find("for 3 of 9 hosts"), absl::string_view::npos)
-      << r.status();
+  EXPECT_NE(r.status().message().find("for 3 of 9 hosts"), absl::string_view::npos) << r.status();
   // The first slice is stored and sent; nothing of the failed slice left the server.
   EXPECT_EQ(sessions_["h0"]->sent<DispatchMsg>().size(), 1u);
   EXPECT_EQ(sessions_["h2"]->sent<DispatchMsg>().size(), 1u);
