@@ -1,7 +1,7 @@
 // Tests of SqliteStore: every mutation and read round-trips through a real SQLite file.
-#include <algorithm>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <string>
