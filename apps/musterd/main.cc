@@ -7,6 +7,7 @@
 #include <CLI/CLI.hpp>
 #include <atomic>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <iostream>
@@ -168,6 +169,12 @@ int run(const Flags& flags) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // gRPC 1.51's "tcp_read_chunks" experiment reads into fixed 8 KB slices, one of them held
+  // by every idle agent connection. Without it a read starts at 1 KB (the agent port's
+  // GRPC_ARG_TCP_READ_CHUNK_SIZE) and grows with the traffic: 5 KB less per agent at
+  // 10,000 agents (docs/benchmarks.md). Set before gRPC reads its configuration; an
+  // operator's own GRPC_EXPERIMENTS wins.
+  setenv("GRPC_EXPERIMENTS", "-tcp_read_chunks", /*overwrite=*/0);
   absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   // Signals are taken by sigwait in main; every thread created later inherits the mask.
   sigset_t signals;
