@@ -104,7 +104,8 @@ struct MarkDispatched {
   std::vector<std::string> command_ids;
   int64_t at_ms = 0;
 };
-// Stores bytes at (command, stream, offset); a chunk already stored at that offset is kept.
+// Stores bytes at (command, stream, offset); a chunk already stored at that offset is kept
+// unless the new one is longer (a replay that merged chunks; the bytes it shares are equal).
 struct AppendOutput {
   model::OutputChunk chunk;
 };

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "tests/integration/harness.h"
 
@@ -156,6 +157,21 @@ TEST_F(FleetTest, AgentKilledMidCommandReportsItFailedAfterRestart) {
             "agent restarted while the command was running");
   // Redelivery after the restart did not run it again.
   EXPECT_EQ(readFileOr(marker), "x\n");
+}
+
+TEST_F(FleetTest, OutputOfACommandThatEndedWhileTheServerWasDownIsStoredWhole) {
+  startServer();
+  startAgent("h1");
+  expectOnline("h1");
+  auto ids = commandIds(server_->run({"h1"}, "echo begin; sleep 1; echo end"));
+  // "begin" is stored live; then the server dies and the command ends without it.
+  ASSERT_TRUE(waitFor([&] { return server_->output(ids[0]) == "begin\n"; }));
+  server_->kill9();
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  server_->start();
+  // The agent replays the whole output from disk as one chunk at offset 0.
+  EXPECT_EQ(waitTerminal(ids[0]), "succeeded");
+  EXPECT_EQ(server_->output(ids[0]), "begin\nend\n");
 }
 
 TEST_F(FleetTest, ServerKilledMidCommandLosesNothingAndRunsNothingTwice) {

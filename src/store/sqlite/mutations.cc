@@ -189,8 +189,12 @@ class Applier {
     const model::OutputChunk& ch = m.chunk;
     auto rows = runStatement(
         conn_,
+        // Bytes at an offset never change, so a chunk already there is kept, unless the new
+        // one is longer: an agent that lost its link replays its output merged into fewer,
+        // larger chunks, and the tail of such a chunk must not be dropped.
         "INSERT INTO command_output (command_id, stream, offset, data) VALUES (?1, ?2, ?3, ?4) "
-        "ON CONFLICT (command_id, stream, offset) DO NOTHING",
+        "ON CONFLICT (command_id, stream, offset) DO UPDATE SET data = excluded.data "
+        "WHERE length(excluded.data) > length(command_output.data)",
         [&](Stmt& s) {
           s.bindText(1, ch.command_id)
               .bindText(2, model::toString(ch.stream))

@@ -312,6 +312,20 @@ TEST_F(SqliteStoreTest, MarkDispatchedMovesOnlyQueuedCommands) {
   EXPECT_EQ((**store_->getCommand("c3")).dispatched_at_ms, 0);
 }
 
+TEST_F(SqliteStoreTest, AppendOutputKeepsTheLongestChunkAtAnOffset) {
+  // Live output went out as "begin\n" and "end\n"; the second was lost with the link, and the
+  // agent's replay merges both into one chunk at offset 0. Nothing of it may be dropped.
+  ASSERT_TRUE(put(makeRun("r1", "", {{"c1", "h1"}})).status.ok());
+  ASSERT_EQ(put(chunk("c1", OutputStream::kStdout, 0, "begin\n")).rows, 1);
+  EXPECT_EQ(put(chunk("c1", OutputStream::kStdout, 0, "begin\nend\n")).rows, 1);
+  EXPECT_EQ(put(chunk("c1", OutputStream::kStdout, 0, "begin\n")).rows, 0);  // shorter: kept
+  EXPECT_EQ(put(chunk("c1", OutputStream::kStdout, 6, "end\n")).rows, 1);    // overlaps: fine
+  auto out = store_->readOutput("c1", OutputStream::kStdout, 0, 1000);
+  ASSERT_TRUE(out.ok()) << out.status();
+  ASSERT_EQ(out->size(), 2u);
+  EXPECT_EQ((*out)[0].data, "begin\nend\n");
+}
+
 TEST_F(SqliteStoreTest, AppendOutputKeepsTheFirstChunkAtAnOffset) {
   ASSERT_TRUE(put(makeRun("r1", "", {{"c1", "h1"}})).status.ok());
   std::string binary("\0\xff\x01zz", 5);
