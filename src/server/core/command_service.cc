@@ -284,6 +284,7 @@ struct CommandService::SlicedRun {
   bool settled = false;              // every slice committed, a slice failed, or stopped
   bool retrying = false;             // tick() is storing the rest after a failure
   bool cancelled = false;            // the operator cancelled the run: no more slices
+  bool run_exists = false;           // completing a run stored before (at start, after a crash)
   int64_t next_retry_steady_ms = 0;  // after a failure, tick() retries from then on
   absl::Status status;               // the failure, if any
 };
@@ -366,7 +367,8 @@ void CommandService::onSliceStored(const std::shared_ptr<SlicedRun>& job, size_t
       job->next_retry_steady_ms = clock_.steadyMs() + 1000;
     }
     job->cv.notify_all();
-    if (begin == 0) forgetSliced(job->run_id);  // nothing stored: the run does not exist
+    // Nothing stored of a new run: it does not exist, and the caller gets the error.
+    if (begin == 0 && !job->run_exists) forgetSliced(job->run_id);
     return;
   }
   // Durable now; only then does anything reach an agent.
@@ -498,10 +500,22 @@ void CommandService::completeInterruptedRuns() {
       }
     }
     const size_t n = rest.commands.size();
+    std::vector<model::Command> missing = rest.commands;
     auto written = store_.writeAndWait(std::move(rest));
     if (!written.status.ok()) {
-      spdlog::error("run {}: cannot store the commands a crash left out: {}", run.id,
-                    written.status.message());
+      spdlog::error("run {}: cannot store the commands a crash left out (retried every second): {}",
+                    run.id, written.status.message());
+      // tick() stores them in slices, as for a slice that failed while the server ran.
+      auto job = std::make_shared<SlicedRun>();
+      job->run_id = run.id;
+      job->commands = std::move(missing);
+      job->slice = std::max<size_t>(config_.run_slice_commands, 1);
+      job->run_exists = true;
+      job->settled = true;
+      job->status = written.status;
+      job->next_retry_steady_ms = clock_.steadyMs() + 1000;
+      std::lock_guard lock(sliced_mu_);
+      sliced_[run.id] = std::move(job);
       continue;
     }
     spdlog::warn(
@@ -1003,8 +1017,8 @@ void CommandService::tick() {
     for (const auto& [run_id, job] : sliced_) {
       std::lock_guard job_lock(job->mu);
       // Only runs whose slice failed, once a second.
-      if (job->status.ok() || !job->settled || job->cancelled || job->stored == 0 ||
-          steady < job->next_retry_steady_ms) {
+      if (job->status.ok() || !job->settled || job->cancelled ||
+          (job->stored == 0 && !job->run_exists) || steady < job->next_retry_steady_ms) {
         continue;
       }
       job->retrying = true;

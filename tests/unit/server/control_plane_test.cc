@@ -632,6 +632,27 @@ class SlicedRunTest : public ControlPlaneTest {
     sqlite3_free(error);
     sqlite3_close(db);
   }
+  // What a crash after the first slice leaves: the run with its targets, `stored` commands.
+  store::InsertRun interruptedRun(const std::vector<std::string>& hosts, size_t stored) {
+    store::InsertRun insert;
+    insert.run.id = "01JRUNINTERRUPTED000000000";
+    insert.run.created_by = "test";
+    insert.run.created_at_ms = clock_.nowMs();
+    insert.run.pending_targets = hosts;
+    for (size_t i = 0; i < stored; ++i) {
+      model::Command c;
+      c.id = "01JCMDINTERRUPTED00000000" + std::to_string(i);
+      c.run_id = insert.run.id;
+      c.host_id = hosts[i];
+      c.exec.argv = {"uptime"};
+      c.exec.timeout_ms = 5000;
+      c.created_by = "test";
+      c.created_at_ms = clock_.nowMs();
+      c.expires_at_ms = clock_.nowMs() + 3'600'000;
+      insert.commands.push_back(c);
+    }
+    return insert;
+  }
   std::unique_ptr<common::WorkerPool> fanout_;
   std::atomic<int> sent_before_stored_{0};
   std::map<std::string, std::shared_ptr<FakeSession>> sessions_;
@@ -779,24 +800,7 @@ TEST_F(SlicedRunTest, QueuedCommandPastItsDeadlineIsNotSent) {
 
 TEST_F(SlicedRunTest, RunInterruptedBetweenSlicesIsCompletedAtTheNextStart) {
   auto hosts = fleet(5);
-  // What a crash after the first slice leaves: the run with its targets, two commands.
-  store::InsertRun insert;
-  insert.run.id = "01JRUNINTERRUPTED000000000";
-  insert.run.created_by = "test";
-  insert.run.created_at_ms = clock_.nowMs();
-  insert.run.pending_targets = hosts;
-  for (int i = 0; i < 2; ++i) {
-    model::Command c;
-    c.id = "01JCMDINTERRUPTED00000000" + std::to_string(i);
-    c.run_id = insert.run.id;
-    c.host_id = hosts[i];
-    c.exec.argv = {"uptime"};
-    c.exec.timeout_ms = 5000;
-    c.created_by = "test";
-    c.created_at_ms = clock_.nowMs();
-    c.expires_at_ms = clock_.nowMs() + 3'600'000;
-    insert.commands.push_back(c);
-  }
+  auto insert = interruptedRun(hosts, 2);
   ASSERT_TRUE(store_->writeAndWait(insert).status.ok());
   ASSERT_EQ(store_->loadIncompleteRuns()->size(), 1u);
 
@@ -815,6 +819,31 @@ TEST_F(SlicedRunTest, RunInterruptedBetweenSlicesIsCompletedAtTheNextStart) {
   ASSERT_EQ(s->sent<DispatchMsg>().size(), 1u);
   EXPECT_EQ(s->sent<DispatchMsg>()[0].command.exec.argv, std::vector<std::string>{"uptime"});
   reopen();  // completing is done once
+  EXPECT_EQ(storedOfRun(insert.run.id).size(), 5u);
+}
+
+TEST_F(SlicedRunTest, RunThatCannotBeCompletedAtStartIsCompletedByTheTick) {
+  auto hosts = fleet(5);
+  auto insert = interruptedRun(hosts, 2);
+  ASSERT_TRUE(store_->writeAndWait(insert).status.ok());
+  sql("CREATE TRIGGER fail_h3 BEFORE INSERT ON commands WHEN NEW.host_id = 'h3' "
+      "BEGIN SELECT RAISE(ABORT, 'injected failure'); END");
+  reopen();  // the store refuses the missing commands at start
+  EXPECT_EQ(storedOfRun(insert.run.id).size(), 2u);
+  EXPECT_FALSE(runComplete(insert.run.id));
+  auto s = connect("h4", "s2");
+  sql("DROP TRIGGER fail_h3");
+  clock_.advanceMs(1000);
+  plane_->tick();
+  EXPECT_EQ(storedCountSoon(insert.run.id, 5), 5u);
+  EXPECT_TRUE(runComplete(insert.run.id));
+  for (int i = 0; i < 500 && s->sent<DispatchMsg>().empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(s->sent<DispatchMsg>().size(), 1u);  // sent once stored, to the connected host
+  EXPECT_EQ(s->sent<DispatchMsg>()[0].command.exec.argv, std::vector<std::string>{"uptime"});
+  clock_.advanceMs(1000);
+  plane_->tick();  // nothing left: no duplicates
   EXPECT_EQ(storedOfRun(insert.run.id).size(), 5u);
 }
 
