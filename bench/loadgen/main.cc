@@ -233,19 +233,25 @@ class LoadGen {
     return 0;
   }
 
-  // One no-op command to every agent; latency = POST sent -> that agent's ResultAck (sent by
-  // the server only after the result is committed).
-  // One sample of musterd's /metrics ("" when absent).
+  // One sample of musterd's /metrics (-1 when absent).
   double metric(const std::string& name) {
     auto metrics = httpRequest("GET", server_->http() + "/metrics", token_).body;
     auto pos = metrics.find("\n" + name + " ");
     return pos == std::string::npos ? -1 : std::stod(metrics.substr(pos + name.size() + 2));
   }
 
-  bool fanoutRound(std::vector<double>* latencies_ms, double* total_ms, double* create_ms = nullptr,
-                   double* server_cpu_ms = nullptr, double* self_cpu_ms = nullptr,
-                   double* transactions = nullptr) {
-    const double txn_before = transactions ? metric("muster_store_transactions_total") : 0;
+  struct Round {
+    bool ok = false;
+    std::vector<double> latencies_ms;  // per agent: POST sent -> its ResultAck
+    double create_ms = 0, total_ms = 0, server_cpu_ms = 0, loadgen_cpu_ms = 0;
+    double store_transactions = 0;
+  };
+
+  // One no-op command to every agent; latency = POST sent -> that agent's ResultAck (sent by
+  // the server only after the result is committed).
+  Round fanoutRound() {
+    Round round;
+    const double txn_before = metric("muster_store_transactions_total");
     auto server_before = sampleProc(server_->pid());
     auto self_before = sampleProc(getpid());
     // As an operator would: a selector, and no per-command list in the reply.
@@ -255,10 +261,10 @@ class LoadGen {
     int64_t t0 = steadyMs();
     auto r =
         httpRequest("POST", server_->http() + "/api/v1/commands?view=summary", token_, payload);
-    if (create_ms) *create_ms = static_cast<double>(steadyMs() - t0);
+    round.create_ms = static_cast<double>(steadyMs() - t0);
     if (r.status != 201) {
       std::cerr << "create failed: " << r.status << " " << r.body.substr(0, 300) << "\n";
-      return false;
+      return round;
     }
     boost::system::error_code ec;
     auto created = json::parse(r.body, ec);
@@ -271,22 +277,18 @@ class LoadGen {
     if (total == nullptr || !total->is_int64() ||
         total->as_int64() != static_cast<int64_t>(host_ids_.size())) {
       std::cerr << "run does not target every simulated agent: " << r.body.substr(0, 300) << "\n";
-      return false;
+      return round;
     }
-    bool ok = waitUntil(
+    round.ok = waitUntil(
         [&] { return fleet_->stats().acks.load() - acks_before >= host_ids_.size(); }, 120);
-    *total_ms = static_cast<double>(steadyMs() - t0);
+    round.total_ms = static_cast<double>(steadyMs() - t0);
     const double ms_per_tick = 1000.0 / ticksPerSecond();
-    if (server_cpu_ms) {
-      *server_cpu_ms =
-          (sampleProc(server_->pid()).cpu_ticks - server_before.cpu_ticks) * ms_per_tick;
-    }
-    if (self_cpu_ms) {
-      *self_cpu_ms = (sampleProc(getpid()).cpu_ticks - self_before.cpu_ticks) * ms_per_tick;
-    }
-    if (transactions) *transactions = metric("muster_store_transactions_total") - txn_before;
-    for (int64_t t : fleet_->lastAckMs()) latencies_ms->push_back(static_cast<double>(t - t0));
-    return ok;
+    round.server_cpu_ms =
+        (sampleProc(server_->pid()).cpu_ticks - server_before.cpu_ticks) * ms_per_tick;
+    round.loadgen_cpu_ms = (sampleProc(getpid()).cpu_ticks - self_before.cpu_ticks) * ms_per_tick;
+    round.store_transactions = metric("muster_store_transactions_total") - txn_before;
+    for (int64_t t : fleet_->lastAckMs()) round.latencies_ms.push_back(static_cast<double>(t - t0));
+    return round;
   }
 
   int fanout() {
@@ -294,19 +296,18 @@ class LoadGen {
     std::vector<double> p99s;
     bool all_ok = true;
     for (int i = 0; i < o_.fanout_rounds; ++i) {
-      std::vector<double> lat;
-      double total = 0, create = 0, server_cpu = 0, self_cpu = 0, txns = 0;
-      bool ok = fanoutRound(&lat, &total, &create, &server_cpu, &self_cpu, &txns);
-      all_ok = all_ok && ok;
-      json::object round{{"create_ms", create},
+      Round r = fanoutRound();
+      all_ok = all_ok && r.ok;
+      const auto& lat = r.latencies_ms;
+      json::object round{{"create_ms", r.create_ms},
                          {"p50_ms", percentile(lat, 0.5)},
                          {"p99_ms", percentile(lat, 0.99)},
                          {"max_ms", percentile(lat, 1.0)},
-                         {"total_ms", total},
-                         {"server_cpu_ms", server_cpu},
-                         {"loadgen_cpu_ms", self_cpu},
-                         {"store_transactions", txns},
-                         {"ok", ok}};
+                         {"total_ms", r.total_ms},
+                         {"server_cpu_ms", r.server_cpu_ms},
+                         {"loadgen_cpu_ms", r.loadgen_cpu_ms},
+                         {"store_transactions", r.store_transactions},
+                         {"ok", r.ok}};
       p99s.push_back(percentile(lat, 0.99));
       rounds.push_back(round);
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
@@ -345,24 +346,20 @@ class LoadGen {
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     uint64_t done = fleet_->stats().acks.load() - acks_before;
     double rate = done / secs;
-    auto metrics = httpRequest("GET", server_->http() + "/metrics", token_).body;
-    auto gauge = [&](const std::string& name) -> double {
-      auto pos = metrics.find("\n" + name + " ");
-      return pos == std::string::npos ? -1 : std::stod(metrics.substr(pos + name.size() + 2));
-    };
+    const double batch = metric("muster_store_batch_size");
+    const double commit_ms = metric("muster_store_commit_seconds") * 1000;
     char human[220];
     std::snprintf(human, sizeof human,
                   "%.0f commands/s create->dispatch->result->persisted (%llu in %.1f s, %d "
                   "clients, %llu errors); last store batch %.0f, commit %.2f ms",
                   rate, static_cast<unsigned long long>(done), secs, o_.throughput_clients,
-                  static_cast<unsigned long long>(errors.load()), gauge("muster_store_batch_size"),
-                  gauge("muster_store_commit_seconds") * 1000);
+                  static_cast<unsigned long long>(errors.load()), batch, commit_ms);
     emit("throughput",
          {{"commands_per_s", rate},
           {"completed", done},
           {"errors", errors.load()},
-          {"store_batch_size", gauge("muster_store_batch_size")},
-          {"store_commit_ms", gauge("muster_store_commit_seconds") * 1000}},
+          {"store_batch_size", batch},
+          {"store_commit_ms", commit_ms}},
          human);
     return errors.load() == 0 ? 0 : fail("some creates failed");
   }
@@ -440,9 +437,8 @@ class LoadGen {
 
   // Every simulated agent gets exactly one command and its result is persisted exactly once.
   int smoke() {
-    std::vector<double> lat;
-    double total = 0;
-    if (!fanoutRound(&lat, &total)) return fail("fan-out did not complete");
+    Round round = fanoutRound();
+    if (!round.ok) return fail("fan-out did not complete");
     for (uint64_t n : fleet_->commandsPerAgent()) {
       if (n != 1) return fail("an agent received " + std::to_string(n) + " commands, want 1");
     }
@@ -457,7 +453,8 @@ class LoadGen {
     for (const auto& [h, n] : per_host) {
       if (n != 1) return fail(h + " has " + std::to_string(n) + " stored results");
     }
-    emit("smoke", {{"agents", o_.agents}, {"p99_ms", percentile(lat, 0.99)}, {"ok", true}},
+    emit("smoke",
+         {{"agents", o_.agents}, {"p99_ms", percentile(round.latencies_ms, 0.99)}, {"ok", true}},
          std::to_string(o_.agents) + " agents: one command each, every result stored once");
     std::cout << "1 passed, 0 failed" << std::endl;
     fleet_.reset();

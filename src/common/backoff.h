@@ -19,7 +19,7 @@ class Backoff {
   // (500 ms, 1 s, 2 s, ... with the 1 s base) and the floor can be checked from outside.
   int64_t nextDelayMs() {
     int64_t ceiling = std::max<int64_t>(ceilingMs(), 0);
-    int64_t floor = attempt_ == 0 ? 0 : minDelayMs();
+    int64_t floor = minDelayMs();
     ++attempt_;
     std::uniform_int_distribution<int64_t> dist(floor, ceiling);
     return dist(rng_);
