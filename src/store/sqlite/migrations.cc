@@ -113,10 +113,26 @@ ALTER TABLE runs ADD COLUMN pending_targets TEXT NOT NULL DEFAULT '[]';
 CREATE INDEX runs_incomplete ON runs (id) WHERE pending_targets <> '[]';
 )sql";
 
+// A run for many hosts keeps its commands out of the per-host index: storing a 10,000-host run
+// put 10,000 entries at random places of an index that holds the fleet's whole history, one
+// page written for each (4 KB of WAL per command, most of a fan-out's store time). A host's
+// commands of such runs are found through the runs instead (commands_large_run_host).
+// 64 is kLargeRunHosts (rows.h); queries repeat these WHERE terms so the planner can use the
+// partial indexes. Rows stored before stay in commands_host_id (large_run 0).
+constexpr const char* kSchemaV4 = R"sql(
+ALTER TABLE runs ADD COLUMN host_count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE commands ADD COLUMN large_run INTEGER NOT NULL DEFAULT 0 CHECK (large_run IN (0, 1));
+CREATE INDEX runs_large ON runs (id) WHERE host_count >= 64;
+DROP INDEX commands_host_id;
+CREATE INDEX commands_host_id ON commands (host_id, id) WHERE large_run = 0;
+CREATE INDEX commands_large_run_host ON commands (run_id, host_id) WHERE large_run = 1;
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "hosts, runs, commands, command_output, enroll_tokens", kSchemaV1},
     {2, "api_tokens", kSchemaV2},
     {3, "runs.pending_targets (runs stored in slices)", kSchemaV3},
+    {4, "large runs out of the per-host command index", kSchemaV4},
 };
 
 absl::Status applyOne(Connection& conn, const Migration& m, int64_t now_ms) {

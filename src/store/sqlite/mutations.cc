@@ -1,6 +1,7 @@
 // The SQL of each store mutation.
 #include "store/sqlite/mutations.h"
 
+#include <algorithm>
 #include <functional>
 #include <variant>
 
@@ -81,9 +82,13 @@ class Applier {
   }
 
   absl::StatusOr<int64_t> operator()(const InsertRun& m) {
-    static const std::string run_sql = absl::StrCat("INSERT INTO runs (", kRunColumns, ") VALUES (",
-                                                    placeholders(kRunColumnCount), ")");
+    static const std::string run_sql =
+        absl::StrCat("INSERT INTO runs (", kRunColumns, ", host_count) VALUES (",
+                     placeholders(kRunColumnCount), ", ?", kRunColumnCount + 1, ")");
     const Run& run = m.run;
+    // A run stored in slices lists every target until the last slice commits.
+    const int64_t host_count =
+        static_cast<int64_t>(std::max(m.commands.size(), run.pending_targets.size()));
     for (const model::Command& c : m.commands) {
       if (c.run_id != run.id) {
         return absl::InvalidArgumentError(absl::StrCat("storing run ", run.id, ": command ", c.id,
@@ -91,7 +96,12 @@ class Applier {
       }
     }
     auto rows = runStatement(
-        conn_, run_sql, [&](Stmt& s) { bindRun(s, run); }, absl::StrCat("storing run ", run.id));
+        conn_, run_sql,
+        [&](Stmt& s) {
+          bindRun(s, run);
+          s.bindInt(kRunColumnCount + 1, host_count);
+        },
+        absl::StrCat("storing run ", run.id));
     if (absl::IsAlreadyExists(rows.status())) {
       if (rows.status().message().find("idempotency_key") != absl::string_view::npos) {
         return absl::AlreadyExistsError(absl::StrCat("idempotency key '", run.idempotency_key,
@@ -101,7 +111,7 @@ class Applier {
       return absl::AlreadyExistsError(absl::StrCat("run ", run.id, " already exists"));
     }
     if (!rows.ok()) return rows.status();
-    auto commands = insertCommands(run.id, m.commands);
+    auto commands = insertCommands(run.id, m.commands, host_count >= kLargeRunHosts);
     if (!commands.ok()) return commands.status();
     return *rows + *commands;
   }
@@ -114,7 +124,15 @@ class Applier {
                                                        "'"));
       }
     }
-    auto total = insertCommands(m.run_id, m.commands);
+    auto stmt = conn_.prepare("SELECT host_count FROM runs WHERE id = ?1");
+    if (!stmt.ok()) return annotate(stmt.status(), absl::StrCat("storing run ", m.run_id));
+    stmt->bindText(1, m.run_id);
+    auto found = stmt->step();
+    if (!found.ok()) return annotate(found.status(), absl::StrCat("storing run ", m.run_id));
+    if (!*found) return absl::NotFoundError(absl::StrCat("no run with id '", m.run_id, "'"));
+    const bool large = stmt->columnInt(0) >= kLargeRunHosts;
+    stmt->reset();
+    auto total = insertCommands(m.run_id, m.commands, large);
     if (!total.ok()) return total.status();
     if (!m.completes_run) return total;
     auto done = runStatement(
@@ -257,12 +275,13 @@ class Applier {
         absl::StrCat("revoking API token ", m.token_id));
   }
 
-  // Inserts commands of one run; returns rows inserted.
+  // Inserts commands of one run (`large`: of a run for kLargeRunHosts hosts or more); returns
+  // rows inserted.
   absl::StatusOr<int64_t> insertCommands(const std::string& run_id,
-                                         const std::vector<model::Command>& commands) {
+                                         const std::vector<model::Command>& commands, bool large) {
     static const std::string command_sql =
-        absl::StrCat("INSERT INTO commands (", kCommandColumns, ") VALUES (",
-                     placeholders(kCommandColumnCount), ")");
+        absl::StrCat("INSERT INTO commands (", kCommandColumns, ", large_run) VALUES (",
+                     placeholders(kCommandColumnCount), ", ?", kCommandColumnCount + 1, ")");
     auto stmt = conn_.prepare(command_sql);
     if (!stmt.ok()) return annotate(stmt.status(), absl::StrCat("storing run ", run_id));
     // Every command of a run shares its exec spec: encode it once, not once per row.
@@ -270,6 +289,7 @@ class Applier {
     int64_t total = 0;
     for (const model::Command& c : commands) {
       bindCommand(*stmt, c, &cache);
+      stmt->bindInt(kCommandColumnCount + 1, large ? 1 : 0);
       if (auto st = stmt->run(); !st.ok()) {
         if (absl::IsAlreadyExists(st)) {
           return absl::AlreadyExistsError(

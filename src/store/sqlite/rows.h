@@ -22,6 +22,10 @@ inline constexpr char kRunColumns[] =
     "id, idempotency_key, request_fingerprint, created_by, created_at_ms, pending_targets";
 inline constexpr int kRunColumnCount = 6;
 
+// A run for at least this many hosts is "large": its commands are indexed by (run, host), not
+// by host (schema migration 4 names the number in its partial indexes; never change it).
+inline constexpr int64_t kLargeRunHosts = 64;
+
 inline constexpr char kCommandColumns[] =
     "id, run_id, host_id, exec_argv, exec_script, exec_env, exec_cwd, exec_timeout_ms, "
     "exec_kill_grace_ms, state, idempotency_key, created_by, created_at_ms, expires_at_ms, "

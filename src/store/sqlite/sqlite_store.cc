@@ -177,12 +177,31 @@ absl::StatusOr<std::vector<model::Command>> SqliteStore::loadOpenCommands() {
 
 absl::StatusOr<std::vector<model::Command>> SqliteStore::listCommands(const CommandFilter& filter) {
   // One cached statement per combination of filters, so each can use its own index.
-  std::string sql = absl::StrCat("SELECT ", sqlite::kCommandColumns, " FROM commands WHERE 1");
-  if (!filter.run_id.empty()) sql += " AND run_id = ?1";
-  if (!filter.host_id.empty()) sql += " AND host_id = ?2";
-  if (filter.state.has_value()) sql += " AND state = ?3";
-  if (!filter.before_id.empty()) sql += " AND id < ?4";
-  sql += " ORDER BY id DESC LIMIT ?5";
+  auto conditions = [&](const char* table) {
+    std::string out;
+    if (filter.state.has_value()) absl::StrAppend(&out, " AND ", table, "state = ?3");
+    if (!filter.before_id.empty()) absl::StrAppend(&out, " AND ", table, "id < ?4");
+    return out;
+  };
+  std::string sql;
+  if (!filter.host_id.empty() && filter.run_id.empty()) {
+    // A host's commands: those of small runs by the per-host index, those of large runs
+    // (kLargeRunHosts) by probing each large run for the host (CROSS JOIN: runs outside, so the
+    // planner never scans every large-run command instead); the two merged newest first.
+    sql = absl::StrCat(
+        "SELECT ", sqlite::kCommandColumns, " FROM (SELECT ", sqlite::kCommandColumns,
+        " FROM commands WHERE host_id = ?2 AND large_run = 0", conditions(""),
+        " ORDER BY id DESC LIMIT ?5) UNION ALL SELECT ", sqlite::kCommandColumns,
+        " FROM (SELECT c.* FROM runs r CROSS JOIN commands c ON c.run_id = r.id AND c.host_id = ?2"
+        " AND c.large_run = 1 WHERE r.host_count >= ",
+        sqlite::kLargeRunHosts, conditions("c."),
+        " ORDER BY c.id DESC LIMIT ?5) ORDER BY id DESC LIMIT ?5");
+  } else {
+    sql = absl::StrCat("SELECT ", sqlite::kCommandColumns, " FROM commands WHERE 1");
+    if (!filter.run_id.empty()) sql += " AND run_id = ?1";
+    if (!filter.host_id.empty()) sql += " AND host_id = ?2";
+    absl::StrAppend(&sql, conditions(""), " ORDER BY id DESC LIMIT ?5");
+  }
   const int limit = std::clamp(filter.limit, 1, kMaxListLimit);
   std::lock_guard lock(read_mu_);
   return queryAll(

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "sqlite_store_fixture.h"
 
 namespace muster::store::test {
@@ -415,6 +416,76 @@ TEST_F(SqliteStoreTest, EnrollTokensRoundTripAndConsumeUntilUsedUp) {
   EXPECT_EQ((*all)[0].id, "t1");
   EXPECT_EQ((*all)[1].id, "t2");
   EXPECT_EQ((*all)[1].uses_left, -1);
+}
+
+// Commands of runs for kLargeRunHosts hosts or more stay out of the per-host index; listing a
+// host's commands still finds them, merged with its other commands newest first.
+TEST_F(SqliteStoreTest, ListingAHostsCommandsMergesLargeAndSmallRuns) {
+  auto large = [](const std::string& run, const std::string& prefix) {
+    std::vector<std::pair<std::string, std::string>> targets;
+    for (int i = 0; i < 70; ++i) {
+      targets.emplace_back(absl::StrCat(prefix, "-", 100 + i), absl::StrCat("h", 100 + i));
+    }
+    return makeRun(run, "", targets);
+  };
+  ASSERT_TRUE(put(makeRun("r1", "", {{"c1", "h100"}, {"c1-x", "h2"}})).status.ok());
+  ASSERT_TRUE(put(large("r2", "c2")).status.ok());
+  ASSERT_TRUE(put(makeRun("r3", "", {{"c3", "h100"}})).status.ok());
+  // A large run stored in slices: the run row lists every target, the slices follow.
+  InsertRun first = makeRun("r4", "", {{"c4-100", "h100"}});
+  for (int i = 0; i < 70; ++i) first.run.pending_targets.push_back(absl::StrCat("h", 100 + i));
+  ASSERT_TRUE(put(first).status.ok());
+  InsertCommands rest{"r4", {}, true};
+  for (int i = 1; i < 70; ++i) {
+    rest.commands.push_back(
+        makeCommand(absl::StrCat("c4-", 100 + i), "r4", absl::StrCat("h", 100 + i)));
+  }
+  ASSERT_TRUE(put(rest).status.ok());
+  ASSERT_TRUE(put(makeRun("r5", "", {{"c5", "h100"}})).status.ok());
+  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM commands WHERE large_run = 1"), "140");
+  EXPECT_EQ(rawQuery("SELECT host_count FROM runs WHERE id = 'r4'"), "70");
+
+  auto ids = [&](CommandFilter f) {
+    std::vector<std::string> out;
+    auto cmds = store_->listCommands(f);
+    EXPECT_TRUE(cmds.ok()) << cmds.status();
+    if (cmds.ok()) {
+      for (const auto& cmd : *cmds) out.push_back(cmd.id);
+    }
+    return out;
+  };
+  using V = std::vector<std::string>;
+  EXPECT_EQ(ids(where("", "h100")), (V{"c5", "c4-100", "c3", "c2-100", "c1"}));
+  EXPECT_EQ(ids(where("", "h100", std::nullopt, "", 2)), (V{"c5", "c4-100"}));
+  EXPECT_EQ(ids(where("", "h100", std::nullopt, "c4-100", 2)), (V{"c3", "c2-100"}));
+  EXPECT_EQ(ids(where("", "h100", std::nullopt, "c2-100", 2)), (V{"c1"}));
+  EXPECT_EQ(ids(where("", "h169")), (V{"c4-169", "c2-169"}));
+  EXPECT_EQ(ids(where("r2", "h169")), (V{"c2-169"}));
+  EXPECT_EQ(ids(where("", "h2")), (V{"c1-x"}));
+  model::Command done = makeCommand("c2-100", "r2", "h100");
+  done.state = CommandState::kFailed;
+  ASSERT_EQ(put(UpdateCommand{done, {}}).rows, 1);
+  EXPECT_EQ(ids(where("", "h100", CommandState::kFailed)), (V{"c2-100"}));
+  EXPECT_EQ(ids(where("", "h100", CommandState::kQueued)), (V{"c5", "c4-100", "c3", "c1"}));
+  // The large runs are probed through the (run, host) index, never by reading every command.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* stmt = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "EXPLAIN QUERY PLAN SELECT c.id FROM runs r CROSS JOIN commands c ON "
+                               "c.run_id = r.id AND c.host_id = 'h100' AND c.large_run = 1 "
+                               "WHERE r.host_count >= 64",
+                               -1, &stmt, nullptr),
+            SQLITE_OK);
+  std::string plan;
+  while (sqlite3_step(stmt) == SQLITE_ROW) {
+    plan += reinterpret_cast<const char*>(sqlite3_column_text(stmt, 3));
+    plan += "\n";
+  }
+  sqlite3_finalize(stmt);
+  sqlite3_close(db);
+  EXPECT_NE(plan.find("commands_large_run_host"), std::string::npos) << plan;
+  EXPECT_NE(plan.find("runs_large"), std::string::npos) << plan;
 }
 
 TEST_F(SqliteStoreTest, ListCommandsFiltersNewestFirstAndPaginates) {

@@ -104,22 +104,63 @@ TEST_F(SqliteStoreTest, OpenAppliesMigrationsOnce) {
   reopen();
   reopen();
   // One row per migration, each applied once.
-  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM schema_migrations"), "3");
-  EXPECT_EQ(rawQuery("SELECT COUNT(DISTINCT version) FROM schema_migrations"), "3");
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "3");
+  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM schema_migrations"), "4");
+  EXPECT_EQ(rawQuery("SELECT COUNT(DISTINCT version) FROM schema_migrations"), "4");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "4");
   EXPECT_EQ(rawQuery("PRAGMA journal_mode"), "wal");
   EXPECT_TRUE(store_->ping().ok());
 }
 
-TEST_F(SqliteStoreTest, UpgradeFromVersion2KeepsRunsAndMarksThemComplete) {
+// Turns the freshly migrated database back into a version-3 one (before large runs left the
+// per-host index).
+class SqliteStoreUpgradeTest : public SqliteStoreTest {
+ protected:
+  void downgradeToVersion3() {
+    store_.reset();
+    rawQuery("DROP INDEX runs_large");
+    rawQuery("DROP INDEX commands_large_run_host");
+    rawQuery("DROP INDEX commands_host_id");
+    rawQuery("CREATE INDEX commands_host_id ON commands (host_id, id)");
+    rawQuery("ALTER TABLE commands DROP COLUMN large_run");
+    rawQuery("ALTER TABLE runs DROP COLUMN host_count");
+    rawQuery("DELETE FROM schema_migrations WHERE version = 4");
+  }
+};
+
+TEST_F(SqliteStoreUpgradeTest, FromVersion3ListsAHostsOldAndNewCommandsOfLargeRuns) {
+  // A version-3 database holding a large run stored the old way (in the per-host index).
+  downgradeToVersion3();
+  rawQuery("INSERT INTO runs (id, created_by, created_at_ms) VALUES ('r1', 'bob', 7)");
+  for (int i = 0; i < 70; ++i) {
+    rawQuery(absl::StrCat("INSERT INTO commands (id, run_id, host_id, state) VALUES ('c1-", 100 + i,
+                          "', 'r1', 'h", i, "', 'succeeded')"));
+  }
+  reopen();
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "4");
+  // Stored before: still in the per-host index.
+  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM commands WHERE large_run = 1"), "0");
+  std::vector<std::pair<std::string, std::string>> targets;
+  for (int i = 0; i < 70; ++i)
+    targets.emplace_back(absl::StrCat("c2-", 100 + i), absl::StrCat("h", i));
+  ASSERT_TRUE(put(makeRun("r2", "", targets)).status.ok());
+  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM commands WHERE large_run = 1"), "70");
+  auto listed = store_->listCommands(where("", "h5"));
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  ASSERT_EQ(listed->size(), 2u);
+  EXPECT_EQ((*listed)[0].id, "c2-105");
+  EXPECT_EQ((*listed)[1].id, "c1-105");
+  EXPECT_EQ((*listed)[1].state, CommandState::kSucceeded);
+}
+
+TEST_F(SqliteStoreUpgradeTest, FromVersion2KeepsRunsAndMarksThemComplete) {
   // A version-2 database: no runs.pending_targets yet, one stored run.
-  store_.reset();
+  downgradeToVersion3();
   rawQuery("DROP INDEX runs_incomplete");
   rawQuery("ALTER TABLE runs DROP COLUMN pending_targets");
   rawQuery("DELETE FROM schema_migrations WHERE version = 3");
   rawQuery("INSERT INTO runs (id, created_by, created_at_ms) VALUES ('old', 'bob', 7)");
   reopen();
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "3");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "4");
   auto run = store_->getRun("old");
   ASSERT_TRUE(run.ok() && run->has_value()) << run.status();
   EXPECT_EQ((*run)->created_by, "bob");
