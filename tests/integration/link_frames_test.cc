@@ -78,7 +78,7 @@ class CountingProxy {
       if (n <= 0) break;
       ++*reads;
       for (ssize_t off = 0; off < n;) {
-        ssize_t w = ::write(to, buf + off, static_cast<size_t>(n - off));
+        ssize_t w = ::send(to, buf + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
         if (w <= 0) return;
         off += w;
       }
