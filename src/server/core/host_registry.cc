@@ -275,6 +275,15 @@ size_t HostRegistry::knownCount() const {
   return hosts_.size();
 }
 
+std::array<size_t, 3> HostRegistry::countByStatus() const {
+  std::array<size_t, 3> out{};
+  std::lock_guard lock(mu_);
+  for (const auto& [id, entry] : hosts_) {
+    out[static_cast<size_t>(entry.host.status) % out.size()]++;
+  }
+  return out;
+}
+
 size_t HostRegistry::connectedCount() const {
   std::lock_guard lock(mu_);
   return connected_;
