@@ -159,6 +159,7 @@ int run(const Flags& flags) {
   }
   tick_cv.notify_all();
   ticker.join();
+  plane.flush();
   slow_path.shutdown();
   fanout.shutdown();
   blocking.shutdown();

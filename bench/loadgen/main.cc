@@ -98,14 +98,19 @@ class LoadGen {
     if (rc) return rc;
     if (o_.scenario == "smoke") return smoke();
     // Heartbeats for the whole run, as real agents send them (the server drops a link
-    // after three missed intervals).
+    // after three missed intervals): each agent once per interval, the fleet spread evenly
+    // over it (one slice every 100 ms), since real agents' timers start whenever each one
+    // connected. (All at once, a 30 s burst landed inside a 60 s idle window once or twice
+    // depending on timing, and the idle figure swung by half.)
     std::atomic<bool> stop_beats{false};
     std::thread beats([&] {
-      while (!stop_beats) {
-        fleet_->heartbeatAll();
-        for (int i = 0; i < o_.heartbeat_s * 10 && !stop_beats; ++i) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        }
+      const size_t ticks = static_cast<size_t>(std::max(1, o_.heartbeat_s * 10));
+      const size_t per_tick = (fleet_->size() + ticks - 1) / ticks;
+      auto next = std::chrono::steady_clock::now();
+      for (size_t tick = 0; !stop_beats; tick = (tick + 1) % ticks) {
+        fleet_->heartbeat(tick * per_tick, (tick + 1) * per_tick);
+        next += std::chrono::milliseconds(100);
+        std::this_thread::sleep_until(next);
       }
     });
     struct Joiner {

@@ -191,8 +191,10 @@ void SimFleet::timerLoop() {
   }
 }
 
-void SimFleet::heartbeatAll() {
-  for (auto& a : agents_) {
+void SimFleet::heartbeat(size_t begin, size_t end) {
+  end = std::min(end, agents_.size());
+  for (size_t i = begin; i < end; ++i) {
+    auto& a = agents_[i];
     std::shared_ptr<agent::LinkStream> stream;
     {
       std::lock_guard lock(a->mu);

@@ -43,8 +43,9 @@ class SimFleet {
   ~SimFleet();
 
   void connectAll();
-  // Sends a heartbeat from every welcomed agent (call from a timer).
-  void heartbeatAll();
+  // Sends a heartbeat from the welcomed agents [begin, end) (end is clamped to the fleet).
+  void heartbeat(size_t begin, size_t end);
+  size_t size() const { return agents_.size(); }
   size_t welcomedCount() const { return stats_.welcomed.load(); }
   const SimStats& stats() const { return stats_; }
   // Largest number of connection attempts any single agent made.

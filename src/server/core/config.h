@@ -8,6 +8,9 @@ namespace muster::server {
 struct CoreConfig {
   int64_t heartbeat_interval_ms = 10'000;
   int missed_heartbeats_offline = 3;
+  // Heartbeats (metrics, last seen) are stored in one batch at most this often; the registry
+  // in memory, which the API reads, has them at once.
+  int64_t heartbeat_flush_ms = 1'000;
   int64_t hello_timeout_ms = 10'000;
   int64_t default_expiry_ms = 24 * 3600 * 1000LL;
   int64_t default_timeout_ms = 3600 * 1000LL;

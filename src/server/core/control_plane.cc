@@ -108,6 +108,7 @@ void ControlPlane::onDisconnect(const Session& session, const absl::Status& why)
 }
 
 void ControlPlane::tick() {
+  hosts_.flushHeartbeats(config_.heartbeat_flush_ms);
   std::vector<std::shared_ptr<Session>> silent;
   {
     int64_t now = clock_.steadyMs();

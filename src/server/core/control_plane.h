@@ -64,6 +64,8 @@ class ControlPlane {
     accepting_ = false;
     commands_.stopSlicing();
   }
+  // Stores what is still only in memory (the latest heartbeats); at shutdown.
+  void flush() { hosts_.flushHeartbeats(0); }
   bool accepting() const { return accepting_; }
   uint64_t agentsRefused() const { return agents_refused_.load(); }
   // The transport closed a connection because the process is at its descriptor ceiling.

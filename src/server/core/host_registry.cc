@@ -112,8 +112,33 @@ void HostRegistry::heartbeat(const Session& session, const model::Metrics& metri
     it->second.last_heard_steady_ms = clock_.steadyMs();
     it->second.host.metrics = metrics;
     it->second.host.last_seen_ms = now;
+    if (!it->second.heartbeat_unstored) {
+      it->second.heartbeat_unstored = true;
+      heartbeat_unstored_.push_back(it->first);
+    }
   }
-  store_.write(store::RecordHeartbeat{session.agentId(), metrics, now}, {});
+}
+
+void HostRegistry::flushHeartbeats(int64_t min_interval_ms) {
+  std::vector<store::RecordHeartbeat> records;
+  {
+    std::lock_guard lock(mu_);
+    const int64_t steady = clock_.steadyMs();
+    if (heartbeat_unstored_.empty() || steady - last_heartbeat_flush_steady_ms_ < min_interval_ms) {
+      return;
+    }
+    last_heartbeat_flush_steady_ms_ = steady;
+    records.reserve(heartbeat_unstored_.size());
+    for (const auto& id : heartbeat_unstored_) {
+      auto it = hosts_.find(id);
+      if (it == hosts_.end()) continue;
+      it->second.heartbeat_unstored = false;
+      records.push_back({id, it->second.host.metrics, it->second.host.last_seen_ms});
+    }
+    heartbeat_unstored_.clear();
+  }
+  // Queued back to back, so the writer takes them into one transaction.
+  for (auto& r : records) store_.write(std::move(r), {});
 }
 
 std::shared_ptr<Session> HostRegistry::sessionFor(const std::string& agent_id) const {

@@ -132,6 +132,48 @@ TEST_F(ControlPlaneTest, CommandForOfflineHostIsDeliveredWhenItConnects) {
   EXPECT_GT(stored(r.commands[0].id).dispatched_at_ms, 0);
 }
 
+// Heartbeats are in the registry at once and reach the store in one batch per flush
+// interval (one transaction for the whole fleet, not one with an fsync per heartbeat), and
+// at shutdown.
+TEST_F(ControlPlaneTest, HeartbeatsAreStoredInOneBatchPerFlushInterval) {
+  std::vector<std::shared_ptr<FakeSession>> sessions;
+  for (const char* id : {"web-1", "web-2", "web-3"}) {
+    enroll(id);
+    sessions.push_back(connect(id));
+  }
+  auto storedLoad = [&](const std::string& id) {
+    EXPECT_TRUE(store_->flush().ok());
+    auto hosts = store_->loadHosts();
+    EXPECT_TRUE(hosts.ok());
+    for (const auto& h : *hosts) {
+      if (h.id == id) return h.metrics.load1;
+    }
+    return -1.0;
+  };
+  model::Metrics m;
+  m.load1 = 1;
+  plane_->onHeartbeat(sessions[1], m);
+  plane_->tick();  // nothing flushed for a while: stored at once, and the interval starts
+  EXPECT_EQ(storedLoad("web-2"), 1.0);
+  m.load1 = 2.5;
+  for (auto& s : sessions) plane_->onHeartbeat(s, m);
+  EXPECT_EQ(plane_->hosts().get("web-2")->metrics.load1, 2.5);  // the API sees it at once
+  const uint64_t transactions = store_->stats().transactions;
+  plane_->tick();  // within the interval: not stored yet
+  EXPECT_EQ(storedLoad("web-2"), 1.0);
+  EXPECT_EQ(storedLoad("web-1"), 0.0);
+  clock_.advanceMs(config_.heartbeat_flush_ms);
+  plane_->tick();
+  EXPECT_EQ(storedLoad("web-1"), 2.5);
+  EXPECT_EQ(storedLoad("web-3"), 2.5);
+  EXPECT_EQ(store_->stats().transactions, transactions + 1);
+  // A heartbeat after the last flush is stored at shutdown.
+  m.load1 = 7;
+  plane_->onHeartbeat(sessions[0], m);
+  plane_->flush();
+  EXPECT_EQ(storedLoad("web-1"), 7.0);
+}
+
 TEST_F(ControlPlaneTest, QuickResultStoresTheDispatchTimeWithoutASeparateMark) {
   enroll("web-1");
   auto s = connect("web-1");
