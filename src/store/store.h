@@ -79,6 +79,10 @@ struct RecordHeartbeat {
   model::Metrics metrics;
   int64_t last_seen_ms = 0;
 };
+// The heartbeats of many hosts in one mutation (one transaction); rows counts hosts found.
+struct RecordHeartbeats {
+  std::vector<RecordHeartbeat> beats;
+};
 // A run and its commands, all or nothing. A duplicate idempotency key fails with
 // ALREADY_EXISTS and writes nothing.
 struct InsertRun {
@@ -97,6 +101,9 @@ struct InsertCommands {
 struct UpdateCommand {
   model::Command command;
   std::vector<model::CommandState> only_if_state_in;
+  // An UpdateCommand carrying only the fields it writes (and the id) of `c`: no run, host,
+  // spec or creator strings copied into the store's queue. Keep in step with the SQL.
+  static UpdateCommand of(const model::Command& c, std::vector<model::CommandState> only_if);
 };
 // Moves many commands from queued to dispatched at one time: one mutation per delivery batch
 // instead of one per command. Commands no longer queued are left alone (rows counts the moved).
@@ -128,9 +135,9 @@ struct RevokeApiToken {
 };
 
 using Mutation =
-    std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, InsertRun, InsertCommands,
-                 UpdateCommand, MarkDispatched, AppendOutput, InsertEnrollToken, ConsumeEnrollToken,
-                 RevokeEnrollToken, InsertApiToken, RevokeApiToken>;
+    std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, RecordHeartbeats, InsertRun,
+                 InsertCommands, UpdateCommand, MarkDispatched, AppendOutput, InsertEnrollToken,
+                 ConsumeEnrollToken, RevokeEnrollToken, InsertApiToken, RevokeApiToken>;
 
 struct WriteResult {
   absl::Status status;

@@ -190,27 +190,6 @@ absl::StatusOr<CreateRunResult> CommandService::replay(const store::Run& run,
   return result;
 }
 
-namespace {
-// The fields store::UpdateCommand writes, and the id; the rest left empty.
-model::Command mutableFieldsOf(const model::Command& c) {
-  model::Command out;
-  out.id = c.id;
-  out.state = c.state;
-  out.dispatched_at_ms = c.dispatched_at_ms;
-  out.started_at_ms = c.started_at_ms;
-  out.finished_at_ms = c.finished_at_ms;
-  out.exit_code = c.exit_code;
-  out.signal = c.signal;
-  out.error = c.error;
-  out.output_truncated = c.output_truncated;
-  out.stdout_bytes = c.stdout_bytes;
-  out.stderr_bytes = c.stderr_bytes;
-  out.cancel_requested = c.cancel_requested;
-  out.result_source = c.result_source;
-  return out;
-}
-}  // namespace
-
 absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest request) {
   const int64_t t_begin = clock_.steadyMs();
   if (auto st = resolveTargets(request); !st.ok()) return st;
@@ -846,10 +825,10 @@ void CommandService::storeTerminal(model::Command updated, std::vector<CommandSt
       std::find(only_if.begin(), only_if.end(), CommandState::kQueued) == only_if.end()) {
     only_if.push_back(CommandState::kQueued);
   }
-  // The callback keeps the command; the store's queue gets only what UpdateCommand writes
-  // (no run, host, spec or creator strings copied per result and freed on the writer).
+  // The callback keeps the command (for the bus and the ack); the store's queue gets only
+  // the fields UpdateCommand writes, not a second copy of the run, host, spec and creator.
   auto command = std::make_shared<const model::Command>(std::move(updated));
-  store::UpdateCommand mutation{mutableFieldsOf(*command), std::move(only_if)};
+  store::UpdateCommand mutation = store::UpdateCommand::of(*command, std::move(only_if));
   auto done = [this, command, ack_to](store::WriteResult r) mutable {
     const model::Command& updated = *command;
     if (!r.status.ok()) {

@@ -120,25 +120,25 @@ void HostRegistry::heartbeat(const Session& session, const model::Metrics& metri
 }
 
 void HostRegistry::flushHeartbeats(int64_t min_interval_ms) {
-  std::vector<store::RecordHeartbeat> records;
-  {
-    std::lock_guard lock(mu_);
-    const int64_t steady = clock_.steadyMs();
-    if (heartbeat_unstored_.empty() || steady - last_heartbeat_flush_steady_ms_ < min_interval_ms) {
-      return;
-    }
-    last_heartbeat_flush_steady_ms_ = steady;
-    records.reserve(heartbeat_unstored_.size());
-    for (const auto& id : heartbeat_unstored_) {
-      auto it = hosts_.find(id);
-      if (it == hosts_.end()) continue;
-      it->second.heartbeat_unstored = false;
-      records.push_back({id, it->second.host.metrics, it->second.host.last_seen_ms});
-    }
-    heartbeat_unstored_.clear();
+  std::lock_guard lock(mu_);
+  const int64_t steady = clock_.steadyMs();
+  if (heartbeat_unstored_.empty() || steady - last_heartbeat_flush_steady_ms_ < min_interval_ms) {
+    return;
   }
-  // Queued back to back, so the writer takes them into one transaction.
-  for (auto& r : records) store_.write(std::move(r), {});
+  last_heartbeat_flush_steady_ms_ = steady;
+  store::RecordHeartbeats batch;
+  batch.beats.reserve(heartbeat_unstored_.size());
+  for (const auto& id : heartbeat_unstored_) {
+    auto it = hosts_.find(id);
+    if (it == hosts_.end()) continue;
+    it->second.heartbeat_unstored = false;
+    batch.beats.push_back({id, it->second.host.metrics, it->second.host.last_seen_ms});
+  }
+  heartbeat_unstored_.clear();
+  // One mutation, one transaction (write() never blocks). It writes only metrics and
+  // last_seen, so if it lands after a newer UpsertHost from a Hello, the next flush (the
+  // agent heartbeats right after Welcome) puts the newer values back.
+  store_.write(std::move(batch), {});
 }
 
 std::shared_ptr<Session> HostRegistry::sessionFor(const std::string& agent_id) const {

@@ -1,6 +1,8 @@
 // Schema migrations of the SQLite store. Append new migrations; never edit an applied one.
 #include "store/sqlite/migrations.h"
 
+#include <spdlog/spdlog.h>
+
 #include <iterator>
 
 #include "absl/strings/str_cat.h"
@@ -193,6 +195,9 @@ absl::Status migrate(Connection& conn, int64_t now_ms) {
   }
   for (const Migration& m : kMigrations) {
     if (m.version <= *current) continue;
+    // Some rebuild an index over every stored command: seconds on a large database.
+    spdlog::info("database {}: applying schema migration {} ({})", conn.path(), m.version,
+                 m.description);
     st = applyOne(conn, m, now_ms);
     if (!st.ok()) {
       return annotate(st, absl::StrCat(where, ": schema migration ", m.version, " (", m.description,

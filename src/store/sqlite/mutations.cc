@@ -59,6 +59,16 @@ class Applier {
         absl::StrCat("setting status of host ", m.host_id));
   }
 
+  absl::StatusOr<int64_t> operator()(const RecordHeartbeats& m) {
+    int64_t total = 0;
+    for (const RecordHeartbeat& beat : m.beats) {
+      auto rows = (*this)(beat);
+      if (!rows.ok()) return rows.status();
+      total += *rows;
+    }
+    return total;
+  }
+
   absl::StatusOr<int64_t> operator()(const RecordHeartbeat& m) {
     return runStatement(
         conn_,
@@ -143,6 +153,7 @@ class Applier {
     return *total;
   }
 
+  // Writes the fields UpdateCommand::of copies (store.cc); keep the two in step.
   absl::StatusOr<int64_t> operator()(const UpdateCommand& m) {
     const model::Command& c = m.command;
     std::string sql =
@@ -315,7 +326,8 @@ absl::StatusOr<int64_t> applyMutation(Connection& conn, const Mutation& mutation
 
 bool isSingleStatement(const Mutation& mutation) {
   return !std::holds_alternative<InsertRun>(mutation) &&
-         !std::holds_alternative<InsertCommands>(mutation);
+         !std::holds_alternative<InsertCommands>(mutation) &&
+         !std::holds_alternative<RecordHeartbeats>(mutation);
 }
 
 }  // namespace muster::store::sqlite
