@@ -10,7 +10,11 @@ GRPC_STAMP="$GRPC_PREFIX/.built"
 # Muster's own fixes to gRPC, applied on top of Debian's source package (see each file's
 # header); the recipe names them, so changing a patch rebuilds gRPC (incrementally).
 PATCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/patches"
-PATCHES_ID="$(cd "$PATCH_DIR" && sha256sum grpc-1.51.1-*.patch | sha256sum | cut -c1-16)"
+shopt -s nullglob
+GRPC_PATCHES=("$PATCH_DIR"/grpc-1.51.1-*.patch)
+shopt -u nullglob
+PATCHES_ID="$( (cd "$PATCH_DIR" 2>/dev/null && for p in grpc-1.51.1-*.patch; do
+  [ -f "$p" ] && sha256sum "$p"; done) | sha256sum | cut -c1-16)"
 # Bump when the gRPC build recipe changes; an existing build dir is then reconfigured.
 GRPC_RECIPE="3-rpath-origin-patches-$PATCHES_ID"
 
@@ -56,28 +60,32 @@ deb-src http://deb.debian.org/debian bookworm main
 LIST
 APT_OPTS=(-o "Dir::Etc::SourceList=$APT_DIR/sources.list" -o "Dir::Etc::SourceParts=/nonexistent"
           -o "Dir::State::Lists=$APT_DIR/lists")
-if ! ls "$SRC_DIR"/grpc_1.51.1*.dsc >/dev/null 2>&1; then
+if ! ls "$SRC_DIR"/grpc_1.51.1*.dsc "$SRC_DIR"/grpc_1.51.1.orig.tar.* \
+     "$SRC_DIR"/grpc_1.51.1*.debian.tar.* >/dev/null 2>&1; then
   log "fetching Debian's grpc source package"
   apt-get "${APT_OPTS[@]}" update -q
   (cd "$SRC_DIR" && apt-get "${APT_OPTS[@]}" source --download-only -q grpc=1.51.1-3 >/dev/null 2>&1 ||
      apt-get "${APT_OPTS[@]}" source --download-only -q grpc)
 fi
 # The tree is extracted afresh (Debian's patches, then ours) whenever our patch set changed,
-# so a patch removed or edited never lingers in it.
+# and the build directory goes with it: extracted files keep the tarball's old timestamps, so
+# Ninja would keep objects built from a patch since removed. ccache makes the rebuild cheap.
 GRPC_SRC="$SRC_DIR/grpc-1.51.1"
+BUILD="$DEPS_DIR/grpc-build"
 if [ "$(cat "$GRPC_SRC/.muster-patches" 2>/dev/null)" != "$PATCHES_ID" ]; then
   log "extracting gRPC's source and applying scripts/patches/grpc-1.51.1-*.patch"
-  rm -rf "$GRPC_SRC"
+  rm -rf "$GRPC_SRC" "$BUILD"
   dsc=$(ls "$SRC_DIR"/grpc_1.51.1*.dsc | head -1)
-  (cd "$SRC_DIR" && dpkg-source --no-check -x "$dsc" grpc-1.51.1 >/dev/null)
-  for p in "$PATCH_DIR"/grpc-1.51.1-*.patch; do
+  # Checksums are verified; the signature only warns (no Debian keyring here).
+  (cd "$SRC_DIR" && dpkg-source -x "$dsc" grpc-1.51.1 >/dev/null 2>&1) ||
+    { log "cannot extract $dsc"; exit 1; }
+  for p in "${GRPC_PATCHES[@]}"; do
     patch -d "$GRPC_SRC" -p1 --forward --quiet <"$p" || { log "cannot apply $p"; exit 1; }
   done
   echo "$PATCHES_ID" >"$GRPC_SRC/.muster-patches"
 fi
 
 log "building gRPC 1.51.1 in Release mode into $GRPC_PREFIX (about 12 minutes on 2 cores, once)"
-BUILD="$DEPS_DIR/grpc-build"
 cmake -S "$GRPC_SRC" -B "$BUILD" -G Ninja \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$GRPC_PREFIX" \
   -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
