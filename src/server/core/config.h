@@ -28,7 +28,7 @@ struct CoreConfig {
   // slice goes out as soon as it is committed, while the next is being stored. The run row
   // lists every target until the last slice commits, so a crash in between is completed at
   // the next start.
-  size_t run_slice_commands = 2500;
+  size_t run_slice_commands = 5000;
   // Live agent links at most; more are refused with RESOURCE_EXHAUSTED so the process never
   // runs out of file descriptors (gRPC 1.51's listener stops for good after EMFILE).
   size_t max_agents = 19'000;
