@@ -175,7 +175,7 @@ absl::StatusOr<std::vector<model::Command>> SqliteStore::loadOpenCommands() {
   return queryAll(*reader_, sql, bindNothing, &sqlite::commandFromRow, "loading open commands");
 }
 
-absl::StatusOr<std::vector<model::Command>> SqliteStore::listCommands(const CommandFilter& filter) {
+std::string sqlite::listCommandsSql(const CommandFilter& filter) {
   // One cached statement per combination of filters, so each can use its own index.
   auto conditions = [&](const char* table) {
     std::string out;
@@ -183,7 +183,6 @@ absl::StatusOr<std::vector<model::Command>> SqliteStore::listCommands(const Comm
     if (!filter.before_id.empty()) absl::StrAppend(&out, " AND ", table, "id < ?4");
     return out;
   };
-  std::string sql;
   if (!filter.host_id.empty()) {
     // A host's commands: those of small runs by the per-host index; those of large runs
     // (kLargeRunHosts) by the (run, host) index, probing each large run when no run is given
@@ -200,16 +199,20 @@ absl::StatusOr<std::vector<model::Command>> SqliteStore::listCommands(const Comm
                   "SELECT * FROM commands WHERE run_id = ?1 AND host_id = ?2 AND "
                   "large_run = 1",
                   conditions(""));
-    sql =
-        absl::StrCat("SELECT ", sqlite::kCommandColumns, " FROM (SELECT ", sqlite::kCommandColumns,
-                     " FROM commands WHERE host_id = ?2", run, " AND large_run = 0", conditions(""),
-                     " ORDER BY id DESC LIMIT ?5) UNION ALL SELECT ", sqlite::kCommandColumns,
-                     " FROM (", large, " LIMIT ?5) ORDER BY id DESC LIMIT ?5");
-  } else {
-    sql = absl::StrCat("SELECT ", sqlite::kCommandColumns, " FROM commands WHERE 1");
-    if (!filter.run_id.empty()) sql += " AND run_id = ?1";
-    absl::StrAppend(&sql, conditions(""), " ORDER BY id DESC LIMIT ?5");
+    return absl::StrCat("SELECT ", sqlite::kCommandColumns, " FROM (SELECT ",
+                        sqlite::kCommandColumns, " FROM commands WHERE host_id = ?2", run,
+                        " AND large_run = 0", conditions(""),
+                        " ORDER BY id DESC LIMIT ?5) UNION ALL SELECT ", sqlite::kCommandColumns,
+                        " FROM (", large, " LIMIT ?5) ORDER BY id DESC LIMIT ?5");
   }
+  std::string sql = absl::StrCat("SELECT ", sqlite::kCommandColumns, " FROM commands WHERE 1");
+  if (!filter.run_id.empty()) sql += " AND run_id = ?1";
+  absl::StrAppend(&sql, conditions(""), " ORDER BY id DESC LIMIT ?5");
+  return sql;
+}
+
+absl::StatusOr<std::vector<model::Command>> SqliteStore::listCommands(const CommandFilter& filter) {
+  const std::string sql = sqlite::listCommandsSql(filter);
   const int limit = std::clamp(filter.limit, 1, kMaxListLimit);
   std::lock_guard lock(read_mu_);
   return queryAll(

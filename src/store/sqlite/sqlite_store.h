@@ -20,6 +20,9 @@ namespace sqlite {
 class Connection;
 class GroupCommitWriter;
 class Checkpointer;
+// The statement SqliteStore::listCommands runs for `filter` (parameters ?1 run, ?2 host,
+// ?3 state, ?4 before id, ?5 limit); tests check its query plan.
+std::string listCommandsSql(const CommandFilter& filter);
 }  // namespace sqlite
 
 struct SqliteStoreOptions {

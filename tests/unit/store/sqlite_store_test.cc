@@ -467,25 +467,32 @@ TEST_F(SqliteStoreTest, ListingAHostsCommandsMergesLargeAndSmallRuns) {
   ASSERT_EQ(put(UpdateCommand{done, {}}).rows, 1);
   EXPECT_EQ(ids(where("", "h100", CommandState::kFailed)), (V{"c2-100"}));
   EXPECT_EQ(ids(where("", "h100", CommandState::kQueued)), (V{"c5", "c4-100", "c3", "c1"}));
-  // The large runs are probed through the (run, host) index, never by reading every command.
-  sqlite3* db = nullptr;
-  ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
-  sqlite3_stmt* stmt = nullptr;
-  ASSERT_EQ(sqlite3_prepare_v2(db,
-                               "EXPLAIN QUERY PLAN SELECT c.id FROM runs r CROSS JOIN commands c ON "
-                               "c.run_id = r.id AND c.host_id = 'h100' AND c.large_run = 1 "
-                               "WHERE r.host_count >= 64",
-                               -1, &stmt, nullptr),
-            SQLITE_OK);
-  std::string plan;
-  while (sqlite3_step(stmt) == SQLITE_ROW) {
-    plan += reinterpret_cast<const char*>(sqlite3_column_text(stmt, 3));
-    plan += "\n";
-  }
-  sqlite3_finalize(stmt);
-  sqlite3_close(db);
-  EXPECT_NE(plan.find("commands_large_run_host"), std::string::npos) << plan;
-  EXPECT_NE(plan.find("runs_large"), std::string::npos) << plan;
+  // The statement listCommands runs reaches large runs through runs_large and the (run, host)
+  // index, small ones through the per-host index, and never reads every command.
+  auto plan = [&](const CommandFilter& f) {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    sqlite3_stmt* stmt = nullptr;
+    const std::string sql = "EXPLAIN QUERY PLAN " + sqlite::listCommandsSql(f);
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr), SQLITE_OK)
+        << sqlite3_errmsg(db);
+    std::string out;
+    while (sqlite3_step(stmt) == SQLITE_ROW) {
+      out += reinterpret_cast<const char*>(sqlite3_column_text(stmt, 3));
+      out += "\n";
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return out;
+  };
+  const std::string by_host = plan(where("", "h100"));
+  EXPECT_NE(by_host.find("commands_host_id"), std::string::npos) << by_host;
+  EXPECT_NE(by_host.find("runs_large"), std::string::npos) << by_host;
+  EXPECT_NE(by_host.find("commands_large_run_host"), std::string::npos) << by_host;
+  EXPECT_EQ(by_host.find("SCAN c\n"), std::string::npos) << by_host;
+  const std::string in_run = plan(where("r2", "h100"));
+  EXPECT_NE(in_run.find("commands_large_run_host"), std::string::npos) << in_run;
+  EXPECT_EQ(in_run.find("runs_large"), std::string::npos) << in_run;
 }
 
 TEST_F(SqliteStoreTest, ListCommandsFiltersNewestFirstAndPaginates) {
