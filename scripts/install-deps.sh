@@ -16,7 +16,7 @@ shopt -u nullglob
 PATCHES_ID="$( (cd "$PATCH_DIR" 2>/dev/null && for p in grpc-1.51.1-*.patch; do
   [ -f "$p" ] && sha256sum "$p"; done) | sha256sum | cut -c1-16)"
 # Bump when the gRPC build recipe changes; an existing build dir is then reconfigured.
-GRPC_RECIPE="3-rpath-origin-patches-$PATCHES_ID"
+GRPC_RECIPE="4-rpath-origin-lib-patches-$PATCHES_ID"
 
 log() { printf '[install-deps] %s\n' "$*" >&2; }
 
@@ -49,16 +49,66 @@ if [ -f "$GRPC_STAMP" ] && [ "$(cat "$GRPC_STAMP")" = "$GRPC_RECIPE" ]; then
   exit 0
 fi
 
-# Its libraries find each other through RUNPATH=$ORIGIN, never a system libgrpc of the same
-# soname (Debian's libgrpc29 may be installed alongside).
-# A private deb-src list, so the machine's own apt configuration stays untouched.
+# Libraries and programs find gRPC's libraries through RUNPATH=$ORIGIN/../lib (lib/ for the
+# libraries themselves, bin/ -> lib/ for grpc_cpp_plugin), never a system libgrpc of the same
+# soname (Debian's libgrpc29 may be installed alongside); tests/check_grpc_libs.sh checks it.
+# A private deb-src list, so the machine's own apt configuration stays untouched; its mirror is
+# the one the machine's apt already uses for Debian (a local mirror or proxy works the same).
 SRC_DIR="$DEPS_DIR/src"
 APT_DIR="$DEPS_DIR/apt"
 mkdir -p "$SRC_DIR" "$APT_DIR/lists/partial"
-cat >"$APT_DIR/sources.list" <<'LIST'
-deb-src http://deb.debian.org/debian bookworm main
-LIST
+debian_mirror_line() {
+  local codename="${1}"
+  if [ -n "${MUSTER_DEBIAN_MIRROR:-}" ]; then
+    printf 'deb-src %s %s main\n' "$MUSTER_DEBIAN_MIRROR" "$codename"; return
+  fi
+  # deb822 (*.sources): the first enabled "deb" stanza whose Suites name the release itself.
+  local f
+  for f in /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] || continue
+    awk -v want="$codename" 'BEGIN { RS = ""; FS = "\n" }
+      {
+        types = ""; uris = ""; suites = ""; enabled = "yes"; signed = ""
+        for (i = 1; i <= NF; i++) {
+          line = $i; sub(/^[ \t]+/, "", line)
+          if (line ~ /^#/) continue
+          split(line, kv, ":"); key = tolower(kv[1]); val = substr(line, length(kv[1]) + 2)
+          gsub(/^[ \t]+|[ \t]+$/, "", val)
+          if (key == "types") types = val; else if (key == "uris") uris = val
+          else if (key == "suites") suites = val; else if (key == "enabled") enabled = tolower(val)
+          else if (key == "signed-by") signed = val
+        }
+        if (enabled == "no" || (" " types " ") !~ / deb /) next
+        if ((" " suites " ") !~ (" " want " ")) next
+        split(uris, u, /[ \t]+/)
+        opt = (signed != "" && signed !~ /^-----/) ? "[signed-by=" signed "] " : ""
+        printf "deb-src %s%s %s main\n", opt, u[1], want; found = 1; exit
+      }
+      END { exit found ? 0 : 1 }' "$f" && return
+  done
+  # One-line format (sources.list, *.list): "deb [options] URI SUITE COMPONENTS...".
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+    [ -f "$f" ] || continue
+    awk -v want="$codename" '$1 == "deb" {
+        opt = ""; i = 2
+        if ($2 ~ /^\[/) { while (i <= NF && $i !~ /\]$/) { opt = opt $i " "; i++ }; opt = opt $i " "; i++ }
+        if ($(i + 1) == want) { printf "deb-src %s%s %s main\n", opt, $i, want; found = 1; exit }
+      }
+      END { exit found ? 0 : 1 }' "$f" && return
+  done
+  return 1
+}
+CODENAME="$( (. /etc/os-release && echo "${VERSION_CODENAME:-}") 2>/dev/null)"
+CODENAME="${CODENAME:-bookworm}"
+if ! debian_mirror_line "$CODENAME" >"$APT_DIR/sources.list.new"; then
+  log "no Debian mirror for '$CODENAME' found in /etc/apt/sources.list or /etc/apt/sources.list.d/;"
+  log "add one to apt's configuration, or set MUSTER_DEBIAN_MIRROR=http://your-mirror/debian"
+  exit 1
+fi
+mv "$APT_DIR/sources.list.new" "$APT_DIR/sources.list"
+log "Debian source mirror: $(cat "$APT_DIR/sources.list")"
 APT_OPTS=(-o "Dir::Etc::SourceList=$APT_DIR/sources.list" -o "Dir::Etc::SourceParts=/nonexistent"
+          -o "APT::Sandbox::User=root"
           -o "Dir::State::Lists=$APT_DIR/lists")
 if ! ls "$SRC_DIR"/grpc_1.51.1*.dsc "$SRC_DIR"/grpc_1.51.1.orig.tar.* \
      "$SRC_DIR"/grpc_1.51.1*.debian.tar.* >/dev/null 2>&1; then
@@ -90,7 +140,7 @@ cmake -S "$GRPC_SRC" -B "$BUILD" -G Ninja \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$GRPC_PREFIX" \
   -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \
   -DCMAKE_CXX_STANDARD=17 -DCMAKE_POSITION_INDEPENDENT_CODE=ON \
-  -DBUILD_SHARED_LIBS=ON -DCMAKE_INSTALL_RPATH='$ORIGIN' -DgRPC_INSTALL=ON -DgRPC_BUILD_TESTS=OFF \
+  -DBUILD_SHARED_LIBS=ON -DCMAKE_INSTALL_RPATH='$ORIGIN/../lib' -DgRPC_INSTALL=ON -DgRPC_BUILD_TESTS=OFF \
   -DgRPC_ABSL_PROVIDER=package -DgRPC_CARES_PROVIDER=package -DgRPC_PROTOBUF_PROVIDER=package \
   -DgRPC_RE2_PROVIDER=package -DgRPC_SSL_PROVIDER=package -DgRPC_ZLIB_PROVIDER=package \
   -DgRPC_BUILD_CSHARP_EXT=OFF -DgRPC_BUILD_GRPC_CSHARP_PLUGIN=OFF -DgRPC_BUILD_GRPC_NODE_PLUGIN=OFF \
