@@ -26,6 +26,25 @@ void WorkerPool::post(std::function<void()> fn) {
   fn();
 }
 
+bool WorkerPool::tryPost(std::function<void()> fn, size_t max_queued) {
+  {
+    std::lock_guard lock(mu_);
+    if (!stopping_) {
+      if (queue_.size() >= max_queued) return false;
+      queue_.push_back(std::move(fn));
+      cv_.notify_one();
+      return true;
+    }
+  }
+  fn();
+  return true;
+}
+
+size_t WorkerPool::queued() const {
+  std::lock_guard lock(mu_);
+  return queue_.size();
+}
+
 void WorkerPool::shutdown() {
   {
     std::lock_guard lock(mu_);

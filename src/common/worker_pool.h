@@ -15,6 +15,14 @@ class Executor {
  public:
   virtual ~Executor() = default;
   virtual void post(std::function<void()> fn) = 0;
+  // Queues `fn` unless `max_queued` tasks already wait (a peer-driven flood): false then, and
+  // `fn` is dropped unrun, so the caller refuses the request instead of queueing hours of it.
+  virtual bool tryPost(std::function<void()> fn, size_t max_queued) {
+    post(std::move(fn));
+    return true;
+  }
+  // Tasks waiting to start (0 where unknown).
+  virtual size_t queued() const { return 0; }
 };
 
 class WorkerPool final : public Executor {
@@ -25,13 +33,15 @@ class WorkerPool final : public Executor {
   WorkerPool& operator=(const WorkerPool&) = delete;
 
   void post(std::function<void()> fn) override;
+  bool tryPost(std::function<void()> fn, size_t max_queued) override;
+  size_t queued() const override;
   // Runs what is queued, then joins. Later posts run inline.
   void shutdown();
 
  private:
   void run();
 
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::function<void()>> queue_;
   bool stopping_ = false;

@@ -3,7 +3,11 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <mutex>
 #include <set>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "common/backoff.h"
 #include "common/duration.h"
@@ -26,6 +30,56 @@ TEST(UlidTest, SortsByTimeAndIsUnique) {
   }
 }
 
+TEST(UlidTest, IncreasesStrictlyWithinOneMillisecond) {
+  UlidGenerator gen;
+  std::string prev = gen.next(1'700'000'000'000);
+  for (int i = 0; i < 20'000; ++i) {
+    auto id = gen.next(1'700'000'000'000);
+    ASSERT_GT(id, prev) << "after " << i << " ids in one millisecond";
+    ASSERT_EQ(id.substr(0, 10), prev.substr(0, 10));  // same timestamp
+    prev = id;
+  }
+}
+
+TEST(UlidTest, NeverGoesBackWhenTheClockDoes) {
+  UlidGenerator gen;
+  auto a = gen.next(1'700'000'000'500);
+  auto b = gen.next(1'700'000'000'000);
+  EXPECT_GT(b, a);
+}
+
+TEST(UlidTest, CarriesAcrossTheWordBoundaryAndIntoTheNextMillisecond) {
+  UlidGenerator gen;
+  gen.setStateForTest(1'700'000'000'000, 0x0001, ~uint64_t{0});
+  auto before = gen.next(1'700'000'000'000);  // low word wraps, carry into the high bits
+  gen.setStateForTest(1'700'000'000'000, 0x0001, ~uint64_t{0} - 1);
+  auto earlier = gen.next(1'700'000'000'000);
+  EXPECT_GT(before, earlier);
+  gen.setStateForTest(1'700'000'000'000, 0xffff, ~uint64_t{0});
+  auto borrowed = gen.next(1'700'000'000'000);  // 80 bits overflow: next millisecond
+  EXPECT_GT(borrowed, before);
+  EXPECT_EQ(borrowed.substr(0, 10), UlidGenerator().next(1'700'000'000'001).substr(0, 10));
+  EXPECT_EQ(borrowed.substr(10), std::string(16, '0'));
+}
+
+TEST(UlidTest, ProcessIdsAreOrderedAcrossThreads) {
+  std::vector<std::string> ids;
+  std::mutex mu;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 2'000; ++i) {
+        auto id = newUlid(1'700'000'000'000);
+        std::lock_guard lock(mu);
+        ids.push_back(std::move(id));
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> unique(ids.begin(), ids.end());
+  EXPECT_EQ(unique.size(), ids.size());
+}
+
 TEST(AgentIdTest, AcceptsOnlyTheDocumentedAlphabet) {
   EXPECT_TRUE(isValidAgentId("web-01.prod_eu"));
   EXPECT_TRUE(isValidAgentId(std::string(128, 'a')));
@@ -33,6 +87,9 @@ TEST(AgentIdTest, AcceptsOnlyTheDocumentedAlphabet) {
   EXPECT_FALSE(isValidAgentId(""));
   EXPECT_FALSE(isValidAgentId("a b"));
   EXPECT_FALSE(isValidAgentId("../etc"));
+  EXPECT_FALSE(isValidAgentId("."));
+  EXPECT_FALSE(isValidAgentId(".."));
+  EXPECT_TRUE(isValidAgentId("..."));
   EXPECT_FALSE(isValidAgentId(std::string("a\0b", 3)));
 }
 
