@@ -153,7 +153,7 @@ void SimFleet::connect(size_t index) {
     }
     channel = a.channel;
   }
-  auto stream = agent::LinkStream::open(channel, a.id, a.credential, handlers);
+  auto stream = agent::openStream(channel, a.id, a.credential, handlers);
   {
     std::lock_guard lock(a.mu);
     a.stream = stream;

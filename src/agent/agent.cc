@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "agent/exec/process_runner.h"
 #include "agent/identity.h"
-#include "agent/link_client.h"
+#include "agent/link.h"
 #include "agent/outbox.h"
 #include "agent/output_capture.h"
 #include "agent/system_info.h"
@@ -32,6 +32,11 @@ namespace {
 constexpr size_t kMaxQueuedLiveBytes = 8u << 20;
 constexpr int64_t kAcceptedDelayMs = 200;
 constexpr int64_t kTombstoneMaxAgeMs = 7 * 24 * 3600 * 1000LL;
+// The outbox replay after a reconnect: at most this much queued on the link and this many
+// resent results awaiting their acks; the rest follows as the window drains.
+constexpr size_t kReplayWindowBytes = 4u << 20;
+constexpr size_t kReplayWindowResults = 256;
+constexpr int64_t kReplayPollMs = 20;
 
 muster::v1::CommandResult toResult(const std::string& id, const ProcessExit& exit,
                                    bool killed_for_shutdown) {
@@ -81,7 +86,21 @@ Agent::Agent(AgentConfig config, const common::Clock& clock)
       clock_(clock),
       backoff_(config_.backoff_base_ms, config_.backoff_cap_ms) {}
 
+bool Agent::Mailbox::post(std::function<void()> task) {
+  std::lock_guard lock(mu);
+  if (closed) return false;
+  tasks.push_back(std::move(task));
+  cv.notify_one();
+  return true;
+}
+
 Agent::~Agent() {
+  {
+    // From here on a transport callback posts nothing: its task would run on a dead Agent.
+    std::lock_guard lock(mailbox_->mu);
+    mailbox_->closed = true;
+    mailbox_->tasks.clear();
+  }
   std::shared_ptr<LinkStream> link;
   {
     std::lock_guard lock(link_mu_);
@@ -93,6 +112,12 @@ Agent::~Agent() {
 
 absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentConfig config,
                                                      const common::Clock& clock) {
+  std::string server = config.server;
+  return create(std::move(config), clock, makeGrpcLink(server));
+}
+
+absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentConfig config, const common::Clock& clock,
+                                                     std::unique_ptr<Link> link) {
   if (auto st = common::makeDirs(config.state_dir, 0700); !st.ok()) {
     return absl::Status(st.code(), absl::StrCat(st.message(), " (check --state-dir)"));
   }
@@ -100,22 +125,16 @@ absl::StatusOr<std::unique_ptr<Agent>> Agent::create(AgentConfig config,
   auto outbox = Outbox::open(agent->config_.state_dir + "/commands", clock);
   if (!outbox.ok()) return outbox.status();
   agent->outbox_ = *std::move(outbox);
-  ChannelOptions channel;
-  channel.target = agent->config_.server;
-  agent->channel_ = makeChannel(channel);
+  agent->link_factory_ = std::move(link);
   return agent;
 }
 
-void Agent::post(std::function<void()> task) {
-  std::lock_guard lock(mu_);
-  tasks_.push_back(std::move(task));
-  cv_.notify_one();
-}
+void Agent::post(std::function<void()> task) { mailbox_->post(std::move(task)); }
 
 void Agent::requestStop() {
-  std::lock_guard lock(mu_);
-  stop_requested_ = true;
-  cv_.notify_one();
+  std::lock_guard lock(mailbox_->mu);
+  mailbox_->stop_requested = true;
+  mailbox_->cv.notify_one();
 }
 
 absl::Status Agent::ensureEnrolled() {
@@ -143,7 +162,7 @@ absl::Status Agent::ensureEnrolled() {
   request.set_agent_id(*id);
   for (const auto& [k, v] : collectFacts(config_.version)) (*request.mutable_facts())[k] = v;
   for (const auto& [k, v] : config_.labels) (*request.mutable_labels())[k] = v;
-  auto response = enroll(channel_, request, config_.enroll_deadline_ms);
+  auto response = link_factory_->enroll(request, config_.enroll_deadline_ms);
   if (!response.ok()) return response.status();
   Identity fresh{*id, response->credential()};
   if (auto st = saveIdentity(config_.state_dir, fresh); !st.ok()) return st;
@@ -162,8 +181,9 @@ absl::Status Agent::run() {
     int64_t delay = backoff_.nextDelayMs();
     spdlog::warn("cannot reach {} to enroll ({}); retrying in {} ms", config_.server, st.message(),
                  delay);
-    std::unique_lock lock(mu_);
-    if (cv_.wait_for(lock, std::chrono::milliseconds(delay), [&] { return stop_requested_; })) {
+    std::unique_lock lock(mailbox_->mu);
+    if (mailbox_->cv.wait_for(lock, std::chrono::milliseconds(delay),
+                              [&] { return mailbox_->stop_requested; })) {
       return absl::OkStatus();
     }
   }
@@ -175,15 +195,16 @@ absl::Status Agent::run() {
   while (true) {
     std::deque<std::function<void()>> tasks;
     {
-      std::unique_lock lock(mu_);
+      std::unique_lock lock(mailbox_->mu);
       int64_t now = clock_.steadyMs();
       int64_t wake = next_connect_ms_ > 0 ? next_connect_ms_ : now + 1000;
       if (next_heartbeat_ms_ > 0) wake = std::min(wake, next_heartbeat_ms_);
       if (next_accepted_ms_ > 0) wake = std::min(wake, next_accepted_ms_);
-      cv_.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(0, wake - now)),
-                   [&] { return !tasks_.empty() || stop_requested_; });
-      tasks.swap(tasks_);
-      if (stop_requested_ && !stopping_) {
+      if (!replay_queue_.empty()) wake = std::min(wake, now + kReplayPollMs);
+      mailbox_->cv.wait_for(lock, std::chrono::milliseconds(std::max<int64_t>(0, wake - now)),
+                            [&] { return !mailbox_->tasks.empty() || mailbox_->stop_requested; });
+      tasks.swap(mailbox_->tasks);
+      if (mailbox_->stop_requested && !stopping_) {
         stopping_ = true;
         lock.unlock();
         for (auto& t : tasks) t();
@@ -196,6 +217,7 @@ absl::Status Agent::run() {
     if (next_connect_ms_ > 0 && now >= next_connect_ms_) connect();
     if (next_heartbeat_ms_ > 0 && now >= next_heartbeat_ms_) sendHeartbeat();
     if (next_accepted_ms_ > 0 && now >= next_accepted_ms_) sendDueAccepted(now);
+    if (!replay_queue_.empty()) pumpReplay();
   }
 }
 
@@ -206,13 +228,17 @@ void Agent::connect() {
   LinkStream::Handlers handlers;
   // The handlers capture the link through a holder set after open().
   auto holder = std::make_shared<std::weak_ptr<LinkStream>>();
-  handlers.on_message = [this](const muster::v1::ServerMessage& m) {
-    post([this, m] { onMessage(m); });
+  // The callbacks hold the mailbox, never the Agent: after ~Agent they post into a closed
+  // mailbox and the task (which would use `this`) is dropped unrun.
+  std::weak_ptr<Mailbox> mailbox = mailbox_;
+  handlers.on_message = [this, mailbox](const muster::v1::ServerMessage& m) {
+    if (auto mb = mailbox.lock()) mb->post([this, m] { onMessage(m); });
   };
-  handlers.on_closed = [this, holder](const absl::Status& st) {
-    post([this, holder, st] { onLinkClosed(holder->lock(), st); });
+  handlers.on_closed = [this, mailbox, holder](const absl::Status& st) {
+    if (auto mb = mailbox.lock())
+      mb->post([this, holder, st] { onLinkClosed(holder->lock(), st); });
   };
-  link = LinkStream::open(channel_, agent_id_, credential_, std::move(handlers));
+  link = link_factory_->open(agent_id_, credential_, std::move(handlers));
   *holder = link;
   {
     std::lock_guard lock(link_mu_);
@@ -254,9 +280,7 @@ void Agent::onLinkClosed(const std::shared_ptr<LinkStream>& link, const absl::St
   // A fresh channel for the next attempt: the old one would keep reconnecting on gRPC's own
   // schedule (hammering a restarting server) and hold a descriptor on a full one. Our
   // full-jitter backoff alone decides when to try again.
-  ChannelOptions channel;
-  channel.target = config_.server;
-  channel_ = makeChannel(channel);
+  link_factory_->reset();
   next_connect_ms_ = clock_.steadyMs() + delay;
 }
 
@@ -278,6 +302,7 @@ void Agent::onMessage(const muster::v1::ServerMessage& m) {
       if (auto st = outbox_->markAcked(ack.command_id()); !st.ok()) {
         spdlog::error("command {}: cannot record the ack: {}", ack.command_id(), st.message());
       }
+      if (replay_awaiting_ack_.erase(ack.command_id()) > 0) pumpReplay();
       break;
     }
     default: spdlog::warn("ignoring an unknown message from the server (newer server?)");
@@ -295,9 +320,33 @@ void Agent::onWelcome(int64_t heartbeat_interval_ms, int64_t reconnect_window_ms
   heartbeat_interval_ms_ = heartbeat_interval_ms > 0 ? heartbeat_interval_ms : 10'000;
   spdlog::info("connected to {} as {}", config_.server, agent_id_);
   sendHeartbeat();  // metrics right away, then every interval
-  // What the server may have missed while we were apart.
-  for (const auto& [id, r] : running_) sendAll(outbox_->replay(id, false));
-  for (const auto& id : outbox_->unacked()) sendAll(outbox_->replay(id, true));
+  // What the server may have missed while we were apart, a window at a time (pumpReplay):
+  // an outbox of thousands of results is never read into memory or queued at once.
+  replay_queue_.clear();
+  replay_awaiting_ack_.clear();
+  for (const auto& [id, r] : running_) replay_queue_.push_back({id, false});
+  for (const auto& id : outbox_->unacked()) replay_queue_.push_back({id, true});
+  pumpReplay();
+}
+
+void Agent::pumpReplay() {
+  while (!replay_queue_.empty()) {
+    std::shared_ptr<LinkStream> link;
+    {
+      std::lock_guard lock(link_mu_);
+      if (!link_ || !welcomed_) return;  // the next Welcome starts over
+      link = link_;
+    }
+    if (link->queuedBytes() > kReplayWindowBytes ||
+        replay_awaiting_ack_.size() >= kReplayWindowResults) {
+      return;  // resumed by acks and by the loop
+    }
+    auto [id, with_result] = replay_queue_.front();
+    replay_queue_.pop_front();
+    if (with_result && outbox_->lookup(id) != Outbox::Known::kFinished) continue;  // acked
+    if (with_result) replay_awaiting_ack_.insert(id);
+    sendAll(outbox_->replay(id, with_result));
+  }
 }
 
 void Agent::onCommand(const muster::v1::Command& command) {
@@ -477,9 +526,10 @@ void Agent::drain() {
     while (!done() && clock_.steadyMs() < deadline) {
       std::deque<std::function<void()>> tasks;
       {
-        std::unique_lock lock(mu_);
-        cv_.wait_for(lock, std::chrono::milliseconds(50), [&] { return !tasks_.empty(); });
-        tasks.swap(tasks_);
+        std::unique_lock lock(mailbox_->mu);
+        mailbox_->cv.wait_for(lock, std::chrono::milliseconds(50),
+                              [&] { return !mailbox_->tasks.empty(); });
+        tasks.swap(mailbox_->tasks);
       }
       for (auto& t : tasks) t();
     }

@@ -10,15 +10,14 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
 #include "common/backoff.h"
 #include "common/clock.h"
 
-namespace grpc {
-class Channel;
-}
 namespace muster::v1 {
 class ServerMessage;
 class Command;
@@ -28,6 +27,7 @@ class AgentMessage;
 namespace muster::agent {
 
 class Outbox;
+class Link;
 class LinkStream;
 
 struct AgentConfig {
@@ -50,8 +50,13 @@ struct AgentConfig {
 
 class Agent {
  public:
+  // Reaches the server over gRPC at config.server.
   static absl::StatusOr<std::unique_ptr<Agent>> create(AgentConfig config,
                                                        const common::Clock& clock);
+  // Reaches the server through `link` (another transport, or a fake in tests).
+  static absl::StatusOr<std::unique_ptr<Agent>> create(AgentConfig config,
+                                                       const common::Clock& clock,
+                                                       std::unique_ptr<Link> link);
   ~Agent();
 
   // Runs until requestStop(); then drains (grace for running commands, flush) and returns.
@@ -64,6 +69,17 @@ class Agent {
 
  private:
   struct Running;
+  // The loop thread's queue. Transport callbacks hold it, not the Agent: a callback that
+  // fires after the Agent is gone posts into a closed mailbox, and nothing runs.
+  struct Mailbox {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::deque<std::function<void()>> tasks;
+    bool stop_requested = false;
+    bool closed = false;
+    // False once closed: the task is dropped unrun.
+    bool post(std::function<void()> task);
+  };
   Agent(AgentConfig config, const common::Clock& clock);
 
   void post(std::function<void()> task);
@@ -81,6 +97,8 @@ class Agent {
   // Sends on the current link if it is welcomed; false otherwise (the outbox resends).
   bool sendNow(muster::v1::AgentMessage message, bool live_output);
   void sendAll(std::vector<muster::v1::AgentMessage> messages);
+  // Resends the next part of the outbox replay while the window has room.
+  void pumpReplay();
   void drain();
 
   AgentConfig config_;
@@ -88,14 +106,11 @@ class Agent {
   std::string agent_id_;
   std::string credential_;
   std::unique_ptr<Outbox> outbox_;
-  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<Link> link_factory_;
   common::Backoff backoff_;
 
   // Loop thread state.
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;
-  bool stop_requested_ = false;
+  std::shared_ptr<Mailbox> mailbox_ = std::make_shared<Mailbox>();
 
   // Touched only on the loop thread.
   bool stopping_ = false;
@@ -104,6 +119,9 @@ class Agent {
   int64_t heartbeat_interval_ms_ = 10'000;
   int64_t next_accepted_ms_ = 0;
   std::map<std::string, std::unique_ptr<Running>> running_;
+  // The outbox replay still to send after a Welcome: (command id, with its result).
+  std::deque<std::pair<std::string, bool>> replay_queue_;
+  std::set<std::string> replay_awaiting_ack_;
 
   // The live link; read by process threads to stream output.
   std::mutex link_mu_;

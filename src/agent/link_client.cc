@@ -171,14 +171,42 @@ absl::StatusOr<muster::v1::EnrollResponse> enroll(const std::shared_ptr<grpc::Ch
   return response;
 }
 
-std::shared_ptr<LinkStream> LinkStream::open(const std::shared_ptr<grpc::Channel>& channel,
-                                             const std::string& agent_id,
-                                             const std::string& credential, Handlers handlers) {
+std::shared_ptr<LinkStream> openStream(const std::shared_ptr<grpc::Channel>& channel,
+                                       const std::string& agent_id, const std::string& credential,
+                                       LinkStream::Handlers handlers) {
   // The stub only starts the call; the reactor keeps the call alive.
   auto stub = muster::v1::AgentLink::NewStub(channel);
   auto stream = std::make_shared<Stream>(std::move(handlers));
   stream->start(stub.get(), agent_id, credential, stream);
   return stream;
+}
+
+namespace {
+class GrpcLink final : public Link {
+ public:
+  explicit GrpcLink(std::string target) : target_(std::move(target)) { reset(); }
+  absl::StatusOr<muster::v1::EnrollResponse> enroll(const muster::v1::EnrollRequest& request,
+                                                    int64_t deadline_ms) override {
+    return agent::enroll(channel_, request, deadline_ms);
+  }
+  std::shared_ptr<LinkStream> open(const std::string& agent_id, const std::string& credential,
+                                   LinkStream::Handlers handlers) override {
+    return openStream(channel_, agent_id, credential, std::move(handlers));
+  }
+  void reset() override {
+    ChannelOptions options;
+    options.target = target_;
+    channel_ = makeChannel(options);
+  }
+
+ private:
+  std::string target_;
+  std::shared_ptr<grpc::Channel> channel_;
+};
+}  // namespace
+
+std::unique_ptr<Link> makeGrpcLink(const std::string& target) {
+  return std::make_unique<GrpcLink>(target);
 }
 
 }  // namespace muster::agent

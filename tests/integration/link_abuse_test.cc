@@ -39,7 +39,7 @@ class LinkAbuseTest : public ::testing::Test {
     handlers.on_message = [](const muster::v1::ServerMessage&) {};
     handlers.on_closed = [closed](const absl::Status& st) { closed->set_value(st); };
     auto future = closed->get_future();
-    auto stream = agent::LinkStream::open(channel_, id, credential, handlers);
+    auto stream = agent::openStream(channel_, id, credential, handlers);
     for (auto& m : messages) stream->send(std::move(m));
     if (future.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
       stream->close();
