@@ -105,6 +105,11 @@ struct UpdateCommand {
   // spec or creator strings copied into the store's queue. Keep in step with the SQL.
   static UpdateCommand of(const model::Command& c, std::vector<model::CommandState> only_if);
 };
+// Many UpdateCommand in one mutation, one transaction (cancelling a run of 10,000 commands);
+// rows counts the commands whose condition held.
+struct UpdateCommands {
+  std::vector<UpdateCommand> updates;
+};
 // Moves many commands from queued to dispatched at one time: one mutation per delivery batch
 // instead of one per command. Commands no longer queued are left alone (rows counts the moved).
 struct MarkDispatched {
@@ -133,11 +138,14 @@ struct InsertApiToken {
 struct RevokeApiToken {
   std::string token_id;  // rows == 0 when unknown
 };
+// Writes nothing: its `done` runs once every mutation queued before it was applied (in the
+// same or an earlier transaction); an ack that must follow earlier writes waits on it.
+struct Barrier {};
 
-using Mutation =
-    std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, RecordHeartbeats, InsertRun,
-                 InsertCommands, UpdateCommand, MarkDispatched, AppendOutput, InsertEnrollToken,
-                 ConsumeEnrollToken, RevokeEnrollToken, InsertApiToken, RevokeApiToken>;
+using Mutation = std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, RecordHeartbeats,
+                              InsertRun, InsertCommands, UpdateCommand, UpdateCommands,
+                              MarkDispatched, AppendOutput, InsertEnrollToken, ConsumeEnrollToken,
+                              RevokeEnrollToken, InsertApiToken, RevokeApiToken, Barrier>;
 
 struct WriteResult {
   absl::Status status;
@@ -164,6 +172,9 @@ class Store {
   WriteResult writeAndWait(Mutation mutation);
   // Blocks until everything queued before the call committed.
   virtual absl::Status flush() = 0;
+  // Mutations queued and not yet applied: the writer's backlog. The core stops taking agent
+  // results while it is too long (they wait in the agents' outboxes), so memory stays bounded.
+  virtual size_t pendingWrites() const { return 0; }
 
   virtual absl::StatusOr<std::vector<model::Host>> loadHosts() = 0;
   virtual absl::StatusOr<std::optional<model::Command>> getCommand(const std::string& id) = 0;

@@ -53,6 +53,11 @@ absl::Status GroupCommitWriter::flush() {
   return absl::OkStatus();
 }
 
+size_t GroupCommitWriter::pending() const {
+  std::lock_guard lock(mu_);
+  return static_cast<size_t>(submitted_ - processed_);
+}
+
 StoreStats GroupCommitWriter::stats() const {
   std::lock_guard lock(mu_);
   return stats_;

@@ -36,6 +36,8 @@ class GroupCommitWriter {
   // Fails with the error of a transaction that failed meanwhile.
   absl::Status flush();
   StoreStats stats() const;
+  // Submitted and not yet applied.
+  size_t pending() const;
 
  private:
   struct Pending {

@@ -153,6 +153,16 @@ class Applier {
     return *total;
   }
 
+  absl::StatusOr<int64_t> operator()(const UpdateCommands& m) {
+    int64_t rows = 0;
+    for (const auto& update : m.updates) {
+      auto r = (*this)(update);
+      if (!r.ok()) return r.status();
+      rows += *r;
+    }
+    return rows;
+  }
+
   // Writes the fields UpdateCommand::of copies (store.cc); keep the two in step.
   absl::StatusOr<int64_t> operator()(const UpdateCommand& m) {
     const model::Command& c = m.command;
@@ -279,6 +289,7 @@ class Applier {
         absl::StrCat("storing API token ", m.token.id));
   }
 
+  absl::StatusOr<int64_t> operator()(const Barrier&) { return 0; }
   absl::StatusOr<int64_t> operator()(const RevokeApiToken& m) {
     return runStatement(
         conn_, "UPDATE api_tokens SET revoked = 1 WHERE id = ?1",
@@ -327,7 +338,8 @@ absl::StatusOr<int64_t> applyMutation(Connection& conn, const Mutation& mutation
 bool isSingleStatement(const Mutation& mutation) {
   return !std::holds_alternative<InsertRun>(mutation) &&
          !std::holds_alternative<InsertCommands>(mutation) &&
-         !std::holds_alternative<RecordHeartbeats>(mutation);
+         !std::holds_alternative<RecordHeartbeats>(mutation) &&
+         !std::holds_alternative<UpdateCommands>(mutation);
 }
 
 }  // namespace muster::store::sqlite

@@ -127,6 +127,8 @@ SqliteStore::~SqliteStore() {
   checkpointer_.reset();  // one last checkpoint; the read connection closes after it
 }
 
+size_t SqliteStore::pendingWrites() const { return writer_->pending(); }
+
 void SqliteStore::write(Mutation mutation, WriteDone done) {
   writer_->submit(std::move(mutation), std::move(done));
 }

@@ -54,6 +54,7 @@ class SqliteStore final : public Store {
 
   // `done` runs on the writer thread; it must not block on this store (flush, writeAndWait).
   void write(Mutation mutation, WriteDone done) override;
+  size_t pendingWrites() const override;
   absl::Status flush() override;
 
   absl::StatusOr<std::vector<model::Host>> loadHosts() override;
