@@ -145,7 +145,7 @@ TEST(LinkFramesTest, ACommandRoundTripIsOneSegmentPerMessage) {
   agent::LinkStream::Handlers handlers;
   handlers.on_message = [inbox](const muster::v1::ServerMessage& m) { inbox->push(m); };
   handlers.on_closed = [](const absl::Status&) {};
-  auto stream = agent::LinkStream::open(channel, "probe", enrolled->credential(), handlers);
+  auto stream = agent::openStream(channel, "probe", enrolled->credential(), handlers);
   muster::v1::AgentMessage hello;
   hello.mutable_hello()->set_agent_id("probe");
   hello.mutable_hello()->set_version("probe");

@@ -2,16 +2,20 @@
 // once (redelivered on reconnect; the agent's journal makes it run once), results stored
 // before they are acknowledged, expiry and server-side timeouts.
 //
-// Open (non-terminal) commands live in memory so that agent messages are handled without
-// I/O on transport threads; anything else is read from the store on `slow_path`.
+// Open (non-terminal) commands live in memory (OpenCommands, which owns every state change
+// through the transition table) so that agent messages are handled without I/O on transport
+// threads; anything else is read from the store on `slow_path`. The member functions are
+// spread over one .cc per concept: command_service.cc (start-up, queries), run_creation.cc,
+// run_slices.cc, delivery.cc, agent_reports.cc, cancel.cc, sweeps.cc.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
-#include <set>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -24,6 +28,7 @@
 #include "server/core/config.h"
 #include "server/core/host_registry.h"
 #include "server/core/metrics.h"
+#include "server/core/open_commands.h"
 #include "server/core/output_bus.h"
 #include "server/core/session.h"
 #include "store/store.h"
@@ -76,7 +81,7 @@ class CommandService {
   std::array<uint64_t, 8> openByState() const;
   CoreMetrics& metrics() { return metrics_; }
 
-  // --- agent side: never blocks ---
+  // --- agent side: never blocks. Transports go through ControlPlane::onAgentMessage. ---
   void onAgentConnected(const std::shared_ptr<Session>& session);
   void onAccepted(const std::shared_ptr<Session>& session, const std::string& command_id);
   void onOutput(const std::shared_ptr<Session>& session, model::OutputChunk chunk);
@@ -90,26 +95,12 @@ class CommandService {
   void stopSlicing() { slicing_stopped_ = true; }
 
  private:
-  struct Open {
-    model::Command command;
-    uint64_t received_bytes = 0;
-  };
-
+  // --- run_creation.cc ---
   absl::Status resolveTargets(CreateRunRequest& request) const;
   absl::Status validate(const CreateRunRequest& request) const;
   absl::StatusOr<CreateRunResult> replay(const store::Run& run, const std::string& fingerprint);
-  void addOpenLocked(model::Command command) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  using OpenMap = std::unordered_map<std::string, Open>;
-  void removeOpenLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // `host_id`: the command's host (passed in, as the command may have been moved out).
-  void removeOpenLocked(OpenMap::iterator it, const std::string& host_id)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Delivers new commands to their online hosts, in parallel on fanout_ when large.
-  void deliverAll(const std::vector<model::Command>& commands);
-  // Delivers [first, last) to their online hosts on the calling thread.
-  void deliverRange(const model::Command* first, const model::Command* last);
 
-  // A large run stored and sent slice by slice.
+  // --- run_slices.cc: a large run stored and sent slice by slice ---
   struct SlicedRun;
   // Stores insert.run with its first slice, then every later slice as the previous one
   // commits, delivering each committed slice meanwhile; returns once all are stored and sent.
@@ -123,31 +114,50 @@ class CommandService {
   // Stops the slices of a run not stored yet (they are never created) and clears its
   // pending targets; returns once slices queued before are committed and open.
   void stopSlicesOfCancelledRun(const std::string& run_id);
-  // A queued command past its deadline is not sent (tick() expires it).
-  static bool pastDeadline(const model::Command& c, int64_t now) {
-    return c.state == model::CommandState::kQueued && c.expires_at_ms > 0 && now >= c.expires_at_ms;
-  }
+  // tick(): stores the rest of runs whose slice failed, once a second.
+  void retryFailedSlices();
   // At start: stores the missing commands of runs a crash interrupted between slices.
   void completeInterruptedRuns();
+
+  // --- delivery.cc ---
+  // Delivers new commands to their online hosts, in parallel on fanout_ when large.
+  void deliverAll(const std::vector<model::Command>& commands);
+  // Delivers [first, last) to their online hosts on the calling thread.
+  void deliverRange(const model::Command* first, const model::Command* last);
   // Sends commands to the session and records them dispatched.
   void deliver(const std::shared_ptr<Session>& session, const std::vector<std::string>& ids);
-  // The message that delivers open command `c` (a Cancel once cancellation was requested);
-  // a queued command moves to dispatched in memory and its id is appended to `dispatched`.
-  ServerEvent eventForLocked(model::Command& c, int64_t now, std::vector<std::string>* dispatched)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The message that delivers open command `id` to `agent_id` (a Cancel once cancellation
+  // was requested), applying kDispatch; a first send appends the id to `first_sends`.
+  // Nothing for a command not open, of another host, or past its deadline before it left.
+  std::optional<ServerEvent> deliveryEvent(OpenCommands::Tx& tx, const std::string& id,
+                                           const std::string& agent_id, int64_t now,
+                                           std::vector<std::string>* first_sends);
   // Records commands dispatched; tick() stores the marks of those still waiting after
   // dispatch_mark_delay_ms, one mutation per batch.
   void markDispatched(std::vector<std::string> ids, int64_t now);
   void storeDispatchMarks();
-  // Stores a terminal state; on commit publishes it and acks the agent (if any).
-  void storeTerminal(model::Command updated, std::vector<model::CommandState> only_if,
-                     std::shared_ptr<Session> ack_to);
-  void resultSlowPath(const std::shared_ptr<Session>& session, model::CommandResult result);
   // Sends a ResultAck on the fanout executor (inline without one), in slices of acks per
   // task.
   void queueAck(std::shared_ptr<Session> session, std::string command_id);
-  static void applyResult(model::Command& command, const model::CommandResult& result,
-                          int64_t now_ms);
+
+  // --- agent_reports.cc ---
+  // Stores an ended command (guarded by `only_if`); on commit publishes it and acks the
+  // agent (if any).
+  void storeTerminal(model::Command updated, std::vector<model::CommandState> only_if,
+                     std::shared_ptr<Session> ack_to);
+  // A result for a command not open in memory, checked against the store.
+  void resultSlowPath(const std::shared_ptr<Session>& session, model::CommandResult result);
+  // False, with the stream ended (UNAVAILABLE), while the store's backlog is over
+  // max_store_backlog: the agent keeps what it reports until it reconnects.
+  bool admitFromAgent(const std::shared_ptr<Session>& session);
+  // Queues a check of a resent report on the slow path, or ends the stream when
+  // max_late_backlog reports already wait.
+  bool postLate(const std::shared_ptr<Session>& session, std::function<void()> fn);
+  // The `done` of an output write: a failure means no result of `session` is acked any more.
+  store::WriteDone outputWritten(std::shared_ptr<Session> session, std::string command_id);
+
+  // --- sweeps.cc ---
+  void sweepDeadlines();
 
   store::Store& store_;
   HostRegistry& hosts_;
@@ -158,9 +168,7 @@ class CommandService {
 
   common::Executor* fanout_ = nullptr;
   CoreMetrics metrics_;
-  mutable std::mutex mu_;
-  OpenMap open_ ABSL_GUARDED_BY(mu_);
-  std::unordered_map<std::string, std::set<std::string>> open_by_host_ ABSL_GUARDED_BY(mu_);
+  OpenCommands open_;
   std::mutex marks_mu_;
   struct DeferredMark {
     std::string id;

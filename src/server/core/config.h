@@ -37,6 +37,13 @@ struct CoreConfig {
   // returns at a pace the listen queue and the handshakes keep up with, instead of all at
   // once (dropped SYNs are retried by the kernel only after 1, 3, 7, 15, 31 s).
   int64_t reconnect_rate_per_s = 1000;
+  // The store writer's backlog (mutations queued, not applied) past which agent output and
+  // results are not taken: the stream ends with UNAVAILABLE and they wait in the agent's
+  // outbox until it reconnects, instead of the server's memory growing with the backlog.
+  size_t max_store_backlog = 200'000;
+  // Resent output and results of commands that already ended wait for the one "slow path"
+  // thread (a store read each); past this many the stream ends with UNAVAILABLE.
+  size_t max_late_backlog = 20'000;
 };
 
 }  // namespace muster::server

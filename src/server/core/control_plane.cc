@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <variant>
 
 #include "absl/strings/str_cat.h"
 #include "common/fmt_absl.h"
@@ -42,9 +43,15 @@ absl::Status ControlPlane::authenticate(const std::string& agent_id,
   return hosts_.authenticate(agent_id, credential);
 }
 
-void ControlPlane::onStreamOpened(const std::shared_ptr<Session>& session) {
-  std::lock_guard lock(pending_mu_);
-  pending_hello_.emplace_back(session, clock_.steadyMs());
+absl::Status ControlPlane::openStream(const std::shared_ptr<Session>& session,
+                                      const std::string& credential) {
+  if (!accepting_) return absl::UnavailableError("server is shutting down; reconnect later");
+  if (!common::isValidAgentId(session->agentId())) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid agent id '",
+                                                   session->agentId().substr(0, 140),
+                                                   "': ids match [A-Za-z0-9._-]{1,128}"));
+  }
+  return hosts_.openStream(session, credential);
 }
 
 absl::Status ControlPlane::onHello(const std::shared_ptr<Session>& session,
@@ -81,14 +88,56 @@ absl::Status ControlPlane::onHello(const std::shared_ptr<Session>& session,
     return absl::ResourceExhaustedError(
         absl::StrCat("server at its agent limit (", config_.max_agents, "): retry later"));
   }
+  // Welcome goes first (nothing may reach the agent before it); if the host was revoked or
+  // re-enrolled since the stream authenticated, attach refuses and the stream ends.
   session->send(WelcomeMsg{session->sessionId(), config_.heartbeat_interval_ms, clock_.nowMs(),
                            reconnectWindowMs(hosts_.knownCount())});
-  hosts_.attach(session, hello);
+  if (auto st = hosts_.attach(session, hello); !st.ok()) return st;
   spdlog::info("agent {} online (stream {}, version {}, {} in flight, {} unacked)", hello.agent_id,
                session->sessionId(), hello.version, hello.in_flight_command_ids.size(),
                hello.unacked_command_ids.size());
+  session->phase_.store(Session::kLive, std::memory_order_release);
   commands_.onAgentConnected(session);
   return absl::OkStatus();
+}
+
+absl::Status ControlPlane::onAgentMessage(const std::shared_ptr<Session>& session,
+                                          AgentEvent event) {
+  if (auto* hello = std::get_if<HelloInfo>(&event)) {
+    Session::Phase awaiting = Session::kAwaitingHello;
+    if (!session->phase_.compare_exchange_strong(awaiting, Session::kHelloReceived,
+                                                 std::memory_order_acq_rel)) {
+      return absl::FailedPreconditionError("Hello sent twice on one stream");
+    }
+    return onHello(session, *hello);
+  }
+  switch (session->phase_.load(std::memory_order_acquire)) {
+    case Session::kAwaitingHello:
+      return absl::FailedPreconditionError("the first message on the link must be Hello");
+    case Session::kHelloReceived:
+      return absl::FailedPreconditionError(
+          "the Hello on this stream was refused: open a new stream");
+    case Session::kLive: break;
+  }
+  struct Dispatch {
+    ControlPlane& plane;
+    const std::shared_ptr<Session>& session;
+    void operator()(HelloInfo&) {}  // handled above
+    void operator()(HeartbeatMsg& m) { plane.onHeartbeat(session, m.metrics); }
+    void operator()(AcceptedMsg& m) { plane.commands_.onAccepted(session, m.command_id); }
+    void operator()(OutputMsg& m) { plane.commands_.onOutput(session, std::move(m.chunk)); }
+    void operator()(ResultMsg& m) { plane.commands_.onResult(session, std::move(m.result)); }
+  };
+  std::visit(Dispatch{*this, session}, event);
+  return absl::OkStatus();
+}
+
+void ControlPlane::onStreamClosed(const std::shared_ptr<Session>& session,
+                                  const absl::Status& why) {
+  // Never said Hello: it was never any host's live link (tick() forgets it as pending).
+  // Otherwise detach() acts only if it still is the live link (not replaced, not refused).
+  if (!session->helloReceived()) return;
+  onDisconnect(*session, why);
 }
 
 int64_t ControlPlane::reconnectWindowMs(size_t agents) const {
@@ -109,23 +158,7 @@ void ControlPlane::onDisconnect(const Session& session, const absl::Status& why)
 
 void ControlPlane::tick() {
   hosts_.flushHeartbeats(config_.heartbeat_flush_ms);
-  std::vector<std::shared_ptr<Session>> silent;
-  {
-    int64_t now = clock_.steadyMs();
-    std::lock_guard lock(pending_mu_);
-    std::vector<std::pair<std::weak_ptr<Session>, int64_t>> keep;
-    for (auto& [weak, opened] : pending_hello_) {
-      auto session = weak.lock();
-      if (!session || hosts_.sessionFor(session->agentId()) == session)
-        continue;  // gone, or said Hello
-      if (now - opened >= config_.hello_timeout_ms) {
-        silent.push_back(std::move(session));
-      } else {
-        keep.emplace_back(std::move(weak), opened);
-      }
-    }
-    pending_hello_.swap(keep);
-  }
+  std::vector<std::shared_ptr<Session>> silent = hosts_.takeSilentPending(config_.hello_timeout_ms);
   for (const auto& s : silent) {
     s->close(absl::DeadlineExceededError(absl::StrCat("no Hello within ", config_.hello_timeout_ms,
                                                       " ms of connecting; closing the stream")));

@@ -1,5 +1,8 @@
 // The control-plane core: owns the host registry, command service, enrollment and output
-// bus, and is the single entry point for transport adapters (agent link events).
+// bus, and is the single entry point for transport adapters: a stream opens (openStream),
+// its agent's messages arrive (onAgentMessage) and it closes (onStreamClosed). The link's
+// protocol state lives in the core, so every transport (gRPC today, HTTP long-poll next)
+// shares it.
 #pragma once
 
 #include <atomic>
@@ -39,16 +42,32 @@ class ControlPlane {
   // Revokes the host's credential, ends its stream and cancels its open commands. Blocking.
   absl::StatusOr<model::Host> decommission(const std::string& host_id);
   OutputBus& bus() { return bus_; }
+  // Counters and rate-limited logs of the bounds peers run into; transports report theirs too.
+  Limits& limits() { return commands_.metrics().limits; }
   store::Store& store() { return store_; }
   const CoreConfig& config() const { return config_; }
   const common::Clock& clock() const { return clock_; }
 
-  // --- agent link events; adapters call these from transport threads ---
+  // --- the agent link; adapters call these from transport threads, and only these three ---
+  // A new stream presenting `credential`: authenticated, then (atomically with the check)
+  // tracked as waiting for its Hello; tick() closes it if no Hello comes within the hello
+  // timeout, so idle connections cannot pile up and eat descriptors. A revoke or a new
+  // credential for the host ends it. An error means the adapter must end the stream.
+  absl::Status openStream(const std::shared_ptr<Session>& session, const std::string& credential);
+  // One message from the agent, in the order received. Owns the link's protocol: the first
+  // message must be Hello, and only one Hello per stream (FAILED_PRECONDITION otherwise);
+  // then heartbeats, CommandAccepted, output and results go to the registry and the command
+  // service. An error means the adapter must end the link with that status (errors in a
+  // report, such as a command of another host, end it from the core).
+  absl::Status onAgentMessage(const std::shared_ptr<Session>& session, AgentEvent event);
+  // The stream ended (either side, for any reason). The host goes offline if this stream was
+  // its live link.
+  void onStreamClosed(const std::shared_ptr<Session>& session, const absl::Status& why);
+
+  // --- the steps of the above, for tests and tools that drive the core directly ---
   absl::Status authenticate(const std::string& agent_id, const std::string& credential) const;
-  // An authenticated stream that has not said Hello yet; tick() closes it if no Hello comes
-  // within the hello timeout, so idle connections cannot pile up and eat descriptors.
-  void onStreamOpened(const std::shared_ptr<Session>& session);
-  // An error means the adapter must end the link with that status.
+  // An error means the adapter must end the link with that status. Accepted, the session is
+  // live for onAgentMessage.
   absl::Status onHello(const std::shared_ptr<Session>& session, const HelloInfo& hello);
   // The reconnect window a Welcome carries when `agents` are connected.
   int64_t reconnectWindowMs(size_t agents) const;
@@ -82,10 +101,6 @@ class ControlPlane {
   OperatorAuth auth_;
   std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> agents_refused_{0};
-  std::mutex pending_mu_;
-  // Streams awaiting Hello, with the steady time they opened.
-  std::vector<std::pair<std::weak_ptr<Session>, int64_t>> pending_hello_
-      ABSL_GUARDED_BY(pending_mu_);
   std::atomic<int64_t> last_refusal_log_ms_{0};
 };
 

@@ -32,6 +32,17 @@ absl::Status HostRegistry::load() {
   return absl::OkStatus();
 }
 
+namespace {
+// One status for an unknown id and a wrong credential, so a caller cannot probe which ids
+// exist (the server's log says which).
+absl::Status notEnrolled(const std::string& agent_id) {
+  return absl::UnauthenticatedError(
+      absl::StrCat("agent '", agent_id,
+                   "' is not enrolled or its credential is wrong: enroll it with a token from "
+                   "`muster token create --enroll` (its state dir may be stale)"));
+}
+}  // namespace
+
 absl::Status HostRegistry::authenticate(const std::string& agent_id,
                                         const std::string& credential) const {
   std::string presented = crypto::sha256Hex(credential);
@@ -44,24 +55,102 @@ absl::Status HostRegistry::authenticate(const std::string& agent_id,
   if (it == hosts_.end() || it->second.host.credential_hash.empty()) {
     // Compare anyway so unknown ids cost the same as wrong secrets.
     crypto::constantTimeEquals(presented, std::string(presented.size(), '0'));
-    return absl::UnauthenticatedError(absl::StrCat(
-        "agent '", agent_id,
-        "' is not enrolled: enroll it with a token from `muster token create --enroll`"));
+    return notEnrolled(agent_id);
   }
   if (!crypto::constantTimeEquals(presented, it->second.host.credential_hash)) {
-    return absl::UnauthenticatedError(
-        absl::StrCat("wrong credential for agent '", agent_id,
-                     "': re-enroll it with a new token (its state dir may be stale)"));
+    return notEnrolled(agent_id);
   }
   return absl::OkStatus();
 }
 
-void HostRegistry::attach(const std::shared_ptr<Session>& session, const HelloInfo& hello) {
+absl::Status HostRegistry::openStream(const std::shared_ptr<Session>& session,
+                                      const std::string& credential) {
+  std::string presented = crypto::sha256Hex(credential);
+  std::lock_guard lock(mu_);
+  auto it = hosts_.find(session->agentId());
+  if (it != hosts_.end() && it->second.host.status == model::HostStatus::kRevoked) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "agent '", session->agentId(), "' was revoked: re-enroll it with a new token"));
+  }
+  bool known = it != hosts_.end() && !it->second.host.credential_hash.empty();
+  // Compared either way, so unknown ids cost the same as wrong secrets.
+  bool equal = crypto::constantTimeEquals(
+      presented, known ? it->second.host.credential_hash : std::string(presented.size(), '0'));
+  if (!known || !equal) return notEnrolled(session->agentId());
+  pending_.insert_or_assign(session.get(), Pending{session, session->agentId(),
+                                                   std::move(presented), clock_.steadyMs()});
+  return absl::OkStatus();
+}
+
+std::vector<std::shared_ptr<Session>> HostRegistry::takeSilentPending(int64_t timeout_ms) {
+  std::vector<std::shared_ptr<Session>> out;
+  int64_t now = clock_.steadyMs();
+  std::lock_guard lock(mu_);
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    auto session = it->second.session.lock();
+    if (!session) {
+      it = pending_.erase(it);
+    } else if (now - it->second.opened_steady_ms >= timeout_ms) {
+      out.push_back(std::move(session));
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
+std::vector<std::shared_ptr<Session>> HostRegistry::takeStreamsLocked(
+    const std::string& agent_id) {
+  std::vector<std::shared_ptr<Session>> out;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->second.agent_id != agent_id) {
+      ++it;
+      continue;
+    }
+    if (auto s = it->second.session.lock()) out.push_back(std::move(s));
+    it = pending_.erase(it);
+  }
+  auto host = hosts_.find(agent_id);
+  if (host != hosts_.end() && host->second.session) {
+    --connected_;
+    out.push_back(std::move(host->second.session));
+    host->second.session.reset();
+    host->second.host.status_changed_at_ms = clock_.nowMs();
+    if (host->second.host.status != model::HostStatus::kRevoked) {
+      host->second.host.status = model::HostStatus::kOffline;
+      store_.write(store::SetHostStatus{agent_id, model::HostStatus::kOffline,
+                                        host->second.host.status_changed_at_ms},
+                   {});
+    }
+  }
+  return out;
+}
+
+absl::Status HostRegistry::attach(const std::shared_ptr<Session>& session,
+                                  const HelloInfo& hello) {
   std::shared_ptr<Session> replaced;
   model::Host snapshot;
   {
     std::lock_guard lock(mu_);
-    auto& entry = hosts_[hello.agent_id];
+    auto p = pending_.find(session.get());
+    if (p == pending_.end() || p->second.session.lock() != session) {
+      return absl::FailedPreconditionError(
+          "this stream is not (or no longer) authenticated: reconnect");
+    }
+    Pending pending = std::move(p->second);
+    pending_.erase(p);
+    auto found = hosts_.find(hello.agent_id);
+    if (found == hosts_.end() || found->second.host.status == model::HostStatus::kRevoked) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          "agent '", hello.agent_id, "' was revoked while connecting: re-enroll it"));
+    }
+    if (found->second.host.credential_hash != pending.credential_hash) {
+      return absl::UnauthenticatedError(absl::StrCat(
+          "the credential of agent '", hello.agent_id,
+          "' changed while this stream was connecting: reconnect with the new one"));
+    }
+    auto& entry = found->second;
     if (!entry.session) ++connected_;
     replaced = std::move(entry.session);
     entry.session = session;
@@ -85,6 +174,7 @@ void HostRegistry::attach(const std::shared_ptr<Session>& session, const HelloIn
     if (!r.status.ok())
       spdlog::error("agent {}: cannot store host record: {}", id, r.status.message());
   });
+  return absl::OkStatus();
 }
 
 bool HostRegistry::detach(const Session& session, const std::string& why) {
@@ -264,7 +354,7 @@ absl::StatusOr<model::Host> HostRegistry::setLabels(const std::string& id,
 
 absl::StatusOr<model::Host> HostRegistry::revoke(const std::string& id) {
   model::Host snapshot;
-  std::shared_ptr<Session> session;
+  std::vector<std::shared_ptr<Session>> streams;
   {
     std::lock_guard lock(mu_);
     auto it = hosts_.find(id);
@@ -274,19 +364,20 @@ absl::StatusOr<model::Host> HostRegistry::revoke(const std::string& id) {
     }
     auto& host = it->second.host;
     host.status = model::HostStatus::kRevoked;
-    host.status_changed_at_ms = clock_.nowMs();
     host.credential_hash.clear();
-    if (it->second.session) --connected_;
-    session = std::move(it->second.session);
+    // Live and still-connecting streams alike: none can say Hello after this.
+    streams = takeStreamsLocked(id);
+    host.status_changed_at_ms = clock_.nowMs();
     snapshot = host;
   }
   auto r = store_.writeAndWait(store::UpsertHost{snapshot});
-  if (session) {
-    session->close(absl::PermissionDeniedError(absl::StrCat(
+  for (const auto& s : streams) {
+    s->close(absl::PermissionDeniedError(absl::StrCat(
         "agent '", id, "' was revoked by an operator: re-enroll it with a new token")));
   }
   if (!r.status.ok()) return r.status;
-  spdlog::warn("host {} decommissioned: credential revoked", id);
+  spdlog::warn("host {} decommissioned: credential revoked ({} stream(s) ended)", id,
+               streams.size());
   return snapshot;
 }
 
@@ -322,21 +413,32 @@ absl::Status HostRegistry::putEnrolled(model::Host host) {
       // Keep what the live record knows; only the credential and labels change.
       auto& existing = it->second.host;
       for (const auto& [k, v] : host.labels) existing.labels[k] = v;
-      existing.credential_hash = host.credential_hash;
       if (existing.status == model::HostStatus::kRevoked)
         existing.status = model::HostStatus::kOffline;
-      host = existing;
+      auto copy = existing;
+      copy.credential_hash = host.credential_hash;
+      host = std::move(copy);
     }
   }
   auto result = store_.writeAndWait(store::UpsertHost{host});
   if (!result.status.ok()) return result.status;
-  std::lock_guard lock(mu_);
-  auto& entry = hosts_[host.id];
-  if (entry.host.id.empty()) entry.host = host;
-  entry.host.credential_hash = host.credential_hash;
-  entry.host.labels = host.labels;
-  if (entry.host.status == model::HostStatus::kRevoked)
-    entry.host.status = model::HostStatus::kOffline;
+  std::vector<std::shared_ptr<Session>> old_streams;
+  {
+    std::lock_guard lock(mu_);
+    auto& entry = hosts_[host.id];
+    if (entry.host.id.empty()) entry.host = host;
+    // The new credential takes effect only now that it is durable; every stream that
+    // authenticated with the old one ends (credential rotated or the machine re-imaged).
+    if (entry.host.credential_hash != host.credential_hash) old_streams = takeStreamsLocked(host.id);
+    entry.host.credential_hash = host.credential_hash;
+    entry.host.labels = host.labels;
+    if (entry.host.status == model::HostStatus::kRevoked)
+      entry.host.status = model::HostStatus::kOffline;
+  }
+  for (const auto& s : old_streams) {
+    s->close(absl::UnauthenticatedError(absl::StrCat(
+        "agent '", host.id, "' was enrolled again: its old credential is no longer valid")));
+  }
   return absl::OkStatus();
 }
 

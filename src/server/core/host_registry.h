@@ -31,9 +31,20 @@ class HostRegistry {
   // Constant-time check of an agent's credential against the stored hash.
   absl::Status authenticate(const std::string& agent_id, const std::string& credential) const;
 
-  // Makes `session` the agent's live link, replacing (and closing) an older one, and
-  // records the host online with the facts and labels of its Hello.
-  void attach(const std::shared_ptr<Session>& session, const HelloInfo& hello);
+  // Authenticates a new stream and, under the same lock, records it as waiting for its Hello
+  // with the credential it presented. A revoke or a credential rotation from then on ends it
+  // (closed at once), and attach() refuses it, so a Hello racing a revoke can never bring a
+  // revoked host back online. Unknown id and wrong credential give the same status.
+  absl::Status openStream(const std::shared_ptr<Session>& session, const std::string& credential);
+  // Streams that did not say Hello within `timeout_ms` of opening; they are forgotten here
+  // and must be closed.
+  std::vector<std::shared_ptr<Session>> takeSilentPending(int64_t timeout_ms);
+
+  // Makes `session` (opened by openStream) the agent's live link, replacing (and closing) an
+  // older one, and records the host online with the facts and labels of its Hello.
+  // PERMISSION_DENIED / UNAUTHENTICATED if the host was revoked or its credential changed
+  // since the stream authenticated; FAILED_PRECONDITION for a stream never opened.
+  absl::Status attach(const std::shared_ptr<Session>& session, const HelloInfo& hello);
   // Marks the host offline if `session` is still its live link. False if it was not.
   bool detach(const Session& session, const std::string& why);
   // Takes the metrics in memory at once; they are stored by flushHeartbeats().
@@ -79,6 +90,7 @@ class HostRegistry {
   size_t knownCount() const;
 
   // Stores an enrolled (or re-enrolled) host with its credential hash; blocks until durable.
+  // A new credential ends every stream that authenticated with the old one.
   absl::Status putEnrolled(model::Host host);
 
  private:
@@ -89,11 +101,23 @@ class HostRegistry {
     bool heartbeat_unstored = false;  // in heartbeat_unstored_
   };
 
+  // A stream between authentication and Hello.
+  struct Pending {
+    std::weak_ptr<Session> session;
+    std::string agent_id;
+    std::string credential_hash;
+    int64_t opened_steady_ms = 0;
+  };
+  // Takes every stream of `agent_id` (live and pending) so the caller can close them.
+  std::vector<std::shared_ptr<Session>> takeStreamsLocked(const std::string& agent_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   store::Store& store_;
   const common::Clock& clock_;
   CoreConfig config_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, Entry> hosts_ ABSL_GUARDED_BY(mu_);
+  std::unordered_map<const Session*, Pending> pending_ ABSL_GUARDED_BY(mu_);
   // Hosts whose latest heartbeat is not stored yet, and when the last flush ran.
   std::vector<std::string> heartbeat_unstored_ ABSL_GUARDED_BY(mu_);
   int64_t last_heartbeat_flush_steady_ms_ ABSL_GUARDED_BY(mu_) = 0;

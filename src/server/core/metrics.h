@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <vector>
 
+#include "server/core/limits.h"
+
 namespace muster::server {
 
 // Fixed buckets (upper bounds, seconds), cumulative on read like Prometheus.
@@ -34,6 +36,8 @@ struct CoreMetrics {
   // Terminal results stored since start, by model::CommandState value.
   std::array<std::atomic<uint64_t>, 8> results_by_state{};
   std::atomic<uint64_t> commands_created{0};
+  // Bounds peers ran into (queues, backlogs, stuck writes).
+  Limits limits;
 };
 
 }  // namespace muster::server

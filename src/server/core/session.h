@@ -2,6 +2,8 @@
 // long-polls) adapt to this; the core never sees the transport.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 #include <variant>
 #include <vector>
@@ -33,7 +35,7 @@ struct ResultAckMsg {
 };
 using ServerEvent = std::variant<WelcomeMsg, DispatchMsg, CancelMsg, ResultAckMsg>;
 
-// --- agent -> server ---
+// --- agent -> server (ControlPlane::onAgentMessage) ---
 struct HelloInfo {
   std::string agent_id;
   std::string version;
@@ -42,6 +44,22 @@ struct HelloInfo {
   std::vector<std::string> in_flight_command_ids;
   std::vector<std::string> unacked_command_ids;
 };
+struct HeartbeatMsg {
+  model::Metrics metrics;
+};
+struct AcceptedMsg {
+  std::string command_id;
+  int64_t started_at_ms = 0;  // the agent's clock; the server stamps its own
+};
+struct OutputMsg {
+  model::OutputChunk chunk;
+};
+struct ResultMsg {
+  model::CommandResult result;
+};
+using AgentEvent = std::variant<HelloInfo, HeartbeatMsg, AcceptedMsg, OutputMsg, ResultMsg>;
+
+class ControlPlane;
 
 class Session {
  public:
@@ -52,6 +70,21 @@ class Session {
   virtual bool send(ServerEvent event) = 0;
   // Ends the link with `why` (idempotent). The agent sees it as the stream's status.
   virtual void close(absl::Status why) = 0;
+
+  // Core-owned: an output write of this stream failed (disk full), so no result reported on
+  // it may be acked any more; the agent keeps output and results and resends both on its
+  // next stream.
+  void markOutputLost() { output_lost_.store(true, std::memory_order_release); }
+  bool outputLost() const { return output_lost_.load(std::memory_order_acquire); }
+  // Core-owned: the link's protocol state, kept here by ControlPlane::onAgentMessage so that
+  // every transport shares it. True once a Hello arrived on this link (accepted or refused).
+  bool helloReceived() const { return phase_.load(std::memory_order_acquire) != kAwaitingHello; }
+
+ private:
+  friend class ControlPlane;
+  enum Phase : uint8_t { kAwaitingHello, kHelloReceived, kLive };
+  std::atomic<Phase> phase_{kAwaitingHello};
+  std::atomic<bool> output_lost_{false};
 };
 
 }  // namespace muster::server

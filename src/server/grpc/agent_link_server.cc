@@ -10,9 +10,16 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <cstdint>
 #include <deque>
 #include <mutex>
+#include <thread>
+#include <unordered_map>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/fmt_absl.h"
@@ -39,55 +46,108 @@ class LinkStream;
 // The core's handle on a stream; outlives the reactor safely.
 class GrpcSession final : public Session {
  public:
-  GrpcSession(std::string agent_id, std::string session_id)
-      : agent_id_(std::move(agent_id)), session_id_(std::move(session_id)) {}
+  GrpcSession(std::string agent_id, std::string session_id, const AgentLinkOptions& options,
+              Limits& limits, const common::Clock& clock)
+      : agent_id_(std::move(agent_id)),
+        session_id_(std::move(session_id)),
+        options_(options),
+        limits_(limits),
+        clock_(clock) {}
   const std::string& agentId() const override { return agent_id_; }
   const std::string& sessionId() const override { return session_id_; }
   bool send(ServerEvent event) override;
   void close(absl::Status why) override;
 
-  void bind(LinkStream* stream) { stream_ = stream; }
+  void bind(LinkStream* stream, grpc::CallbackServerContext* ctx) {
+    stream_ = stream;
+    ctx_ = ctx;
+  }
   // Called from the reactor's OnWriteDone; returns the next message to write, if any.
   bool nextWrite(bool ok, muster::v1::ServerMessage* out, bool* finish, grpc::Status* status);
+  // Cancels the call if its write has been in flight longer than the stuck-write timeout.
+  void checkStuck(int64_t now_steady_ms);
   void onDone();
 
  private:
   void startFinish(grpc::Status status);
+  // Ends a stream whose writes cannot complete (Finish would queue behind them): the queue
+  // is dropped and the call cancelled, which completes the write in flight with !ok.
+  void abortLocked(grpc::Status status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void cancelCall();
 
   const std::string agent_id_;
   const std::string session_id_;
+  const AgentLinkOptions& options_;
+  Limits& limits_;
+  const common::Clock& clock_;
   std::mutex mu_;
-  LinkStream* stream_ = nullptr;  // null after OnDone
-  std::deque<muster::v1::ServerMessage> queue_;
-  bool write_in_flight_ = false;
-  bool finish_requested_ = false;
-  bool finish_called_ = false;
-  grpc::Status finish_status_;
+  std::condition_variable cancel_done_;
+  LinkStream* stream_ ABSL_GUARDED_BY(mu_) = nullptr;  // null after OnDone
+  grpc::CallbackServerContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;
+  std::deque<muster::v1::ServerMessage> queue_ ABSL_GUARDED_BY(mu_);
+  size_t queue_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
+  int64_t write_started_steady_ms_ ABSL_GUARDED_BY(mu_) = 0;
+  bool finish_requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool finish_called_ ABSL_GUARDED_BY(mu_) = false;
+  bool cancel_wanted_ ABSL_GUARDED_BY(mu_) = false;
+  // A thread is inside TryCancel: OnDone (on another thread) waits, so the context it uses
+  // stays alive. OnDone run from inside TryCancel itself (inline) does not wait.
+  std::thread::id cancelling_thread_ ABSL_GUARDED_BY(mu_);
+  bool cancelling_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status finish_status_ ABSL_GUARDED_BY(mu_);
+};
+
+// Every stream's session, for the stuck-write watchdog.
+class SessionSet {
+ public:
+  void add(const std::shared_ptr<GrpcSession>& s) {
+    std::lock_guard lock(mu_);
+    sessions_.emplace(s.get(), s);
+  }
+  void remove(const GrpcSession* s) {
+    std::lock_guard lock(mu_);
+    sessions_.erase(s);
+  }
+  std::vector<std::shared_ptr<GrpcSession>> snapshot() {
+    std::vector<std::shared_ptr<GrpcSession>> out;
+    std::lock_guard lock(mu_);
+    out.reserve(sessions_.size());
+    for (const auto& [p, weak] : sessions_) {
+      if (auto s = weak.lock()) out.push_back(std::move(s));
+    }
+    return out;
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<const GrpcSession*, std::weak_ptr<GrpcSession>> sessions_;
 };
 
 class LinkStream final
     : public grpc::ServerBidiReactor<muster::v1::AgentMessage, muster::v1::ServerMessage> {
  public:
-  LinkStream(grpc::CallbackServerContext* ctx, ControlPlane& plane) : plane_(plane) {
+  LinkStream(grpc::CallbackServerContext* ctx, ControlPlane& plane, SessionSet& live,
+             const AgentLinkOptions& options)
+      : plane_(plane), live_(live) {
     std::string agent_id = metadataValue(ctx, "x-muster-agent-id");
     std::string auth = metadataValue(ctx, "authorization");
     const std::string kBearer = "Bearer ";
-    session_ = std::make_shared<GrpcSession>(agent_id, common::newUlid(plane.clock().nowMs()));
-    session_->bind(this);
+    session_ = std::make_shared<GrpcSession>(agent_id, common::newUlid(plane.clock().nowMs()),
+                                             options, plane.limits(), plane.clock());
+    session_->bind(this, ctx);
+    live_.add(session_);
     absl::Status st;
-    if (!plane.accepting()) {
-      st = absl::UnavailableError("server is shutting down; reconnect later");
-    } else if (auth.rfind(kBearer, 0) != 0) {
+    if (auth.rfind(kBearer, 0) != 0) {
       st = absl::UnauthenticatedError("missing agent credential (authorization: Bearer ...)");
     } else {
-      st = plane.authenticate(agent_id, auth.substr(kBearer.size()));
+      st = plane.openStream(session_, auth.substr(kBearer.size()));
     }
     if (!st.ok()) {
       spdlog::warn("agent link from {} refused: {}", ctx->peer(), st.message());
       session_->close(st);
       return;
     }
-    plane.onStreamOpened(session_);
     StartRead(&in_);
   }
 
@@ -121,7 +181,8 @@ class LinkStream final
   void OnCancel() override { session_->close(absl::CancelledError("stream cancelled")); }
 
   void OnDone() override {
-    if (hello_done_) plane_.onDisconnect(*session_, absl::UnavailableError("stream closed"));
+    plane_.onStreamClosed(session_, absl::UnavailableError("stream closed"));
+    live_.remove(session_.get());
     session_->onDone();
     delete this;
   }
@@ -129,62 +190,53 @@ class LinkStream final
   muster::v1::ServerMessage* outBuffer() { return &out_; }
 
  private:
+  // The wire message as a core event; the core owns the protocol (Hello first, once).
   absl::Status handle() {
-    using K = muster::v1::AgentMessage::KindCase;
-    if (!hello_done_ && in_.kind_case() != K::kHello) {
-      return absl::FailedPreconditionError("the first message on the link must be Hello");
-    }
-    switch (in_.kind_case()) {
-      case K::kHello: {
-        if (hello_done_) return absl::FailedPreconditionError("Hello sent twice on one stream");
-        hello_done_ = true;
-        return plane_.onHello(session_, fromProto(in_.hello()));
-      }
-      case K::kHeartbeat:
-        plane_.onHeartbeat(session_, fromProto(in_.heartbeat().metrics()));
-        return absl::OkStatus();
-      case K::kAccepted:
-        plane_.commands().onAccepted(session_, in_.accepted().command_id());
-        return absl::OkStatus();
-      case K::kOutput: {
-        model::OutputChunk chunk;
-        if (!fromProto(in_.output(), &chunk)) {
-          return absl::InvalidArgumentError("CommandOutput without command id or stream");
-        }
-        plane_.commands().onOutput(session_, std::move(chunk));
-        return absl::OkStatus();
-      }
-      case K::kResult: {
-        model::CommandResult result;
-        if (!fromProto(in_.result(), &result)) {
-          return absl::InvalidArgumentError("CommandResult without command id or outcome");
-        }
-        plane_.commands().onResult(session_, std::move(result));
-        return absl::OkStatus();
-      }
-      default: return absl::InvalidArgumentError("unknown agent message kind (newer agent?)");
-    }
+    absl::StatusOr<AgentEvent> event = toAgentEvent(in_);
+    if (!event.ok()) return event.status();
+    return plane_.onAgentMessage(session_, *std::move(event));
   }
 
   ControlPlane& plane_;
+  SessionSet& live_;
   std::shared_ptr<GrpcSession> session_;
   muster::v1::AgentMessage in_;
   muster::v1::ServerMessage out_;
-  bool hello_done_ = false;
 };
 
 bool GrpcSession::send(ServerEvent event) {
-  LinkStream* stream;
+  LinkStream* stream = nullptr;
   {
     std::lock_guard lock(mu_);
     if (finish_requested_ || !stream_) return false;
     queue_.emplace_back();
     toProto(event, &queue_.back());
-    if (write_in_flight_) return true;
-    write_in_flight_ = true;
-    *stream_->outBuffer() = std::move(queue_.front());
-    queue_.pop_front();
-    stream = stream_;
+    size_t bytes = queue_.back().ByteSizeLong();
+    queue_bytes_ += bytes;
+    if (!write_in_flight_) {
+      write_in_flight_ = true;
+      write_started_steady_ms_ = clock_.steadyMs();
+      *stream_->outBuffer() = std::move(queue_.front());
+      queue_.pop_front();
+      queue_bytes_ -= bytes;
+      stream = stream_;
+    } else if (queue_.size() > options_.max_send_queue_messages ||
+               queue_bytes_ > options_.max_send_queue_bytes) {
+      limits_.hit(Limit::kSendQueue, clock_.steadyMs(),
+                  absl::StrCat("agent ", agent_id_, " is not reading its stream: ", queue_.size(),
+                               " messages (", queue_bytes_,
+                               " bytes) queued; ending the stream (it reconnects and gets its "
+                               "open commands again)"));
+      abortLocked(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                               absl::StrCat("send queue full (", queue_.size(), " messages, ",
+                                            queue_bytes_, " bytes): read faster, reconnect")));
+    } else {
+      return true;
+    }
+  }
+  if (!stream) {  // aborted above
+    cancelCall();
+    return false;
   }
   stream->write(stream->outBuffer());
   return true;
@@ -195,20 +247,18 @@ bool GrpcSession::nextWrite(bool ok, muster::v1::ServerMessage* out, bool* finis
   std::lock_guard lock(mu_);
   if (!ok) {
     queue_.clear();
+    queue_bytes_ = 0;
     if (!finish_requested_) {
       finish_requested_ = true;
       finish_status_ = grpc::Status(grpc::StatusCode::UNAVAILABLE, "write failed");
     }
   }
-  if (!finish_requested_ && !queue_.empty()) {
+  if (!queue_.empty()) {
+    // Also after a close was requested: flush what was queued before it (e.g. an ack).
     *out = std::move(queue_.front());
     queue_.pop_front();
-    return true;
-  }
-  if (finish_requested_ && !queue_.empty()) {
-    // Flush what was queued before the close (e.g. an ack), then finish.
-    *out = std::move(queue_.front());
-    queue_.pop_front();
+    queue_bytes_ -= std::min(queue_bytes_, out->ByteSizeLong());
+    write_started_steady_ms_ = clock_.steadyMs();
     return true;
   }
   write_in_flight_ = false;
@@ -236,22 +286,78 @@ void GrpcSession::startFinish(grpc::Status status) {
   stream->finish(status);
 }
 
+void GrpcSession::abortLocked(grpc::Status status) {
+  queue_.clear();
+  queue_bytes_ = 0;
+  if (!finish_requested_) {
+    finish_requested_ = true;
+    finish_status_ = std::move(status);
+  }
+  cancel_wanted_ = true;
+}
+
+void GrpcSession::checkStuck(int64_t now_steady_ms) {
+  if (options_.stuck_write_timeout_ms <= 0) return;
+  {
+    std::lock_guard lock(mu_);
+    if (!stream_ || !write_in_flight_ || cancel_wanted_ ||
+        now_steady_ms - write_started_steady_ms_ < options_.stuck_write_timeout_ms) {
+      return;
+    }
+    limits_.hit(Limit::kStuckWrite, now_steady_ms,
+                absl::StrCat("agent ", agent_id_, ": a write made no progress for ",
+                             now_steady_ms - write_started_steady_ms_,
+                             " ms (the peer does not read its stream); cancelling the stream"));
+    abortLocked(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                             "a write to the agent made no progress: stream cancelled"));
+  }
+  cancelCall();
+}
+
+void GrpcSession::cancelCall() {
+  grpc::CallbackServerContext* ctx;
+  {
+    std::lock_guard lock(mu_);
+    if (!stream_ || !ctx_ || cancelling_) return;
+    cancelling_ = true;
+    cancelling_thread_ = std::this_thread::get_id();
+    ctx = ctx_;
+  }
+  // Not under mu_: the cancellation can run the reactor's reactions inline, which take it.
+  // The write in flight completes with !ok, nextWrite() finds the queue empty and Finish runs.
+  ctx->TryCancel();
+  {
+    std::lock_guard lock(mu_);
+    cancelling_ = false;
+  }
+  cancel_done_.notify_all();
+}
+
 void GrpcSession::onDone() {
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
+  // A TryCancel on another thread still uses the call's context: wait for it (microseconds).
+  // When OnDone runs inside that TryCancel (inline), the canceller is this thread: no wait.
+  cancel_done_.wait(lock, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return !cancelling_ || cancelling_thread_ == std::this_thread::get_id();
+  });
   stream_ = nullptr;
+  ctx_ = nullptr;
   finish_requested_ = true;
   queue_.clear();
+  queue_bytes_ = 0;
 }
 
 class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
  public:
-  AgentLinkService(ControlPlane& plane, common::Executor& workers)
-      : plane_(plane), workers_(workers) {}
+  AgentLinkService(ControlPlane& plane, common::Executor& workers, const AgentLinkOptions& options)
+      : plane_(plane), workers_(workers), options_(options) {}
 
   grpc::ServerBidiReactor<muster::v1::AgentMessage, muster::v1::ServerMessage>* Connect(
       grpc::CallbackServerContext* ctx) override {
-    return new LinkStream(ctx, plane_);
+    return new LinkStream(ctx, plane_, live_, options_);
   }
+
+  SessionSet& live() { return live_; }
 
   grpc::ServerUnaryReactor* Enroll(grpc::CallbackServerContext* ctx,
                                    const muster::v1::EnrollRequest* request,
@@ -263,38 +369,73 @@ class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
       return reactor;
     }
     std::string peer = ctx->peer();
-    workers_.post([this, reactor, request, response, peer] {
-      EnrollRequest req;
-      req.token = request->token();
-      req.agent_id = request->agent_id();
-      req.facts.insert(request->facts().begin(), request->facts().end());
-      req.labels.insert(request->labels().begin(), request->labels().end());
-      auto credential = plane_.enrollment().enroll(req);
-      if (!credential.ok()) {
-        spdlog::warn("enrollment of '{}' from {} refused: {}", req.agent_id.substr(0, 140), peer,
-                     credential.status().message());
-        reactor->Finish(toGrpc(credential.status()));
-        return;
-      }
-      response->set_agent_id(req.agent_id);
-      response->set_credential(*credential);
-      reactor->Finish(grpc::Status::OK);
-    });
+    bool queued = workers_.tryPost(
+        [this, reactor, request, response, peer] {
+          EnrollRequest req;
+          req.token = request->token();
+          req.agent_id = request->agent_id();
+          req.facts.insert(request->facts().begin(), request->facts().end());
+          req.labels.insert(request->labels().begin(), request->labels().end());
+          auto credential = plane_.enrollment().enroll(req);
+          if (!credential.ok()) {
+            spdlog::warn("enrollment of '{}' from {} refused: {}", req.agent_id.substr(0, 140),
+                         peer, credential.status().message());
+            reactor->Finish(toGrpc(credential.status()));
+            return;
+          }
+          response->set_agent_id(req.agent_id);
+          response->set_credential(*credential);
+          reactor->Finish(grpc::Status::OK);
+        },
+        options_.max_pending_enrolls);
+    if (!queued) {
+      plane_.limits().hit(Limit::kEnrollBacklog, plane_.clock().steadyMs(),
+                          absl::StrCat("enrollment backlog full (", options_.max_pending_enrolls,
+                                       " waiting): refusing Enroll calls with RESOURCE_EXHAUSTED"));
+      reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                   "server busy enrolling other agents: retry in a few seconds"));
+    }
     return reactor;
   }
 
  private:
   ControlPlane& plane_;
   common::Executor& workers_;
+  const AgentLinkOptions& options_;
+  SessionSet live_;
 };
 
 }  // namespace
 
 struct AgentLinkServer::Impl {
+  AgentLinkOptions options;
   std::unique_ptr<AgentLinkService> service;
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<Acceptor> acceptor;
   int port = 0;
+  // The stuck-write watchdog: once a second, every stream whose write is stuck is cancelled.
+  std::mutex watchdog_mu;
+  std::condition_variable watchdog_cv;
+  bool stopping = false;
+  std::thread watchdog;
+
+  void watch(const common::Clock& clock) {
+    std::unique_lock lock(watchdog_mu);
+    while (!watchdog_cv.wait_for(lock, std::chrono::seconds(1), [this] { return stopping; })) {
+      lock.unlock();
+      int64_t now = clock.steadyMs();
+      for (const auto& s : service->live().snapshot()) s->checkStuck(now);
+      lock.lock();
+    }
+  }
+  void stopWatchdog() {
+    {
+      std::lock_guard lock(watchdog_mu);
+      stopping = true;
+    }
+    watchdog_cv.notify_all();
+    if (watchdog.joinable()) watchdog.join();
+  }
 };
 
 AgentLinkServer::AgentLinkServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -303,7 +444,8 @@ AgentLinkServer::~AgentLinkServer() { shutdown(0); }
 absl::StatusOr<std::unique_ptr<AgentLinkServer>> AgentLinkServer::start(
     ControlPlane& plane, common::Executor& workers, const AgentLinkOptions& options) {
   auto impl = std::make_unique<Impl>();
-  impl->service = std::make_unique<AgentLinkService>(plane, workers);
+  impl->options = options;
+  impl->service = std::make_unique<AgentLinkService>(plane, workers, impl->options);
   // No listening port of gRPC's own: our Acceptor accepts and hands connections over.
   grpc::ServerBuilder builder;
   builder.RegisterService(impl->service.get());
@@ -325,6 +467,13 @@ absl::StatusOr<std::unique_ptr<AgentLinkServer>> AgentLinkServer::start(
   builder.AddChannelArgument(GRPC_ARG_ENABLE_CHANNELZ, 0);
   builder.AddChannelArgument(GRPC_ARG_ENABLE_PER_MESSAGE_DECOMPRESSION, 0);
   builder.AddChannelArgument(GRPC_ARG_ENABLE_DEADLINE_CHECKS, 0);
+  // A connection that never opens a stream (or keeps none open) is closed after this: it
+  // would hold a descriptor forever. Agents keep their one stream open all the time.
+  if (options.max_connection_idle_ms > 0) {
+    builder.AddChannelArgument(
+        GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+        static_cast<int>(std::min<int64_t>(options.max_connection_idle_ms, INT32_MAX)));
+  }
   impl->server = builder.BuildAndStart();
   if (!impl->server) return absl::InternalError("cannot start the gRPC server for agents");
   grpc::Server* server = impl->server.get();
@@ -340,12 +489,15 @@ absl::StatusOr<std::unique_ptr<AgentLinkServer>> AgentLinkServer::start(
   }
   impl->acceptor = std::move(*acceptor);
   impl->port = impl->acceptor->ports().empty() ? 0 : impl->acceptor->ports()[0];
+  Impl* raw = impl.get();
+  impl->watchdog = std::thread([raw, &plane] { raw->watch(plane.clock()); });
   return std::unique_ptr<AgentLinkServer>(new AgentLinkServer(std::move(impl)));
 }
 
 int AgentLinkServer::port() const { return impl_->port; }
 
 void AgentLinkServer::shutdown(int64_t deadline_ms) {
+  impl_->stopWatchdog();
   if (impl_->acceptor) impl_->acceptor->stop();  // before gRPC, which the hand-off calls
   if (!impl_->server) return;
   impl_->server->Shutdown(std::chrono::system_clock::now() +

@@ -18,6 +18,19 @@ struct AgentLinkOptions {
   // Agent connections are refused (closed at once, counted in muster_agents_refused_total)
   // while the process holds this many descriptors, so it never runs out. 0: no ceiling.
   int fd_ceiling = 0;
+  // An agent's outgoing queue (commands, cancels, acks waiting behind the write in flight):
+  // past either bound the stream ends with RESOURCE_EXHAUSTED; the agent reconnects and gets
+  // its open commands again.
+  size_t max_send_queue_messages = 4096;
+  size_t max_send_queue_bytes = 32u << 20;
+  // A write that has not completed after this long (a peer that answers pings but never
+  // reads its stream) cancels the stream. 0: never.
+  int64_t stuck_write_timeout_ms = 60'000;
+  // A connection with no call open this long (never opened a stream, or stopped) is closed.
+  int64_t max_connection_idle_ms = 30'000;
+  // Enroll calls waiting for a worker; past it RESOURCE_EXHAUSTED (an Enroll flood is
+  // refused, not queued for hours).
+  size_t max_pending_enrolls = 256;
 };
 
 class AgentLinkServer {

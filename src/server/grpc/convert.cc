@@ -113,4 +113,29 @@ bool fromProto(const muster::v1::CommandResult& r, model::CommandResult* out) {
   return true;
 }
 
+absl::StatusOr<AgentEvent> toAgentEvent(const muster::v1::AgentMessage& in) {
+  using K = muster::v1::AgentMessage::KindCase;
+  switch (in.kind_case()) {
+    case K::kHello: return AgentEvent{fromProto(in.hello())};
+    case K::kHeartbeat: return AgentEvent{HeartbeatMsg{fromProto(in.heartbeat().metrics())}};
+    case K::kAccepted:
+      return AgentEvent{AcceptedMsg{in.accepted().command_id(), in.accepted().started_at_ms()}};
+    case K::kOutput: {
+      OutputMsg m;
+      if (!fromProto(in.output(), &m.chunk)) {
+        return absl::InvalidArgumentError("CommandOutput without command id or stream");
+      }
+      return AgentEvent{std::move(m)};
+    }
+    case K::kResult: {
+      ResultMsg m;
+      if (!fromProto(in.result(), &m.result)) {
+        return absl::InvalidArgumentError("CommandResult without command id or outcome");
+      }
+      return AgentEvent{std::move(m)};
+    }
+    default: return absl::InvalidArgumentError("unknown agent message kind (newer agent?)");
+  }
+}
+
 }  // namespace muster::server::grpcadapter

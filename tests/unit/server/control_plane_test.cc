@@ -51,10 +51,17 @@ class ControlPlaneTest : public ::testing::Test {
     EXPECT_TRUE(token.ok());
     auto cred = plane_->enrollment().enroll({token->secret, id, {}, {}});
     EXPECT_TRUE(cred.ok()) << cred.status();
+    creds_[id] = *cred;
     return *cred;
   }
-  std::shared_ptr<FakeSession> connect(const std::string& id, const std::string& sid = "s1") {
+  // A stream that authenticated with the host's credential and has not said Hello yet.
+  std::shared_ptr<FakeSession> open(const std::string& id, const std::string& sid = "s1") {
     auto s = std::make_shared<FakeSession>(id, sid);
+    EXPECT_TRUE(plane_->openStream(s, creds_[id]).ok());
+    return s;
+  }
+  std::shared_ptr<FakeSession> connect(const std::string& id, const std::string& sid = "s1") {
+    auto s = open(id, sid);
     HelloInfo hello;
     hello.agent_id = id;
     hello.version = "test";
@@ -91,6 +98,7 @@ class ControlPlaneTest : public ::testing::Test {
   CoreConfig config_;
   std::unique_ptr<store::SqliteStore> store_;
   std::unique_ptr<ControlPlane> plane_;
+  std::map<std::string, std::string> creds_;  // agent id -> its latest credential
 };
 
 TEST_F(ControlPlaneTest, EnrolledAgentAuthenticatesAndWrongSecretIsRefused) {
@@ -561,10 +569,8 @@ TEST_F(ControlPlaneTest, WelcomeSizesTheReconnectWindowToTheFleet) {
 TEST_F(ControlPlaneTest, StreamWithoutHelloIsClosedAfterTheHelloTimeout) {
   enroll("quiet");
   enroll("talker");
-  auto quiet = std::make_shared<FakeSession>("quiet", "s1");
-  plane_->onStreamOpened(quiet);
-  auto talker = std::make_shared<FakeSession>("talker", "s2");
-  plane_->onStreamOpened(talker);
+  auto quiet = open("quiet", "s1");
+  auto talker = open("talker", "s2");
   HelloInfo hello;
   hello.agent_id = "talker";
   ASSERT_TRUE(plane_->onHello(talker, hello).ok());
@@ -887,6 +893,156 @@ TEST_F(SlicedRunTest, RunThatCannotBeCompletedAtStartIsCompletedByTheTick) {
   clock_.advanceMs(1000);
   plane_->tick();  // nothing left: no duplicates
   EXPECT_EQ(storedOfRun(insert.run.id).size(), 5u);
+}
+
+}  // namespace
+}  // namespace muster::server
+
+namespace muster::server {
+namespace {
+
+TEST_F(ControlPlaneTest, RevokeEndsAStreamStillConnectingAndItsHelloIsRefused) {
+  enroll("web-1");
+  auto s = open("web-1");
+  ASSERT_TRUE(plane_->decommission("web-1").ok());
+  ASSERT_TRUE(s->closed());
+  EXPECT_TRUE(absl::IsPermissionDenied(*s->closeStatus()));
+  HelloInfo hello;
+  hello.agent_id = "web-1";
+  EXPECT_FALSE(plane_->onHello(s, hello).ok());
+  EXPECT_EQ(plane_->hosts().get("web-1")->status, model::HostStatus::kRevoked);
+  EXPECT_EQ(plane_->hosts().sessionFor("web-1"), nullptr);
+  EXPECT_EQ(plane_->hosts().connectedCount(), 0u);
+}
+
+TEST_F(ControlPlaneTest, RevokeRacingHelloNeverLeavesTheHostOnline) {
+  for (int i = 0; i < 200; ++i) {
+    std::string id = "race-" + std::to_string(i);
+    enroll(id);
+    auto s = open(id);
+    HelloInfo hello;
+    hello.agent_id = id;
+    absl::Status hello_status;
+    std::thread helloer([&] { hello_status = plane_->onHello(s, hello); });
+    ASSERT_TRUE(plane_->decommission(id).ok());
+    helloer.join();
+    auto host = plane_->hosts().get(id);
+    ASSERT_EQ(host->status, model::HostStatus::kRevoked) << "round " << i;
+    ASSERT_EQ(plane_->hosts().sessionFor(id), nullptr) << "round " << i;
+    // Whichever came first, the stream ends: refused at Hello, or closed by the revoke.
+    ASSERT_TRUE(!hello_status.ok() || s->closed()) << "round " << i;
+  }
+  EXPECT_EQ(plane_->hosts().connectedCount(), 0u);
+}
+
+TEST_F(ControlPlaneTest, ReEnrollingEndsEveryStreamOfTheOldCredential) {
+  std::string old_cred = enroll("web-1");
+  auto live = connect("web-1", "live");
+  auto connecting = open("web-1", "connecting");
+  std::string fresh = enroll("web-1");
+  ASSERT_NE(fresh, old_cred);
+  ASSERT_TRUE(live->closed());
+  EXPECT_TRUE(absl::IsUnauthenticated(*live->closeStatus()));
+  ASSERT_TRUE(connecting->closed());
+  HelloInfo hello;
+  hello.agent_id = "web-1";
+  EXPECT_FALSE(plane_->onHello(connecting, hello).ok());
+  EXPECT_EQ(plane_->hosts().sessionFor("web-1"), nullptr);
+  EXPECT_EQ(plane_->hosts().get("web-1")->status, model::HostStatus::kOffline);
+  EXPECT_TRUE(absl::IsUnauthenticated(plane_->authenticate("web-1", old_cred)));
+  // The new credential works.
+  auto again = connect("web-1", "again");
+  EXPECT_FALSE(again->closed());
+  EXPECT_EQ(plane_->hosts().get("web-1")->status, model::HostStatus::kOnline);
+}
+
+TEST_F(ControlPlaneTest, UnknownIdAndWrongCredentialLookTheSame) {
+  std::string cred = enroll("web-1");
+  auto unknown = plane_->authenticate("nobody", cred);
+  auto wrong = plane_->authenticate("web-1", cred + "x");
+  EXPECT_EQ(unknown.code(), wrong.code());
+  auto s = std::make_shared<FakeSession>("nobody", "s");
+  auto opened = plane_->openStream(s, cred);
+  EXPECT_EQ(opened.code(), wrong.code());
+}
+
+}  // namespace
+}  // namespace muster::server
+
+namespace muster::server {
+namespace {
+
+TEST_F(ControlPlaneTest, CancellingARunIsOneStoreTransaction) {
+  std::vector<std::string> hosts;
+  for (int i = 0; i < 40; ++i) {
+    hosts.push_back("h" + std::to_string(i));
+    enroll(hosts.back());
+  }
+  connect("h0");  // one running on a live host, the rest queued for offline hosts
+  CreateRunRequest req;
+  req.host_ids = hosts;
+  req.exec.argv = {"sleep", "100"};
+  req.created_by = "test";
+  auto r = plane_->commands().createRun(req);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(store_->flush().ok());
+  const uint64_t before = store_->stats().transactions;
+  auto cancelled = plane_->commands().cancelRun(r->run_id, "operator");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  ASSERT_TRUE(store_->flush().ok());
+  EXPECT_EQ(store_->stats().transactions - before, 1u);
+  EXPECT_EQ(cancelled->size(), hosts.size());
+  size_t queued_cancelled = 0;
+  for (const auto& c : *cancelled) {
+    auto s = stored(c.id);
+    if (c.host_id == "h0") {
+      EXPECT_TRUE(s.cancel_requested);
+    } else {
+      EXPECT_EQ(s.state, CommandState::kCancelled);
+      ++queued_cancelled;
+    }
+  }
+  EXPECT_EQ(queued_cancelled, hosts.size() - 1);
+}
+
+TEST_F(ControlPlaneTest, ResultsWaitInTheAgentWhileTheStoreIsFarBehind) {
+  config_.max_store_backlog = 8;
+  openPlane();
+  enroll("web-1");
+  auto s = connect("web-1");
+  auto r = run("web-1");
+  ASSERT_TRUE(store_->flush().ok());
+  // Another connection holds the database's write lock: the writer waits (busy timeout), and
+  // what the core queues piles up behind it.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((dir_ / "muster.db").string().c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "BEGIN EXCLUSIVE", nullptr, nullptr, nullptr), SQLITE_OK);
+  const std::string id = r.commands[0].id;
+  for (int i = 0; i < 20 && !s->closed(); ++i) {
+    model::OutputChunk chunk;
+    chunk.command_id = id;
+    chunk.stream = model::OutputStream::kStdout;
+    chunk.offset = static_cast<uint64_t>(i);
+    chunk.data = "x";
+    plane_->commands().onOutput(s, chunk);
+  }
+  ASSERT_TRUE(s->closed());
+  EXPECT_TRUE(absl::IsUnavailable(*s->closeStatus())) << *s->closeStatus();
+  EXPECT_EQ(plane_->limits().hits(Limit::kStoreBacklog), 1u);
+  // The result is not taken (no ack): the agent keeps it for its next stream.
+  auto s2 = std::make_shared<FakeSession>("web-1", "s2");
+  plane_->commands().onResult(s2, exited(id, 0));
+  EXPECT_TRUE(s2->closed());
+  EXPECT_TRUE(s2->sent<ResultAckMsg>().empty());
+  sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  ASSERT_TRUE(store_->flush().ok());
+  // Once the store caught up, the resent result is stored and acked.
+  auto s3 = connect("web-1", "s3");
+  plane_->commands().onResult(s3, exited(id, 0));
+  ASSERT_TRUE(store_->flush().ok());
+  EXPECT_EQ(stored(id).state, CommandState::kSucceeded);
+  ASSERT_EQ(s3->sent<ResultAckMsg>().size(), 1u);
 }
 
 }  // namespace
