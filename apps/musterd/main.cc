@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <iostream>
 #include <thread>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -19,6 +20,7 @@
 #include "common/fmt_absl.h"
 #include "common/fs.h"
 #include "common/log.h"
+#include "common/net.h"
 #include "common/worker_pool.h"
 #include "server/core/control_plane.h"
 #include "server/grpc/agent_link_server.h"
@@ -36,30 +38,87 @@ struct Flags {
   std::string default_expiry = "24h";
   int64_t max_agents = 0;  // 0: the descriptor limit minus a reserve
   int64_t reconnect_rate = 1000;
+  // Bounds on what agents can fill (docs/architecture.md, "Bounds").
+  std::string stuck_write_timeout = "60s";
+  std::string idle_connection_timeout = "30s";
+  int64_t max_send_queue = 4096;
+  int64_t max_pending_enrolls = 256;
+  int64_t max_store_backlog = 200'000;
+  // Bounds on what HTTP clients can fill (docs/api.md, "Limits"); HttpOptions' defaults.
+  int64_t http_max_connections = 1024;
+  int64_t http_max_followers = 512;
+  int64_t http_follower_buffer_bytes = 8 << 20;
+  int64_t http_max_body_bytes = 1 << 20;
+  std::string http_header_timeout = "10s";
+  std::string http_body_timeout = "30s";
+  std::string http_idle_timeout = "60s";
   std::string log_format = "text";
   std::string log_level = "info";
   bool allow_remote_plaintext = false;
 };
 
-bool isLoopback(const std::string& listen) {
-  return listen.rfind("127.", 0) == 0 || listen.rfind("localhost:", 0) == 0 ||
-         listen.rfind("[::1]:", 0) == 0;
+// Plaintext is for this machine only: every address `listen` resolves to must be loopback.
+bool plaintextAllowed(const Flags& flags, const char* flag, const std::string& listen,
+                      const char* what) {
+  if (flags.allow_remote_plaintext) return true;
+  absl::Status loopback = common::checkLoopbackListen(listen);
+  if (loopback.ok()) return true;
+  std::cerr << "musterd: " << flag << " " << listen << ": " << loopback.message()
+            << "; TLS is not configured yet: listen on 127.0.0.1 (or [::1]), or pass "
+               "--allow-remote-plaintext to serve "
+            << what << " in plaintext on purpose\n";
+  return false;
+}
+
+// The HTTP flags as HttpOptions; false (after saying why) when one is out of range.
+bool httpOptionsFrom(const Flags& flags, server::http::HttpOptions* out) {
+  out->listen = flags.http_listen;
+  out->loopback_only = !flags.allow_remote_plaintext;
+  out->max_connections = static_cast<size_t>(flags.http_max_connections);
+  out->sse_max_followers = static_cast<size_t>(flags.http_max_followers);
+  out->sse_max_queued_bytes = static_cast<uint64_t>(flags.http_follower_buffer_bytes);
+  out->max_body_bytes = static_cast<uint64_t>(flags.http_max_body_bytes);
+  if (flags.http_max_followers > flags.http_max_connections) {
+    std::cerr << "musterd: --http-max-followers " << flags.http_max_followers
+              << " is above --http-max-connections " << flags.http_max_connections
+              << ": event streams are connections too; lower it or raise the other\n";
+    return false;
+  }
+  for (auto [flag, text, ms, max_ms] :
+       {std::tuple{"--http-header-timeout", &flags.http_header_timeout, &out->header_timeout_ms,
+                   10 * common::kMinuteMs},
+        std::tuple{"--http-body-timeout", &flags.http_body_timeout, &out->body_timeout_ms,
+                   common::kHourMs},
+        std::tuple{"--http-idle-timeout", &flags.http_idle_timeout, &out->idle_timeout_ms,
+                   common::kHourMs}}) {
+    auto parsed = common::parseDurationMsInRange(flag, *text, 100, max_ms);
+    if (!parsed.ok()) {
+      std::cerr << "musterd: " << parsed.status().message() << "\n";
+      return false;
+    }
+    *ms = *parsed;
+  }
+  return true;
 }
 
 int run(const Flags& flags) {
-  auto heartbeat = common::parseDurationMs(flags.heartbeat_interval);
-  auto expiry = common::parseDurationMs(flags.default_expiry);
-  if (!heartbeat.ok() || !expiry.ok() || *heartbeat < 100) {
-    std::cerr << "musterd: invalid --heartbeat-interval or --default-expiry (e.g. 10s, 24h)\n";
-    return 2;
+  // The agent link carries the heartbeat interval as uint32 milliseconds: keep far below.
+  auto heartbeat = common::parseDurationMsInRange("--heartbeat-interval", flags.heartbeat_interval,
+                                                  100, common::kHourMs);
+  auto expiry = common::parseDurationMsInRange("--default-expiry", flags.default_expiry,
+                                               common::kSecondMs, common::kMaxExpiryMs);
+  for (const auto* parsed : {&heartbeat, &expiry}) {
+    if (!parsed->ok()) {
+      std::cerr << "musterd: " << parsed->status().message() << "\n";
+      return 2;
+    }
   }
   for (const auto& listen : flags.grpc_listen) {
-    if (flags.allow_remote_plaintext || isLoopback(listen)) continue;
-    std::cerr << "musterd: --grpc-listen " << listen
-              << " is not a loopback address and TLS is not configured yet; pass "
-                 "--allow-remote-plaintext to serve agents in plaintext on purpose\n";
-    return 2;
+    if (!plaintextAllowed(flags, "--grpc-listen", listen, "agents")) return 2;
   }
+  if (!plaintextAllowed(flags, "--http-listen", flags.http_listen, "the REST API")) return 2;
+  server::http::HttpOptions http_options;
+  if (!httpOptionsFrom(flags, &http_options)) return 2;
   if (auto st = common::makeDirs(flags.data_dir, 0700); !st.ok()) {
     spdlog::error("cannot create data dir: {}", st.message());
     return 1;
@@ -69,7 +128,21 @@ int run(const Flags& flags) {
     spdlog::error("cannot open the store: {}", store.status().message());
     return 1;
   }
+  // "0" turns a timeout off.
+  auto timeoutOrOff = [](const std::string& text) -> absl::StatusOr<int64_t> {
+    if (text == "0") return 0;
+    return common::parseDurationMs(text);
+  };
+  auto stuck_write = timeoutOrOff(flags.stuck_write_timeout);
+  auto idle_connection = timeoutOrOff(flags.idle_connection_timeout);
+  if (!stuck_write.ok() || !idle_connection.ok() || *idle_connection > 24 * 3600'000LL ||
+      *stuck_write > 24 * 3600'000LL) {
+    std::cerr << "musterd: invalid --stuck-write-timeout or --idle-connection-timeout (a "
+                 "duration up to 24h, e.g. 60s; 0 turns the check off)\n";
+    return 2;
+  }
   server::CoreConfig config;
+  config.max_store_backlog = static_cast<size_t>(flags.max_store_backlog);
   config.heartbeat_interval_ms = *heartbeat;
   config.default_expiry_ms = *expiry;
   config.reconnect_rate_per_s = flags.reconnect_rate;
@@ -113,13 +186,15 @@ int run(const Flags& flags) {
   // Connections (with or without a Hello yet) stop being accepted this close to the limit;
   // what is left serves the store, HTTP clients and logs.
   link_options.fd_ceiling = static_cast<int>(fd_limit - std::min<int64_t>(256, fd_limit / 4));
+  link_options.stuck_write_timeout_ms = *stuck_write;
+  link_options.max_connection_idle_ms = *idle_connection;
+  link_options.max_send_queue_messages = static_cast<size_t>(flags.max_send_queue);
+  link_options.max_pending_enrolls = static_cast<size_t>(flags.max_pending_enrolls);
   auto link = server::grpcadapter::AgentLinkServer::start(plane, blocking, link_options);
   if (!link.ok()) {
     spdlog::error("{}", link.status().message());
     return 1;
   }
-  server::http::HttpOptions http_options;
-  http_options.listen = flags.http_listen;
   auto http = server::http::HttpServer::start(plane, blocking, http_options);
   if (!http.ok()) {
     spdlog::error("{}", http.status().message());
@@ -210,8 +285,54 @@ int main(int argc, char** argv) {
   app.add_option("--default-expiry", flags.default_expiry,
                  "how long a command waits for an offline host")
       ->capture_default_str();
+  app.add_option("--stuck-write-timeout", flags.stuck_write_timeout,
+                 "an agent stream whose write makes no progress this long is cancelled (0: off)")
+      ->capture_default_str();
+  app.add_option("--idle-connection-timeout", flags.idle_connection_timeout,
+                 "an agent connection with no stream open this long is closed (0: off)")
+      ->capture_default_str();
+  app.add_option("--max-send-queue", flags.max_send_queue,
+                 "messages queued for one agent before its stream ends (it reconnects)")
+      ->check(CLI::Range(int64_t{16}, int64_t{1'000'000}))
+      ->capture_default_str();
+  app.add_option("--max-pending-enrolls", flags.max_pending_enrolls,
+                 "Enroll calls waiting for a worker before more get RESOURCE_EXHAUSTED")
+      ->check(CLI::Range(int64_t{1}, int64_t{1'000'000}))
+      ->capture_default_str();
+  app.add_option("--max-store-backlog", flags.max_store_backlog,
+                 "store writes queued before agents' results wait in their outboxes")
+      ->check(CLI::Range(int64_t{1'000}, int64_t{100'000'000}))
+      ->capture_default_str();
+  app.add_option("--http-max-connections", flags.http_max_connections,
+                 "HTTP connections open at once (event streams included); one more is "
+                 "answered 503")
+      ->check(CLI::Range(int64_t{1}, int64_t{1'000'000}))
+      ->capture_default_str();
+  app.add_option("--http-max-followers", flags.http_max_followers,
+                 "live output streams (?follow=1, `muster run`) at once; one more is answered "
+                 "503")
+      ->check(CLI::Range(int64_t{1}, int64_t{1'000'000}))
+      ->capture_default_str();
+  app.add_option("--http-follower-buffer-bytes", flags.http_follower_buffer_bytes,
+                 "output one stream may fall behind before it is dropped (told how to resume)")
+      ->check(CLI::Range(int64_t{64} << 10, int64_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--http-max-body-bytes", flags.http_max_body_bytes,
+                 "largest request body; larger ones get 413")
+      ->check(CLI::Range(int64_t{1} << 10, int64_t{1} << 30))
+      ->capture_default_str();
+  app.add_option("--http-header-timeout", flags.http_header_timeout,
+                 "a request's headers must arrive within this (slowloris); 100ms-10m")
+      ->capture_default_str();
+  app.add_option("--http-body-timeout", flags.http_body_timeout,
+                 "a request's body must arrive within this after its headers; 100ms-1h")
+      ->capture_default_str();
+  app.add_option("--http-idle-timeout", flags.http_idle_timeout,
+                 "a keep-alive connection without a request, or a client not reading our "
+                 "answer, is closed after this; 100ms-1h")
+      ->capture_default_str();
   app.add_flag("--allow-remote-plaintext", flags.allow_remote_plaintext,
-               "serve agents without TLS on a non-loopback address");
+               "serve agents and the REST API without TLS on a non-loopback address");
   app.add_option("--log-format", flags.log_format, "text or json")->capture_default_str();
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error (last wins)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)

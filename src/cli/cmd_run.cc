@@ -153,11 +153,13 @@ int runCommand(const ClientConfig& config, const RunOptions& o) {
     body["selector"] = o.selector;
   }
   body["argv"] = std::move(argv);
-  for (auto [flag, value, key] : {std::tuple{"--timeout", &o.timeout, "timeout"},
-                                  std::tuple{"--expire", &o.expire, "expire"}}) {
+  // The server checks the same ranges; checking here saves a round trip and names the flag.
+  for (auto [flag, value, key, max_ms] :
+       {std::tuple{"--timeout", &o.timeout, "timeout", common::kMaxCommandTimeoutMs},
+        std::tuple{"--expire", &o.expire, "expire", common::kMaxExpiryMs}}) {
     if (value->empty()) continue;
-    auto ms = common::parseDurationMs(*value);
-    if (!ms.ok()) return reportUsage(absl::StrCat(flag, ": ", ms.status().message()));
+    auto ms = common::parseDurationMsInRange(flag, *value, 0, max_ms);
+    if (!ms.ok()) return reportUsage(std::string(ms.status().message()));
     body[key] = *value;
   }
   body["idempotency_key"] = newIdempotencyKey();

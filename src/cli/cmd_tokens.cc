@@ -34,8 +34,8 @@ int addTtl(const std::string& ttl, json::object* body) {
     (*body)["ttl_ms"] = 0;
     return kExitOk;
   }
-  auto ms = common::parseDurationMs(ttl);
-  if (!ms.ok()) return reportUsage(absl::StrCat("--ttl: ", ms.status().message()));
+  auto ms = common::parseDurationMsInRange("--ttl", ttl, 0, common::kMaxTokenTtlMs);
+  if (!ms.ok()) return reportUsage(std::string(ms.status().message()));
   (*body)["ttl"] = ttl;
   return kExitOk;
 }

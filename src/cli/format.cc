@@ -68,7 +68,12 @@ int64_t intField(const json::value& object, std::string_view key, int64_t fallba
   if (!v) return fallback;
   if (v->is_int64()) return v->get_int64();
   if (v->is_uint64()) return static_cast<int64_t>(v->get_uint64());
-  if (v->is_double()) return static_cast<int64_t>(v->get_double());
+  if (v->is_double()) {
+    // Converting a double outside int64's range is undefined; a server could send 1e300.
+    double d = v->get_double();
+    if (!(d > -9.2e18 && d < 9.2e18)) return fallback;
+    return static_cast<int64_t>(d);
+  }
   return fallback;
 }
 

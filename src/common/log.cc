@@ -6,6 +6,7 @@
 #include <spdlog/spdlog.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 
 #include "common/fmt_absl.h"
@@ -78,5 +79,23 @@ void reportBug(const char* file, int line, const std::string& what) {
 }
 
 uint64_t bugCount() { return g_bugs.load(); }
+
+bool RateLimitedLog::allow(int64_t now_ms, uint64_t* suppressed) {
+  std::lock_guard lock(mu_);
+  if (started_ && now_ms - last_ms_ < interval_ms_) {
+    ++suppressed_;
+    return false;
+  }
+  started_ = true;
+  last_ms_ = now_ms;
+  *suppressed = suppressed_;
+  suppressed_ = 0;
+  return true;
+}
+
+bool RateLimitedLog::allow(uint64_t* suppressed) {
+  auto now = std::chrono::steady_clock::now().time_since_epoch();
+  return allow(std::chrono::duration_cast<std::chrono::milliseconds>(now).count(), suppressed);
+}
 
 }  // namespace muster::common

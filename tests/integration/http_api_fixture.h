@@ -20,6 +20,7 @@
 
 #include "common/clock.h"
 #include "common/worker_pool.h"
+#include "http_raw_client.h"
 #include "server/core/control_plane.h"
 #include "server/http/http_server.h"
 #include "store/sqlite/sqlite_store.h"
@@ -134,6 +135,7 @@ class HttpApiTest : public ::testing::Test {
     headers.push_back("Expect:");  // no 100-continue round trip
     for (const auto& h : headers) list = curl_slist_append(list, h.c_str());
     curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+    curl_easy_setopt(curl, CURLOPT_PATH_AS_IS, 1L);  // "/hosts/.." reaches the server as sent
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, 20L);
@@ -212,6 +214,31 @@ class HttpApiTest : public ::testing::Test {
     ASSERT_TRUE(r.status.ok()) << r.status;
   }
 
+  // One sample of GET /metrics (`name` with its labels, like `x{phase="header"}`); -1 when
+  // it is missing.
+  double metric(const std::string& name) {
+    Reply r = call("GET", "/metrics", "", {}, false);
+    EXPECT_EQ(r.status, 200);
+    size_t pos = 0;
+    while (pos < r.body.size()) {
+      size_t end = r.body.find('\n', pos);
+      if (end == std::string::npos) end = r.body.size();
+      std::string line = r.body.substr(pos, end - pos);
+      pos = end + 1;
+      if (line.size() > name.size() && line.compare(0, name.size(), name) == 0 &&
+          line[name.size()] == ' ') {
+        return std::stod(line.substr(name.size() + 1));
+      }
+    }
+    return -1;
+  }
+
+  void restartWith(HttpOptions options) {
+    server_->shutdown();
+    server_.reset();
+    startServer(std::move(options));
+  }
+
   size_t commandCount() {
     Reply r = call("GET", "/api/v1/commands?limit=1000");
     EXPECT_EQ(r.status, 200);
@@ -230,7 +257,8 @@ class HttpApiTest : public ::testing::Test {
 // A follower of an event stream on its own thread, readable while it runs.
 class SseClient {
  public:
-  explicit SseClient(const std::string& url) : url_(url) {
+  explicit SseClient(const std::string& url, std::vector<std::string> headers = {})
+      : url_(url), headers_(std::move(headers)) {
     thread_ = std::thread([this] { run(); });
   }
   ~SseClient() {
@@ -265,6 +293,7 @@ class SseClient {
     curl_slist* list =
         curl_slist_append(nullptr, (std::string("Authorization: Bearer ") + kToken).c_str());
     list = curl_slist_append(list, "Accept: text/event-stream");
+    for (const auto& h : headers_) list = curl_slist_append(list, h.c_str());
     curl_easy_setopt(curl, CURLOPT_URL, url_.c_str());
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, list);
     curl_easy_setopt(curl, CURLOPT_TIMEOUT, 30L);
@@ -285,6 +314,7 @@ class SseClient {
   }
 
   std::string url_;
+  std::vector<std::string> headers_;
   std::thread thread_;
   std::mutex mu_;
   std::string body_;

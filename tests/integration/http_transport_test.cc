@@ -1,59 +1,9 @@
 // HTTP transport behaviour on raw sockets: garbage, slow and idle clients, pipelining,
 // chunked bodies over the limit.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include "http_api_fixture.h"
 
 namespace muster::server::http {
 namespace {
-
-// A plain TCP client with a receive timeout.
-class RawClient {
- public:
-  explicit RawClient(int port) {
-    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons(static_cast<uint16_t>(port));
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  }
-  ~RawClient() { ::close(fd_); }
-  bool connected() const { return connected_; }
-  void send(const std::string& bytes) {
-    size_t sent = 0;
-    while (sent < bytes.size()) {
-      ssize_t n = ::send(fd_, bytes.data() + sent, bytes.size() - sent, MSG_NOSIGNAL);
-      if (n <= 0) return;
-      sent += static_cast<size_t>(n);
-    }
-  }
-  // Reads until the peer closes or `timeout` passes; `closed` tells which.
-  std::string readAll(std::chrono::milliseconds timeout, bool* closed) {
-    timeval tv{0, 50 * 1000};
-    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    std::string out;
-    auto deadline = std::chrono::steady_clock::now() + timeout;
-    *closed = false;
-    char buf[65536];
-    while (std::chrono::steady_clock::now() < deadline) {
-      ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-        *closed = true;
-        break;
-      }
-      if (n > 0) out.append(buf, static_cast<size_t>(n));
-    }
-    return out;
-  }
-
- private:
-  int fd_ = -1;
-  bool connected_ = false;
-};
 
 size_t countOf(const std::string& text, const std::string& needle) {
   size_t n = 0;
@@ -63,14 +13,7 @@ size_t countOf(const std::string& text, const std::string& needle) {
   return n;
 }
 
-class HttpTransportTest : public HttpApiTest {
- protected:
-  void restartWith(HttpOptions options) {
-    server_->shutdown();
-    server_.reset();
-    startServer(std::move(options));
-  }
-};
+class HttpTransportTest : public HttpApiTest {};
 
 TEST_F(HttpTransportTest, GarbageGets400AndTheServerKeepsServing) {
   RawClient client(server_->port());

@@ -7,9 +7,11 @@
 #include <exception>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/fmt_absl.h"
+#include "common/ids.h"
 #include "server/http/api_json.h"
 #include "server/http/handlers.h"
 
@@ -82,6 +84,22 @@ Role requiredRole(Route route, std::string_view* action) {
   }
 }
 
+// What the id in the path of `route` names; nullptr for routes without one.
+const char* pathIdKind(Route route) {
+  switch (route) {
+    case Route::kGetHost:
+    case Route::kSetHostLabels:
+    case Route::kDeleteHost: return "host";
+    case Route::kGetCommand:
+    case Route::kCancelCommand:
+    case Route::kCommandOutput: return "command";
+    case Route::kGetRun:
+    case Route::kCancelRun: return "run";
+    case Route::kRevokeToken: return "token";
+    default: return nullptr;
+  }
+}
+
 bool wantsFollow(const Context& ctx) {
   if (const std::string* f = ctx.param("follow")) {
     return *f == "1" || *f == "true" || *f == "yes";
@@ -90,6 +108,15 @@ bool wantsFollow(const Context& ctx) {
 }
 
 }  // namespace
+
+absl::Status checkId(std::string_view kind, std::string_view id) {
+  if (common::isValidAgentId(id)) return absl::OkStatus();
+  std::string shown = absl::CHexEscape(toAbsl(id.substr(0, 140)));
+  return absl::InvalidArgumentError(
+      absl::StrCat("invalid ", toAbsl(kind), " id '", shown,
+                   "': ids are 1 to 128 of A-Z a-z 0-9 . _ - and not \".\" or \"..\"",
+                   kind == "host" ? " (`muster hosts` lists them)" : ""));
+}
 
 std::string_view routeName(Route route) {
   switch (route) {
@@ -200,6 +227,11 @@ ApiReply Api::dispatch(const ApiRequest& request, Route* route) {
   Role needed = requiredRole(match.route, &action);
   if (auto st = OperatorAuth::require(*principal, needed, action); !st.ok()) {
     return errorReply(st);
+  }
+
+  // Segments arrive percent-decoded: "%2e%2e" is "..", "a%2Fb" is "a/b". Neither is an id.
+  if (const char* kind = pathIdKind(match.route)) {
+    if (auto st = checkId(kind, segments[1]); !st.ok()) return errorReply(st);
   }
 
   Context ctx{plane_, request, *std::move(principal), std::move(segments), std::move(query)};

@@ -43,6 +43,7 @@ struct ApiRequest {
   std::string authorization;
   std::string idempotency_key;
   std::string accept;
+  std::string last_event_id;  // an event stream resuming: "STDOUT_OFFSET,STDERR_OFFSET"
   std::string body;
 };
 
@@ -51,6 +52,9 @@ struct FollowSpec {
   model::Command command;  // as read when the request was answered
   bool want_stdout = true;
   bool want_stderr = true;
+  // Resuming: bytes of each stream the client already has (nothing before them is sent).
+  uint64_t stdout_offset = 0;
+  uint64_t stderr_offset = 0;
 };
 
 struct ApiReply {

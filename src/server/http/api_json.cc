@@ -7,9 +7,11 @@
 #include <limits>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "common/duration.h"
 #include "server/core/command_service.h"
+#include "server/http/output_text.h"
 
 namespace muster::server::http {
 namespace json = boost::json;
@@ -175,7 +177,9 @@ ApiReply jsonReply(int status, const json::value& body) {
 ApiReply errorReply(int http_status, std::string_view code, std::string_view message) {
   json::object error;
   error["code"] = code;
-  error["message"] = message;
+  // Messages quote what the client sent (ids from the URL, field names cut at 64 bytes): made
+  // valid UTF-8 here, or the reply would not be JSON any client can parse.
+  error["message"] = sanitizeUtf8(message);
   json::object body;
   body["error"] = std::move(error);
   ApiReply reply = jsonReply(http_status, body);
@@ -183,9 +187,32 @@ ApiReply errorReply(int http_status, std::string_view code, std::string_view mes
   return reply;
 }
 
+absl::Status fieldRangeError(std::string message, std::string_view field, int64_t min,
+                             int64_t max) {
+  absl::Status status = absl::InvalidArgumentError(message);
+  json::object details;
+  details["field"] = field;
+  details["min"] = min;
+  details["max"] = max;
+  status.SetPayload(kFieldRangePayload, absl::Cord(json::serialize(details)));
+  return status;
+}
+
 ApiReply errorReply(const absl::Status& status) {
   if (status.GetPayload(kInvalidSelectorPayload).has_value()) {
     return errorReply(422, "invalid_selector", toStd(status.message()));
+  }
+  if (auto range = status.GetPayload(kFieldRangePayload)) {
+    boost::system::error_code ec;
+    json::value details = json::parse(std::string(*range), ec);
+    if (!ec && details.is_object()) {
+      json::object error = std::move(details.as_object());
+      error["code"] = errorCodeName(status.code());
+      error["message"] = sanitizeUtf8(toStd(status.message()));
+      json::object body;
+      body["error"] = std::move(error);
+      return jsonReply(httpStatusFor(status), body);
+    }
   }
   return errorReply(httpStatusFor(status), errorCodeName(status.code()), toStd(status.message()));
 }
@@ -247,7 +274,8 @@ absl::Status FieldReader::optInt(std::string_view key, int64_t* out) {
     *out = static_cast<int64_t>(v->get_uint64());
   } else if (v->is_double()) {
     double d = v->get_double();
-    if (d != static_cast<double>(static_cast<int64_t>(d)) || d > 9e18 || d < -9e18) {
+    // The range first: converting a double outside int64 (1e300) is undefined behaviour.
+    if (!(d >= -9e18 && d <= 9e18) || d != static_cast<double>(static_cast<int64_t>(d))) {
       return wrongType(key, "an integer");
     }
     *out = static_cast<int64_t>(d);
@@ -293,26 +321,58 @@ absl::Status FieldReader::optStringMap(std::string_view key, model::StringMap* o
 }
 
 absl::Status FieldReader::optDuration(std::string_view key, std::string_view key_ms,
-                                      int64_t* out_ms) {
+                                      int64_t* out_ms, int64_t max_ms) {
   if (has(key) && has(key_ms) && !object_.at(key).is_null() && !object_.at(key_ms).is_null()) {
     return absl::InvalidArgumentError(absl::StrCat(what_, ": give either \"", toAbsl(key),
                                                    "\" or \"", toAbsl(key_ms), "\", not both"));
   }
+  auto range = [&](std::string_view field, std::string_view shown) {
+    return fieldRangeError(absl::StrCat(what_, ": \"", toAbsl(field), "\" is ", toAbsl(shown),
+                                        ": allowed 0 to ", common::formatDurationMs(max_ms), " (\"",
+                                        toAbsl(key_ms), "\": 0..", max_ms, ")"),
+                           field, 0, max_ms);
+  };
   if (const json::value* v = find(key)) {
     if (!v->is_string()) {
       return wrongType(key, absl::StrCat("a duration string like \"30s\" (or use \"",
                                          toAbsl(key_ms), "\" for milliseconds)"));
     }
-    auto ms = common::parseDurationMs(std::string_view(v->get_string()));
+    std::string_view text(v->get_string());
+    std::string shown =
+        absl::StrCat("\"", toAbsl(text.substr(0, 64)), text.size() > 64 ? "..." : "", "\"");
+    auto ms = common::parseDurationMs(text);
     if (!ms.ok()) {
+      if (absl::IsOutOfRange(ms.status())) return range(key, shown);
       return absl::InvalidArgumentError(
           absl::StrCat(what_, ": \"", toAbsl(key), "\": ", ms.status().message()));
     }
+    if (*ms > max_ms) return range(key, shown);
     *out_ms = *ms;
     return absl::OkStatus();
   }
-  if (auto st = optInt(key_ms, out_ms); !st.ok()) return st;
-  if (*out_ms < 0) return wrongType(key_ms, "a non-negative number of milliseconds");
+  const json::value* v = find(key_ms);
+  if (!v) return absl::OkStatus();
+  // Every number is judged as given: 1e300 or 2^64 must not become something else first.
+  if (v->is_int64()) {
+    int64_t n = v->get_int64();
+    if (n < 0 || n > max_ms) return range(key_ms, absl::StrCat(n));
+    *out_ms = n;
+  } else if (v->is_uint64()) {
+    uint64_t n = v->get_uint64();
+    if (n > static_cast<uint64_t>(max_ms)) return range(key_ms, absl::StrCat(n));
+    *out_ms = static_cast<int64_t>(n);
+  } else if (v->is_double()) {
+    double d = v->get_double();
+    if (!(d >= 0 && d <= static_cast<double>(max_ms))) {
+      return range(key_ms, json::serialize(*v));
+    }
+    if (d != static_cast<double>(static_cast<int64_t>(d))) {
+      return wrongType(key_ms, "a whole number of milliseconds");
+    }
+    *out_ms = static_cast<int64_t>(d);
+  } else {
+    return wrongType(key_ms, "a number of milliseconds");
+  }
   return absl::OkStatus();
 }
 
@@ -325,6 +385,169 @@ absl::Status FieldReader::finish() const {
     }
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<CreateRunRequest> parseCreateRunBody(std::string_view body,
+                                                    std::string_view header_key,
+                                                    std::string created_by) {
+  auto object = parseJsonObject(body);
+  if (!object.ok()) return object.status();
+  FieldReader fields(*object, "command request");
+  CreateRunRequest run;
+  absl::Status st;
+  if (st = fields.optStringList("hosts", &run.host_ids); !st.ok()) return st;
+  if (st = fields.optString("selector", &run.selector); !st.ok()) return st;
+  if (st = fields.optStringList("argv", &run.exec.argv); !st.ok()) return st;
+  if (st = fields.optString("script", &run.exec.script); !st.ok()) return st;
+  if (st = fields.optStringMap("env", &run.exec.env); !st.ok()) return st;
+  if (st = fields.optString("cwd", &run.exec.cwd); !st.ok()) return st;
+  if (st = fields.optDuration("timeout", "timeout_ms", &run.exec.timeout_ms,
+                              common::kMaxCommandTimeoutMs);
+      !st.ok()) {
+    return st;
+  }
+  if (st = fields.optDuration("kill_grace", "kill_grace_ms", &run.exec.kill_grace_ms,
+                              common::kMaxKillGraceMs);
+      !st.ok()) {
+    return st;
+  }
+  if (st = fields.optDuration("expire", "expire_ms", &run.expire_in_ms, common::kMaxExpiryMs);
+      !st.ok()) {
+    return st;
+  }
+  if (st = fields.optString("idempotency_key", &run.idempotency_key); !st.ok()) return st;
+  if (st = fields.finish(); !st.ok()) return st;
+
+  bool by_hosts = fields.has("hosts") && !object->at("hosts").is_null();
+  bool by_selector = fields.has("selector") && !object->at("selector").is_null();
+  if (by_hosts == by_selector) {
+    return absl::InvalidArgumentError(
+        by_hosts ? "command request: give \"hosts\" or \"selector\", not both"
+                 : "command request: name the targets: \"hosts\" (a list of host ids) or "
+                   "\"selector\" (like \"env=prod,role in (web,db)\")");
+  }
+  if (by_selector && run.selector.empty()) {
+    // Not "every host": an empty selector is far more likely a script's empty variable.
+    absl::Status empty = absl::InvalidArgumentError(
+        "command request: \"selector\" is empty; give one like \"env=prod\", or list the "
+        "hosts in \"hosts\"");
+    empty.SetPayload(kInvalidSelectorPayload, absl::Cord(empty.message()));
+    return empty;
+  }
+  if (!run.exec.argv.empty() && !run.exec.script.empty()) {
+    return absl::InvalidArgumentError(
+        "command request: give either \"argv\" or \"script\", not both");
+  }
+  if (!header_key.empty()) {
+    if (!run.idempotency_key.empty() && run.idempotency_key != header_key) {
+      return absl::InvalidArgumentError(
+          "the Idempotency-Key header and the \"idempotency_key\" field differ: send one");
+    }
+    run.idempotency_key = std::string(header_key);
+  }
+  run.created_by = std::move(created_by);
+  return run;
+}
+
+absl::StatusOr<LabelChange> parseLabelBody(std::string_view body) {
+  auto object = parseJsonObject(body);
+  if (!object.ok()) return object.status();
+  FieldReader fields(*object, "label request");
+  LabelChange change;
+  absl::Status st;
+  if (st = fields.optStringMap("set", &change.set); !st.ok()) return st;
+  if (st = fields.optStringList("remove", &change.remove); !st.ok()) return st;
+  if (st = fields.finish(); !st.ok()) return st;
+  if (!fields.has("set") && !fields.has("remove")) {
+    return absl::InvalidArgumentError(
+        R"(label request: give "set" ({"key": "value"}) and/or "remove" (["key"]))");
+  }
+  for (const auto& key : change.remove) {
+    if (change.set.count(key)) {
+      return absl::InvalidArgumentError(absl::StrCat("label request: '", key.substr(0, 64),
+                                                     "' is both in \"set\" and in \"remove\""));
+    }
+  }
+  return change;
+}
+
+namespace {
+
+constexpr int64_t kDefaultEnrollTtlMs = 24 * 3600 * 1000LL;
+
+absl::Status readEnrollToken(FieldReader& fields, TokenRequest* out) {
+  out->ttl_ms = kDefaultEnrollTtlMs;
+  absl::Status st;
+  if (st = fields.optInt("uses", &out->uses); !st.ok()) return st;
+  if (st = fields.optDuration("ttl", "ttl_ms", &out->ttl_ms, common::kMaxTokenTtlMs); !st.ok()) {
+    return st;
+  }
+  if (st = fields.optStringMap("labels", &out->labels); !st.ok()) return st;
+  for (const char* key : {"role", "name"}) {
+    if (fields.has(key)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token request: \"", key,
+                       "\" applies to API tokens (\"kind\": \"api\"), "
+                       "not to enrollment tokens"));
+    }
+  }
+  return fields.finish();
+}
+
+absl::Status readApiToken(FieldReader& fields, TokenRequest* out) {
+  std::string role_text;
+  out->ttl_ms = 0;  // API tokens do not expire unless asked to
+  absl::Status st;
+  if (st = fields.optString("role", &role_text); !st.ok()) return st;
+  if (st = fields.optString("name", &out->name); !st.ok()) return st;
+  if (st = fields.optDuration("ttl", "ttl_ms", &out->ttl_ms, common::kMaxTokenTtlMs); !st.ok()) {
+    return st;
+  }
+  for (const char* key : {"uses", "labels"}) {
+    if (fields.has(key)) {
+      return absl::InvalidArgumentError(absl::StrCat("token request: \"", key,
+                                                     "\" applies to enrollment tokens (\"kind\": "
+                                                     "\"enroll\"), not to API tokens"));
+    }
+  }
+  if (st = fields.finish(); !st.ok()) return st;
+  if (!parseRole(role_text, &out->role)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "token request: ",
+        role_text.empty() ? std::string("\"role\" is required")
+                          : absl::StrCat("unknown \"role\" '", role_text.substr(0, 32), "'"),
+        ": use viewer (read only), operator (also run and cancel commands) or admin (also "
+        "manage tokens and hosts)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<TokenRequest> parseTokenBody(std::string_view body) {
+  auto object = parseJsonObject(body);
+  if (!object.ok()) return object.status();
+  FieldReader fields(*object, "token request");
+  std::string kind;
+  if (auto st = fields.optString("kind", &kind); !st.ok()) return st;
+  TokenRequest request;
+  absl::Status st;
+  if (kind == "enroll") {
+    request.kind = TokenRequest::Kind::kEnroll;
+    st = readEnrollToken(fields, &request);
+  } else if (kind == "api") {
+    request.kind = TokenRequest::Kind::kApi;
+    st = readApiToken(fields, &request);
+  } else {
+    st = absl::InvalidArgumentError(absl::StrCat(
+        "token request: ",
+        kind.empty() ? std::string("\"kind\" is required")
+                     : absl::StrCat("unknown \"kind\" '", kind.substr(0, 32), "'"),
+        ": \"enroll\" for an agent enrollment token, \"api\" for an operator token with a "
+        "\"role\""));
+  }
+  if (!st.ok()) return st;
+  return request;
 }
 
 }  // namespace muster::server::http

@@ -12,8 +12,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "common/duration.h"
 #include "model/command.h"
 #include "model/host.h"
+#include "server/core/command_service.h"
+#include "server/core/operator_auth.h"
 #include "server/http/api.h"
 #include "store/store.h"
 
@@ -37,6 +40,11 @@ int httpStatusFor(const absl::Status& status);
 std::string errorCodeName(absl::StatusCode code);
 
 ApiReply jsonReply(int status, const boost::json::value& body);
+// Attached to an INVALID_ARGUMENT about a value out of range: a JSON object
+// {"field", "min", "max"} that errorReply adds to the error object, for scripts.
+inline constexpr char kFieldRangePayload[] = "type.muster.dev/field-range";
+absl::Status fieldRangeError(std::string message, std::string_view field, int64_t min, int64_t max);
+
 // 422 invalid_selector for statuses carrying kInvalidSelectorPayload.
 ApiReply errorReply(const absl::Status& status);
 ApiReply errorReply(int http_status, std::string_view code, std::string_view message);
@@ -56,8 +64,11 @@ class FieldReader {
   absl::Status optBool(std::string_view key, bool* out);
   absl::Status optStringList(std::string_view key, std::vector<std::string>* out);
   absl::Status optStringMap(std::string_view key, model::StringMap* out);
-  // A duration given either as "30s" under `key` or as milliseconds under `key_ms`.
-  absl::Status optDuration(std::string_view key, std::string_view key_ms, int64_t* out_ms);
+  // A duration given either as "30s" under `key` or as milliseconds under `key_ms`, from 0
+  // to `max_ms`. Out of range (huge, negative, not an integer) is an error naming the field,
+  // the value and the range, never a wrapped or clamped number.
+  absl::Status optDuration(std::string_view key, std::string_view key_ms, int64_t* out_ms,
+                           int64_t max_ms = common::kMaxDurationMs);
   // Marks a field as known without reading it.
   void allow(std::string_view key);
   absl::Status finish() const;
@@ -70,5 +81,32 @@ class FieldReader {
   std::string what_;
   std::set<std::string, std::less<>> seen_;
 };
+
+// --- Request bodies: each endpoint's reader, apart from the handler so tests/fuzz can feed it.
+
+// POST /api/v1/commands. `header_key` is the Idempotency-Key header ("" when absent),
+// `created_by` the caller.
+absl::StatusOr<CreateRunRequest> parseCreateRunBody(std::string_view body,
+                                                    std::string_view header_key,
+                                                    std::string created_by);
+
+// PUT/PATCH /api/v1/hosts/{id}/labels: {"set": {k: v}, "remove": [k]}.
+struct LabelChange {
+  model::StringMap set;
+  std::vector<std::string> remove;
+};
+absl::StatusOr<LabelChange> parseLabelBody(std::string_view body);
+
+// POST /api/v1/tokens: an agent enrollment token or an operator API token.
+struct TokenRequest {
+  enum class Kind { kEnroll, kApi };
+  Kind kind = Kind::kEnroll;
+  int64_t ttl_ms = 0;         // enroll: 24 h unless given; api: 0 (never expires) unless given
+  int64_t uses = 1;           // enroll only
+  model::StringMap labels;    // enroll only
+  Role role = Role::kViewer;  // api only
+  std::string name;           // api only
+};
+absl::StatusOr<TokenRequest> parseTokenBody(std::string_view body);
 
 }  // namespace muster::server::http

@@ -13,6 +13,7 @@
 #include <boost/beast/http/write.hpp>
 #include <chrono>
 
+#include "absl/strings/str_cat.h"
 #include "common/fmt_absl.h"
 #include "server/http/api_json.h"
 
@@ -30,6 +31,49 @@ struct Registration {
   const Connection* connection;
   ~Registration() { state.removeConnection(connection); }
 };
+
+}  // namespace
+
+void noteTimeout(ServerState& state, TimeoutPhase phase) {
+  TransportStats& t = state.transport();
+  const HttpOptions& o = state.options;
+  const char* what = "";
+  const char* flag = "";
+  int64_t ms = 0;
+  switch (phase) {
+    case TimeoutPhase::kHeader:
+      t.header_timeouts.fetch_add(1, std::memory_order_relaxed);
+      what = "its request headers did not arrive";
+      flag = "--http-header-timeout";
+      ms = o.header_timeout_ms;
+      break;
+    case TimeoutPhase::kBody:
+      t.body_timeouts.fetch_add(1, std::memory_order_relaxed);
+      what = "its request body did not arrive";
+      flag = "--http-body-timeout";
+      ms = o.body_timeout_ms;
+      break;
+    case TimeoutPhase::kIdle:
+      // Keep-alive connections ending quietly are normal: counted, never logged.
+      t.idle_timeouts.fetch_add(1, std::memory_order_relaxed);
+      return;
+    case TimeoutPhase::kWrite:
+      t.write_timeouts.fetch_add(1, std::memory_order_relaxed);
+      what = "it did not read what we sent";
+      flag = "--http-idle-timeout";
+      ms = o.idle_timeout_ms;
+      break;
+  }
+  uint64_t skipped = 0;
+  if (state.timeouts_log.allow(&skipped)) {
+    spdlog::warn(
+        "http: closed a connection: {} within {} ms ({}): a slow or stuck client, or a "
+        "slowloris attack ({} more timeouts since the last message)",
+        what, ms, flag, skipped);
+  }
+}
+
+namespace {
 
 // Answers and returns whether the write succeeded.
 asio::awaitable<bool> writeReply(std::shared_ptr<Connection> conn, ApiReply reply, unsigned version,
@@ -49,6 +93,7 @@ asio::awaitable<bool> writeReply(std::shared_ptr<Connection> conn, ApiReply repl
   }
   conn->stream().expires_after(milliseconds(conn->state().options.idle_timeout_ms));
   auto [ec, written] = co_await bhttp::async_write(conn->stream(), res, kTuple);
+  if (ec == beast::error::timeout) noteTimeout(conn->state(), TimeoutPhase::kWrite);
   co_return !ec;
 }
 
@@ -76,6 +121,28 @@ ApiReply tooLarge(uint64_t limit) {
                         " bytes: send less (or raise the server's body limit)");
 }
 
+ApiReply followersFull(const ServerState& state) {
+  size_t limit = state.options.sse_max_followers;
+  ApiReply reply = errorReply(
+      503, "unavailable",
+      absl::StrCat("too many live output streams: ", limit, " of ", limit,
+                   " in use (musterd --http-max-followers); follow again in a moment, read "
+                   "the stored output without ?follow=1, or raise the limit"));
+  reply.headers.emplace_back("Retry-After", "5");
+  return reply;
+}
+
+void noteRefusedFollower(ServerState& state) {
+  state.transport().followers_refused.fetch_add(1, std::memory_order_relaxed);
+  uint64_t skipped = 0;
+  if (state.followers_log.allow(&skipped)) {
+    spdlog::warn(
+        "http: refused an output stream: {} are live, the limit (--http-max-followers); "
+        "clients get 503 until some end ({} more refused since the last message)",
+        state.options.sse_max_followers, skipped);
+  }
+}
+
 bool isDisconnect(const boost::system::error_code& ec) {
   return ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
          ec == asio::error::operation_aborted || ec == asio::error::connection_reset ||
@@ -101,6 +168,59 @@ void Connection::forceClose() {
   });
 }
 
+void Connection::dropIfStillWriting(std::chrono::milliseconds grace) {
+  drop_timer_.expires_after(grace);
+  drop_timer_.async_wait([weak = weak_from_this()](const boost::system::error_code& ec) {
+    if (ec) return;
+    auto self = weak.lock();
+    if (self && self->event_write_pending) self->stream_.close();
+  });
+}
+
+asio::awaitable<void> refuseConnection(std::shared_ptr<Connection> conn) {
+  // Each refusal holds a descriptor for up to a second; past this many at once, a flood
+  // gets its connections closed without an answer.
+  constexpr int kMaxAnswering = 64;
+  ServerState& state = conn->state();
+  struct Answering {
+    std::atomic<int>& n;
+    ~Answering() { n.fetch_sub(1); }
+  } answering{state.refusing};
+  if (state.refusing.fetch_add(1) >= kMaxAnswering) {
+    conn->stream().close();
+    co_return;
+  }
+  size_t limit = state.options.max_connections;
+  ApiReply reply =
+      errorReply(503, "unavailable",
+                 absl::StrCat("too many connections: ", limit, " of ", limit,
+                              " open (musterd --http-max-connections); retry in a moment, reuse "
+                              "connections (keep-alive), or raise the limit"));
+  bhttp::response<bhttp::string_body> res{bhttp::status::service_unavailable, 11};
+  res.set(bhttp::field::server, "musterd");
+  res.set(bhttp::field::content_type, reply.content_type);
+  res.set(bhttp::field::cache_control, "no-store");
+  res.set(bhttp::field::retry_after, "1");
+  res.keep_alive(false);
+  res.body() = std::move(reply.body);
+  res.prepare_payload();
+  auto& stream = conn->stream();
+  stream.expires_after(std::chrono::seconds(1));
+  auto [ec, n] = co_await bhttp::async_write(stream, res, kTuple);
+  if (ec) co_return;
+  // The request is unread: closing now could reset the connection before the client has
+  // read the answer. Half-close, and read what it sends for a moment.
+  boost::system::error_code ignored;
+  stream.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  stream.expires_after(milliseconds(500));
+  std::array<char, 4096> sink;
+  for (int i = 0; i < 16; ++i) {
+    auto [rec, rn] = co_await stream.async_read_some(asio::buffer(sink), kTuple);
+    if (rec) break;
+  }
+  stream.close();
+}
+
 asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
   Registration registration{conn->state(), conn.get()};
   ServerState& state = conn->state();
@@ -110,14 +230,24 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
   bool first = true;
 
   while (!conn->stop_requested) {
-    // Wait for the first byte of the next request: the idle timeout.
+    // The header deadline runs from accept for the first request (a client that connects
+    // and sends nothing is a slowloris too), from its first byte for later ones.
+    auto header_deadline = conn->acceptedAt() + milliseconds(options.header_timeout_ms);
     if (buffer.size() == 0) {
-      stream.expires_after(
-          milliseconds(first ? options.header_timeout_ms : options.idle_timeout_ms));
+      // Waiting for the next request: the idle timeout (the header timeout for the first).
+      if (first) {
+        stream.expires_at(header_deadline);
+      } else {
+        stream.expires_after(milliseconds(options.idle_timeout_ms));
+      }
       auto [ec, n] = co_await stream.async_read_some(buffer.prepare(8192), kTuple);
+      if (ec == beast::error::timeout)
+        noteTimeout(state, first ? TimeoutPhase::kHeader : TimeoutPhase::kIdle);
       if (ec) co_return;  // idle timeout, client left, or shutdown closed us
       buffer.commit(n);
     }
+    if (!first)
+      header_deadline = std::chrono::steady_clock::now() + milliseconds(options.header_timeout_ms);
     first = false;
     if (conn->stop_requested) break;
     conn->busy = true;
@@ -125,7 +255,8 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(kHeaderLimit);
     parser.body_limit(options.max_body_bytes);
-    stream.expires_after(milliseconds(options.header_timeout_ms));
+    // One deadline for all the header lines: trickling them byte by byte does not extend it.
+    stream.expires_at(header_deadline);
     auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, kTuple);
     if (hec == bhttp::error::body_limit) {
       state.stats.record(Route::kUnknown, 413);
@@ -140,6 +271,7 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
     }
     if (hec == beast::error::timeout) {
       state.stats.record(Route::kUnknown, 408);  // tcp_stream closed the socket already
+      noteTimeout(state, TimeoutPhase::kHeader);
       co_return;
     }
     if (hec) {
@@ -164,14 +296,21 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
         bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, version};
         stream.expires_after(milliseconds(options.idle_timeout_ms));
         auto [cec, cn] = co_await bhttp::async_write(stream, cont, kTuple);
+        if (cec == beast::error::timeout) noteTimeout(state, TimeoutPhase::kWrite);
         if (cec) co_return;
       }
-      stream.expires_after(milliseconds(options.idle_timeout_ms));
+      // One deadline for the whole body, however it is sent (chunked, trickled).
+      stream.expires_after(milliseconds(options.body_timeout_ms));
       auto [bec, bn] = co_await bhttp::async_read(stream, buffer, parser, kTuple);
       if (bec == bhttp::error::body_limit) {
         state.stats.record(Route::kUnknown, 413);
         co_await writeReply(conn, tooLarge(options.max_body_bytes), version, false, false);
         break;
+      }
+      if (bec == beast::error::timeout) {
+        state.stats.record(Route::kUnknown, 408);
+        noteTimeout(state, TimeoutPhase::kBody);
+        co_return;
       }
       if (bec) {
         if (isDisconnect(bec)) co_return;
@@ -190,6 +329,7 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
     request.authorization = std::string(req[bhttp::field::authorization]);
     request.idempotency_key = std::string(req["Idempotency-Key"]);
     request.accept = std::string(req[bhttp::field::accept]);
+    request.last_event_id = std::string(req["Last-Event-ID"]);
     request.body = std::move(req.body());
     bool keep_alive = req.keep_alive();
     bool head = req.method() == bhttp::verb::head;
@@ -212,11 +352,16 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
     }
 
     if (reply.follow) {
-      state.stats.record(route, 200);
-      bool reusable = co_await serveFollow(conn, *std::move(reply.follow), keep_alive);
-      conn->busy = false;
-      if (!reusable) break;
-      continue;
+      if (FollowerSlot slot = state.tryAcquireFollower()) {
+        state.stats.record(route, 200);
+        bool reusable =
+            co_await serveFollow(conn, *std::move(reply.follow), keep_alive, std::move(slot));
+        conn->busy = false;
+        if (!reusable) break;
+        continue;
+      }
+      noteRefusedFollower(state);
+      reply = followersFull(state);
     }
     keep_alive = keep_alive && !conn->stop_requested && !state.stopping;
     state.stats.record(route, reply.status);

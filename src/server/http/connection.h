@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <chrono>
 #include <memory>
 
 #include "server/http/api.h"
@@ -19,35 +20,54 @@ namespace beast = boost::beast;
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   Connection(std::shared_ptr<ServerState> state, asio::ip::tcp::socket socket)
-      : state_(std::move(state)), stream_(std::move(socket)) {}
+      : state_(std::move(state)),
+        stream_(std::move(socket)),
+        drop_timer_(stream_.get_executor()),
+        accepted_at_(std::chrono::steady_clock::now()) {}
 
   // Any thread: answer the request in progress (if any), then close; event streams end now.
   void requestStop();
   // Any thread: close the socket now; pending operations fail.
   void forceClose();
+  // Strand only: an event stream fell behind. If its write is still stuck `grace` from now
+  // (the client is not reading), the socket is closed; a client that still reads gets the
+  // event saying why the stream ends.
+  void dropIfStillWriting(std::chrono::milliseconds grace);
 
   ServerState& state() { return *state_; }
   const std::shared_ptr<ServerState>& sharedState() { return state_; }
   beast::tcp_stream& stream() { return stream_; }
   beast::flat_buffer& buffer() { return buffer_; }
+  std::chrono::steady_clock::time_point acceptedAt() const { return accepted_at_; }
 
   // --- strand only ---
   bool busy = false;                          // between reading a request and answering it
   bool stop_requested = false;                // set by requestStop()
   asio::steady_timer* event_timer = nullptr;  // an event stream's wait; cancelled to wake it
+  bool event_write_pending = false;           // an event stream's write is in flight
+  bool peer_gone = false;                     // the client closed its end during a stream
 
  private:
   std::shared_ptr<ServerState> state_;
   beast::tcp_stream stream_;
+  asio::steady_timer drop_timer_;
   beast::flat_buffer buffer_;
+  const std::chrono::steady_clock::time_point accepted_at_;
 };
+
+enum class TimeoutPhase { kHeader, kBody, kIdle, kWrite };
+// Counts a connection closed by a timeout (and logs it, rate-limited).
+void noteTimeout(ServerState& state, TimeoutPhase phase);
 
 // Serves requests until the client leaves, a timeout fires or the server stops.
 asio::awaitable<void> serveConnection(std::shared_ptr<Connection> connection);
 
+// Answers a connection over max_connections with 503 and closes it (not registered).
+asio::awaitable<void> refuseConnection(std::shared_ptr<Connection> connection);
+
 // Streams a command's output as Server-Sent Events (stored output first, then live, then an
 // `end` event). True when the connection may serve another request afterwards.
 asio::awaitable<bool> serveFollow(std::shared_ptr<Connection> connection, FollowSpec spec,
-                                  bool keep_alive);
+                                  bool keep_alive, FollowerSlot slot);
 
 }  // namespace muster::server::http

@@ -25,6 +25,10 @@ struct Context {
   }
 };
 
+// Ids in paths and query parameters (host ids chosen by agents, ULIDs for the rest):
+// [A-Za-z0-9._-]{1,128}, never "." or ".."; an InvalidArgument naming `kind` otherwise.
+absl::Status checkId(std::string_view kind, std::string_view id);
+
 // `limit` query parameter: 1..max_limit, `fallback` when absent.
 absl::StatusOr<int> limitParam(const Context& ctx, int fallback, int max_limit);
 
@@ -44,6 +48,11 @@ ApiReply cancelRun(Context& ctx, const std::string& id);
 
 // Whole stored output as JSON, or (follow) the hand-over to an event stream.
 ApiReply commandOutput(Context& ctx, const std::string& id, bool follow);
+// One stream's stored output as text: chunks read `page_bytes` at a time and reassembled by
+// offset (overlaps dropped, gaps marked and *truncated set), made valid UTF-8.
+absl::StatusOr<std::string> assembleStoredOutput(store::Store& store, const std::string& id,
+                                                 model::OutputStream stream, bool* truncated,
+                                                 uint64_t page_bytes = 4ull << 20);
 
 ApiReply createToken(Context& ctx);
 ApiReply listTokens(Context& ctx);

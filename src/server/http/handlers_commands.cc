@@ -1,8 +1,8 @@
 // Commands and runs: create, get, list, cancel.
 #include <algorithm>
 #include <map>
+#include <tuple>
 
-#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "server/http/api_json.h"
 #include "server/http/handlers.h"
@@ -17,58 +17,6 @@ boost::json::array commandsJson(const std::vector<model::Command>& commands) {
   out.reserve(commands.size());
   for (const auto& c : commands) out.push_back(commandJson(c));
   return out;
-}
-
-absl::StatusOr<CreateRunRequest> readCreateRun(Context& ctx) {
-  auto object = parseJsonObject(ctx.request.body);
-  if (!object.ok()) return object.status();
-  FieldReader fields(*object, "command request");
-  CreateRunRequest run;
-  absl::Status st;
-  if (st = fields.optStringList("hosts", &run.host_ids); !st.ok()) return st;
-  if (st = fields.optString("selector", &run.selector); !st.ok()) return st;
-  if (st = fields.optStringList("argv", &run.exec.argv); !st.ok()) return st;
-  if (st = fields.optString("script", &run.exec.script); !st.ok()) return st;
-  if (st = fields.optStringMap("env", &run.exec.env); !st.ok()) return st;
-  if (st = fields.optString("cwd", &run.exec.cwd); !st.ok()) return st;
-  if (st = fields.optDuration("timeout", "timeout_ms", &run.exec.timeout_ms); !st.ok()) return st;
-  if (st = fields.optDuration("kill_grace", "kill_grace_ms", &run.exec.kill_grace_ms); !st.ok()) {
-    return st;
-  }
-  if (st = fields.optDuration("expire", "expire_ms", &run.expire_in_ms); !st.ok()) return st;
-  if (st = fields.optString("idempotency_key", &run.idempotency_key); !st.ok()) return st;
-  if (st = fields.finish(); !st.ok()) return st;
-
-  bool by_hosts = fields.has("hosts") && !object->at("hosts").is_null();
-  bool by_selector = fields.has("selector") && !object->at("selector").is_null();
-  if (by_hosts == by_selector) {
-    return absl::InvalidArgumentError(
-        by_hosts ? "command request: give \"hosts\" or \"selector\", not both"
-                 : "command request: name the targets: \"hosts\" (a list of host ids) or "
-                   "\"selector\" (like \"env=prod,role in (web,db)\")");
-  }
-  if (by_selector && run.selector.empty()) {
-    // Not "every host": an empty selector is far more likely a script's empty variable.
-    absl::Status empty = absl::InvalidArgumentError(
-        "command request: \"selector\" is empty; give one like \"env=prod\", or list the "
-        "hosts in \"hosts\"");
-    empty.SetPayload(kInvalidSelectorPayload, absl::Cord(empty.message()));
-    return empty;
-  }
-  if (!run.exec.argv.empty() && !run.exec.script.empty()) {
-    return absl::InvalidArgumentError(
-        "command request: give either \"argv\" or \"script\", not both");
-  }
-  const std::string& header_key = ctx.request.idempotency_key;
-  if (!header_key.empty()) {
-    if (!run.idempotency_key.empty() && run.idempotency_key != header_key) {
-      return absl::InvalidArgumentError(
-          "the Idempotency-Key header and the \"idempotency_key\" field differ: send one");
-    }
-    run.idempotency_key = header_key;
-  }
-  run.created_by = ctx.principal.name;
-  return run;
 }
 
 // ?view=summary leaves the per-command list out of a reply (large runs); ?view=full (the
@@ -100,7 +48,8 @@ std::string cancelReason(const Context& ctx) {
 ApiReply createCommands(Context& ctx) {
   auto summary_only = summaryView(ctx);
   if (!summary_only.ok()) return errorReply(summary_only.status());
-  auto request = readCreateRun(ctx);
+  auto request =
+      parseCreateRunBody(ctx.request.body, ctx.request.idempotency_key, ctx.principal.name);
   if (!request.ok()) return errorReply(request.status());
   auto result = ctx.plane.commands().createRun(*std::move(request));
   if (!result.ok()) return errorReply(result.status());
@@ -122,9 +71,17 @@ ApiReply listCommands(Context& ctx) {
   auto limit = limitParam(ctx, 100, 1000);
   if (!limit.ok()) return errorReply(limit.status());
   store::CommandFilter filter;
-  if (const std::string* run = ctx.param("run")) filter.run_id = *run;
-  if (const std::string* host = ctx.param("host")) filter.host_id = *host;
-  if (const std::string* cursor = ctx.param("cursor")) filter.before_id = *cursor;
+  for (auto [key, kind, out] :
+       {std::tuple{"run", "run", &filter.run_id}, std::tuple{"host", "host", &filter.host_id},
+        std::tuple{"cursor", "command", &filter.before_id}}) {
+    const std::string* value = ctx.param(key);
+    if (!value || value->empty()) continue;
+    if (auto st = checkId(kind, *value); !st.ok()) {
+      return errorReply(
+          absl::InvalidArgumentError(absl::StrCat("query parameter ", key, ": ", st.message())));
+    }
+    *out = *value;
+  }
   if (const std::string* text = ctx.param("state"); text && !text->empty()) {
     model::CommandState state;
     if (!model::parseCommandState(*text, &state)) {

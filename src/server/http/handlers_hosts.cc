@@ -39,7 +39,13 @@ ApiReply listHosts(Context& ctx) {
     if (!selector) return errorReply(422, "invalid_selector", error);
   }
   std::string cursor;
-  if (const std::string* c = ctx.param("cursor")) cursor = *c;
+  if (const std::string* c = ctx.param("cursor"); c && !c->empty()) {
+    if (auto st = checkId("host", *c); !st.ok()) {
+      return errorReply(
+          absl::InvalidArgumentError(absl::StrCat("query parameter cursor: ", st.message())));
+    }
+    cursor = *c;
+  }
 
   // Sorted by id.
   std::vector<model::Host> hosts =
@@ -76,26 +82,9 @@ ApiReply getHost(Context& ctx, const std::string& id) {
 }
 
 ApiReply setHostLabels(Context& ctx, const std::string& id) {
-  auto object = parseJsonObject(ctx.request.body);
-  if (!object.ok()) return errorReply(object.status());
-  FieldReader fields(*object, "label request");
-  model::StringMap set;
-  std::vector<std::string> remove;
-  absl::Status st;
-  if (st = fields.optStringMap("set", &set); !st.ok()) return errorReply(st);
-  if (st = fields.optStringList("remove", &remove); !st.ok()) return errorReply(st);
-  if (st = fields.finish(); !st.ok()) return errorReply(st);
-  if (!fields.has("set") && !fields.has("remove")) {
-    return errorReply(absl::InvalidArgumentError(
-        R"(label request: give "set" ({"key": "value"}) and/or "remove" (["key"]))"));
-  }
-  for (const auto& key : remove) {
-    if (set.count(key)) {
-      return errorReply(absl::InvalidArgumentError(absl::StrCat(
-          "label request: '", key.substr(0, 64), "' is both in \"set\" and in \"remove\"")));
-    }
-  }
-  auto host = ctx.plane.hosts().setLabels(id, set, remove);
+  auto change = parseLabelBody(ctx.request.body);
+  if (!change.ok()) return errorReply(change.status());
+  auto host = ctx.plane.hosts().setLabels(id, change->set, change->remove);
   if (!host.ok()) return errorReply(host.status());
   return jsonReply(200, hostJson(*host));
 }

@@ -7,26 +7,9 @@
 namespace muster::server::http {
 namespace {
 
-constexpr int64_t kDefaultEnrollTtlMs = 24 * 3600 * 1000LL;
-
-ApiReply createEnrollToken(Context& ctx, FieldReader& fields) {
-  int64_t uses = 1;
-  int64_t ttl_ms = kDefaultEnrollTtlMs;
-  model::StringMap labels;
-  absl::Status st;
-  if (st = fields.optInt("uses", &uses); !st.ok()) return errorReply(st);
-  if (st = fields.optDuration("ttl", "ttl_ms", &ttl_ms); !st.ok()) return errorReply(st);
-  if (st = fields.optStringMap("labels", &labels); !st.ok()) return errorReply(st);
-  for (const char* key : {"role", "name"}) {
-    if (fields.has(key)) {
-      return errorReply(
-          absl::InvalidArgumentError(absl::StrCat("token request: \"", key,
-                                                  "\" applies to API tokens (\"kind\": \"api\"), "
-                                                  "not to enrollment tokens")));
-    }
-  }
-  if (st = fields.finish(); !st.ok()) return errorReply(st);
-  auto token = ctx.plane.enrollment().createToken(uses, ttl_ms, labels, ctx.principal.name);
+ApiReply createEnrollToken(Context& ctx, const TokenRequest& request) {
+  auto token = ctx.plane.enrollment().createToken(request.uses, request.ttl_ms, request.labels,
+                                                  ctx.principal.name);
   if (!token.ok()) return errorReply(token.status());
   boost::json::object body;
   body["id"] = token->record.id;
@@ -44,32 +27,9 @@ ApiReply createEnrollToken(Context& ctx, FieldReader& fields) {
   return jsonReply(201, body);
 }
 
-ApiReply createApiToken(Context& ctx, FieldReader& fields) {
-  std::string role_text, name;
-  int64_t ttl_ms = 0;  // API tokens do not expire unless asked to
-  absl::Status st;
-  if (st = fields.optString("role", &role_text); !st.ok()) return errorReply(st);
-  if (st = fields.optString("name", &name); !st.ok()) return errorReply(st);
-  if (st = fields.optDuration("ttl", "ttl_ms", &ttl_ms); !st.ok()) return errorReply(st);
-  for (const char* key : {"uses", "labels"}) {
-    if (fields.has(key)) {
-      return errorReply(
-          absl::InvalidArgumentError(absl::StrCat("token request: \"", key,
-                                                  "\" applies to enrollment tokens (\"kind\": "
-                                                  "\"enroll\"), not to API tokens")));
-    }
-  }
-  if (st = fields.finish(); !st.ok()) return errorReply(st);
-  Role role;
-  if (!parseRole(role_text, &role)) {
-    return errorReply(absl::InvalidArgumentError(absl::StrCat(
-        "token request: ",
-        role_text.empty() ? std::string("\"role\" is required")
-                          : absl::StrCat("unknown \"role\" '", role_text.substr(0, 32), "'"),
-        ": use viewer (read only), operator (also run and cancel commands) or admin (also "
-        "manage tokens and hosts)")));
-  }
-  auto token = ctx.plane.auth().create(role, name, ttl_ms, ctx.principal.name);
+ApiReply createApiToken(Context& ctx, const TokenRequest& request) {
+  auto token =
+      ctx.plane.auth().create(request.role, request.name, request.ttl_ms, ctx.principal.name);
   if (!token.ok()) return errorReply(token.status());
   boost::json::object body = apiTokenJson(token->record, ctx.plane.clock().nowMs());
   body["token"] = token->secret;
@@ -79,19 +39,10 @@ ApiReply createApiToken(Context& ctx, FieldReader& fields) {
 }  // namespace
 
 ApiReply createToken(Context& ctx) {
-  auto object = parseJsonObject(ctx.request.body);
-  if (!object.ok()) return errorReply(object.status());
-  FieldReader fields(*object, "token request");
-  std::string kind;
-  if (auto st = fields.optString("kind", &kind); !st.ok()) return errorReply(st);
-  if (kind == "enroll") return createEnrollToken(ctx, fields);
-  if (kind == "api") return createApiToken(ctx, fields);
-  return errorReply(absl::InvalidArgumentError(absl::StrCat(
-      "token request: ",
-      kind.empty() ? std::string("\"kind\" is required")
-                   : absl::StrCat("unknown \"kind\" '", kind.substr(0, 32), "'"),
-      ": \"enroll\" for an agent enrollment token, \"api\" for an operator token with a "
-      "\"role\"")));
+  auto request = parseTokenBody(ctx.request.body);
+  if (!request.ok()) return errorReply(request.status());
+  if (request->kind == TokenRequest::Kind::kEnroll) return createEnrollToken(ctx, *request);
+  return createApiToken(ctx, *request);
 }
 
 ApiReply listTokens(Context& ctx) {

@@ -5,6 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -14,9 +15,9 @@
 #include <optional>
 #include <thread>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/fmt_absl.h"
+#include "common/net.h"
 #include "server/http/connection.h"
 #include "server/http/server_state.h"
 
@@ -26,14 +27,29 @@ using asio::ip::tcp;
 
 // --- ServerState ---------------------------------------------------------------------------
 
-void ServerState::addConnection(const std::shared_ptr<Connection>& connection) {
+FollowerSlot ServerState::tryAcquireFollower() {
+  auto& followers = transport().followers;
+  int64_t now = followers.load(std::memory_order_relaxed);
+  do {
+    if (now >= static_cast<int64_t>(options.sse_max_followers)) return FollowerSlot();
+  } while (!followers.compare_exchange_weak(now, now + 1, std::memory_order_relaxed));
+  return FollowerSlot(&transport());
+}
+
+bool ServerState::tryAddConnection(const std::shared_ptr<Connection>& connection) {
   std::lock_guard lock(mu_);
+  if (connections_.size() >= options.max_connections) return false;
   connections_[connection.get()] = connection;
+  transport().connections_open.store(static_cast<int64_t>(connections_.size()),
+                                     std::memory_order_relaxed);
+  return true;
 }
 
 void ServerState::removeConnection(const Connection* connection) {
   std::lock_guard lock(mu_);
   connections_.erase(connection);
+  transport().connections_open.store(static_cast<int64_t>(connections_.size()),
+                                     std::memory_order_relaxed);
   if (connections_.empty()) idle_cv_.notify_all();
 }
 
@@ -78,24 +94,13 @@ bool ServerState::waitIdle(int64_t timeout_ms, bool connections_too) {
 namespace {
 
 absl::StatusOr<tcp::endpoint> resolveListen(const std::string& listen) {
-  auto colon = listen.rfind(':');
-  if (colon == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid listen address '", listen, "': use HOST:PORT, like 127.0.0.1:7080"));
-  }
-  std::string host = listen.substr(0, colon);
-  int port = 0;
-  if (!absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("invalid port in listen address '", listen, "': use 0..65535"));
-  }
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  if (host.empty()) host = "0.0.0.0";
+  auto hp = common::splitHostPort(listen);
+  if (!hp.ok()) return hp.status();
+  std::string host = hp->host.empty() ? "0.0.0.0" : hp->host;
+  auto port = static_cast<uint16_t>(hp->port);
   boost::system::error_code ec;
   auto address = asio::ip::make_address(host, ec);
-  if (!ec) return tcp::endpoint(address, static_cast<uint16_t>(port));
+  if (!ec) return tcp::endpoint(address, port);
   asio::io_context ioc;
   tcp::resolver resolver(ioc);
   auto results = resolver.resolve(host, std::to_string(port), ec);
@@ -104,6 +109,17 @@ absl::StatusOr<tcp::endpoint> resolveListen(const std::string& listen) {
                                                    "': ", ec ? ec.message() : "no address"));
   }
   return results.begin()->endpoint();
+}
+
+void noteRefusedConnection(ServerState& state) {
+  state.transport().connections_refused.fetch_add(1, std::memory_order_relaxed);
+  uint64_t skipped = 0;
+  if (state.connections_log.allow(&skipped)) {
+    spdlog::warn(
+        "http: refused a connection: {} connections open, the limit (--http-max-connections); "
+        "clients get 503 until some close ({} more refused since the last message)",
+        state.options.max_connections, skipped);
+  }
 }
 
 asio::awaitable<void> acceptLoop(std::shared_ptr<ServerState> state,
@@ -125,7 +141,12 @@ asio::awaitable<void> acceptLoop(std::shared_ptr<ServerState> state,
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     auto connection = std::make_shared<Connection>(state, std::move(socket));
-    state->addConnection(connection);
+    if (!state->tryAddConnection(connection)) {
+      noteRefusedConnection(*state);
+      asio::co_spawn(connection->stream().get_executor(), refuseConnection(connection),
+                     asio::detached);
+      continue;
+    }
     asio::co_spawn(connection->stream().get_executor(), serveConnection(connection),
                    [](std::exception_ptr e) {
                      if (!e) return;
@@ -163,6 +184,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(ControlPlane& plan
   auto impl = std::make_unique<Impl>();
   std::string listen = options.listen;
   int threads = options.threads;
+  bool options_loopback_only = options.loopback_only;
   impl->state = std::make_shared<ServerState>(plane, blocking_workers, std::move(options));
   impl->acceptor = std::make_shared<tcp::acceptor>(asio::make_strand(impl->ioc));
   boost::system::error_code ec;
@@ -177,7 +199,15 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(ControlPlane& plan
                                                " (is another musterd running? pick another "
                                                "address with --http-listen)"));
   }
-  impl->port = acceptor.local_endpoint().port();
+  tcp::endpoint bound = acceptor.local_endpoint(ec);
+  if (!ec && options_loopback_only && !common::isLoopbackAddress(bound.address().to_string())) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "refusing to serve the REST API in plaintext on ", bound.address().to_string(), " (",
+        listen,
+        "), which is not a loopback address: TLS is not configured yet; listen on 127.0.0.1, "
+        "or pass --allow-remote-plaintext to serve it in plaintext on purpose"));
+  }
+  impl->port = bound.port();
   impl->work.emplace(impl->ioc.get_executor());
   asio::co_spawn(acceptor.get_executor(),
                  acceptLoop(impl->state, impl->acceptor, impl->ioc.get_executor()),
@@ -193,7 +223,11 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(ControlPlane& plan
     impl->threads.emplace_back([ioc = &impl->ioc] { ioc->run(); });
     pthread_setname_np(impl->threads.back().native_handle(), "muster-http");
   }
-  spdlog::info("http: listening on {}:{}", endpoint->address().to_string(), impl->port);
+  spdlog::info(
+      "http: listening on {}:{} (at most {} connections, {} event streams, {} bytes behind "
+      "per stream)",
+      endpoint->address().to_string(), impl->port, impl->state->options.max_connections,
+      impl->state->options.sse_max_followers, impl->state->options.sse_max_queued_bytes);
   return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
 }
 
@@ -201,6 +235,14 @@ int HttpServer::port() const { return impl_->port; }
 
 std::vector<RequestCount> HttpServer::requestCounts() const {
   return impl_->state->stats.snapshot();
+}
+
+int64_t HttpServer::openConnections() const {
+  return impl_->state->transport().connections_open.load(std::memory_order_relaxed);
+}
+
+int64_t HttpServer::followers() const {
+  return impl_->state->transport().followers.load(std::memory_order_relaxed);
 }
 
 void HttpServer::shutdown() {

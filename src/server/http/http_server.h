@@ -14,15 +14,31 @@
 
 namespace muster::server::http {
 
+// Every bound a client can push against, with musterd's flag (docs/api.md "Limits").
 struct HttpOptions {
-  std::string listen = "127.0.0.1:7080";    // HOST:PORT; port 0 picks a free one
-  int threads = 1;                          // io threads (never block; blocking work hops out)
-  uint64_t max_body_bytes = 1 << 20;        // larger request bodies get 413
-  int64_t header_timeout_ms = 10'000;       // from the first byte of a request to its last header
-  int64_t idle_timeout_ms = 60'000;         // keep-alive connection without a request; body reads
-  int64_t drain_timeout_ms = 10'000;        // shutdown: how long in-flight requests may take
-  int64_t sse_keepalive_ms = 15'000;        // comment line on quiet event streams
-  uint64_t sse_max_queued_bytes = 8 << 20;  // a follower further behind is dropped
+  std::string listen = "127.0.0.1:7080";  // HOST:PORT; port 0 picks a free one
+  int threads = 1;                        // io threads (never block; blocking work hops out)
+  // Refuse to start unless the address actually bound is loopback (musterd sets it unless
+  // --allow-remote-plaintext): checked on the socket, so no resolver answer can sneak past.
+  bool loopback_only = false;
+  uint64_t max_body_bytes = 1 << 20;  // --http-max-body-bytes; larger request bodies get 413
+  // --http-max-connections: one more is answered 503 and closed. Event streams count too.
+  size_t max_connections = 1024;
+  // --http-header-timeout: from accept (or a keep-alive request's first byte) to the last
+  // header line, however slowly it trickles in.
+  int64_t header_timeout_ms = 10'000;
+  int64_t body_timeout_ms = 30'000;  // --http-body-timeout: from the last header to the body's end
+  // --http-idle-timeout: a keep-alive connection without a request; also how long a write
+  // may wait for a client that does not read.
+  int64_t idle_timeout_ms = 60'000;
+  int64_t drain_timeout_ms = 10'000;  // shutdown: how long in-flight requests may take
+  // --http-max-followers: live event streams (?follow=1) at once; one more is answered 503.
+  // Below max_connections, so followers cannot lock operators out of the API.
+  size_t sse_max_followers = 512;
+  int64_t sse_keepalive_ms = 15'000;  // comment line on quiet event streams
+  // --http-follower-buffer-bytes: output a follower may have queued or in flight; one
+  // further behind is dropped (with an event saying how to resume) instead of queueing more.
+  uint64_t sse_max_queued_bytes = 8 << 20;
 };
 
 // Requests answered, by route pattern ("GET /api/v1/hosts/{id}") and HTTP status.
@@ -51,6 +67,9 @@ class HttpServer {
 
   // Non-zero counters; safe from any thread.
   std::vector<RequestCount> requestCounts() const;
+  // Live connections and event streams, as /metrics reports them; safe from any thread.
+  int64_t openConnections() const;
+  int64_t followers() const;
 
  private:
   struct Impl;

@@ -121,6 +121,22 @@ ApiReply metricsReply(ControlPlane& plane, const RequestStats* stats) {
   out.family("muster_store_failed_transactions_total", "counter",
              "Write transactions the store could not commit.");
   out.sample("muster_store_failed_transactions_total", "", store.failed_transactions);
+  out.family("muster_store_pending_writes", "gauge",
+             "Store mutations queued and not applied yet (the writer's backlog; past "
+             "--max-store-backlog agents' results wait in their outboxes).");
+  out.sample("muster_store_pending_writes", "", plane.store().pendingWrites());
+
+  out.family("muster_limit_hits_total", "counter",
+             "Times a bound on what peers can fill was hit, by limit (each also logged, at "
+             "most once per 10 s): agent_send_queue, agent_stuck_write (streams ended), "
+             "enroll_backlog (Enroll refused), store_backlog and late_report_backlog (agent "
+             "reports left in the outbox), output_write_failed (result not acked).");
+  for (size_t i = 0; i < static_cast<size_t>(Limit::kCount); ++i) {
+    auto limit = static_cast<Limit>(i);
+    out.sample("muster_limit_hits_total",
+               absl::StrCat("limit=\"", std::string(Limits::name(limit)), "\""),
+               plane.limits().hits(limit));
+  }
 
   out.family("muster_http_requests_total", "counter",
              "HTTP requests answered, by route pattern and status code (0: any other code).");
@@ -130,6 +146,40 @@ ApiReply metricsReply(ControlPlane& plane, const RequestStats* stats) {
                  absl::StrCat("route=\"", labelValue(c.route), "\",code=\"", c.status, "\""),
                  c.count);
     }
+  }
+
+  if (stats) {
+    const TransportStats& t = stats->transport;
+    auto get = [](const auto& atomic) { return atomic.load(std::memory_order_relaxed); };
+    out.family("muster_http_connections_open", "gauge",
+               "HTTP connections open now (event streams included).");
+    out.sample("muster_http_connections_open", "", get(t.connections_open));
+    out.family("muster_http_connections_refused_total", "counter",
+               "HTTP connections answered 503 and closed at --http-max-connections.");
+    out.sample("muster_http_connections_refused_total", "", get(t.connections_refused));
+    out.family("muster_http_timeouts_total", "counter",
+               "HTTP connections closed by a timeout, by phase: header (--http-header-timeout), "
+               "body (--http-body-timeout), idle keep-alive and write (--http-idle-timeout).");
+    out.sample("muster_http_timeouts_total", "phase=\"header\"", get(t.header_timeouts));
+    out.sample("muster_http_timeouts_total", "phase=\"body\"", get(t.body_timeouts));
+    out.sample("muster_http_timeouts_total", "phase=\"idle\"", get(t.idle_timeouts));
+    out.sample("muster_http_timeouts_total", "phase=\"write\"", get(t.write_timeouts));
+    out.family("muster_sse_followers", "gauge", "Live output event streams (?follow=1).");
+    out.sample("muster_sse_followers", "", get(t.followers));
+    out.family("muster_sse_followers_refused_total", "counter",
+               "Output event streams answered 503 at --http-max-followers.");
+    out.sample("muster_sse_followers_refused_total", "", get(t.followers_refused));
+    out.family("muster_sse_followers_dropped_total", "counter",
+               "Output event streams dropped for falling more than --http-follower-buffer-bytes "
+               "behind.");
+    out.sample("muster_sse_followers_dropped_total", "", get(t.followers_dropped));
+    out.family("muster_sse_buffered_bytes", "gauge",
+               "Output bytes queued for, or being written to, all event streams.");
+    out.sample("muster_sse_buffered_bytes", "", get(t.follower_buffered_bytes));
+    out.family("muster_sse_buffer_peak_bytes", "gauge",
+               "The most output one event stream has had queued or in flight since start "
+               "(never above --http-follower-buffer-bytes).");
+    out.sample("muster_sse_buffer_peak_bytes", "", get(t.follower_buffer_peak_bytes));
   }
 
   ApiReply reply;

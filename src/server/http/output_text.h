@@ -19,6 +19,8 @@ std::string sanitizeUtf8(std::string_view bytes);
 // overlapping (a resend after a reconnect), possibly with holes (head + tail kept).
 class StreamCursor {
  public:
+  // `start`: bytes before it count as already seen (a follower resuming at an offset).
+  explicit StreamCursor(uint64_t start = 0) : next_(start) {}
   struct Piece {
     uint64_t gap_bytes = 0;  // bytes missing before `data` (0: contiguous)
     uint64_t offset = 0;     // stream offset of data[0]

@@ -13,9 +13,11 @@
 #include <memory>
 #include <mutex>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "common/log.h"
 #include "common/worker_pool.h"
 #include "server/core/control_plane.h"
 #include "server/http/api.h"
@@ -28,6 +30,24 @@ namespace asio = boost::asio;
 inline constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 class Connection;
+struct ServerState;
+
+// One of the sse_max_followers places of an event stream; given back when destroyed.
+class FollowerSlot {
+ public:
+  FollowerSlot() = default;
+  explicit FollowerSlot(TransportStats* stats) : stats_(stats) {}
+  FollowerSlot(FollowerSlot&& other) noexcept : stats_(std::exchange(other.stats_, nullptr)) {}
+  FollowerSlot& operator=(FollowerSlot&&) = delete;
+  FollowerSlot(const FollowerSlot&) = delete;
+  ~FollowerSlot() {
+    if (stats_) stats_->followers.fetch_sub(1, std::memory_order_relaxed);
+  }
+  explicit operator bool() const { return stats_ != nullptr; }
+
+ private:
+  TransportStats* stats_ = nullptr;
+};
 
 struct ServerState {
   ServerState(ControlPlane& plane_in, common::Executor& workers_in, HttpOptions options_in)
@@ -42,8 +62,19 @@ struct ServerState {
   common::Executor& workers;
   const HttpOptions options;
   std::atomic<bool> stopping{false};
+  std::atomic<int> refusing{0};  // connections being answered 503 (over max_connections)
+  // One warning per 10 s and limit, however hard a flood pushes.
+  common::RateLimitedLog connections_log;
+  common::RateLimitedLog followers_log;
+  common::RateLimitedLog drops_log;
+  common::RateLimitedLog timeouts_log;
 
-  void addConnection(const std::shared_ptr<Connection>& connection);
+  TransportStats& transport() { return stats.transport; }
+  // A place for one more event stream; empty (false) at sse_max_followers.
+  FollowerSlot tryAcquireFollower();
+
+  // False (and not added) at max_connections.
+  bool tryAddConnection(const std::shared_ptr<Connection>& connection);
   void removeConnection(const Connection* connection);
   std::vector<std::shared_ptr<Connection>> connections() const;
   size_t connectionCount() const;

@@ -1,0 +1,124 @@
+// The small pieces every bound relies on: loopback decided on resolved addresses, durations
+// that never overflow, range errors that name the value, and the rate-limited log line.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "common/duration.h"
+#include "common/log.h"
+#include "common/net.h"
+
+namespace muster::common {
+namespace {
+
+TEST(LoopbackTest, OnlyLoopbackAddressesAreLoopback) {
+  for (const char* yes : {"127.0.0.1", "127.255.255.254", "127.1.2.3", "::1", "0:0:0:0:0:0:0:1",
+                          "::ffff:127.0.0.1", "::ffff:127.9.9.9"}) {
+    EXPECT_TRUE(isLoopbackAddress(yes)) << yes;
+  }
+  for (const char* no : {"0.0.0.0", "::", "10.0.0.1", "128.0.0.1", "126.255.255.255",
+                         "::ffff:10.0.0.1", "::ffff:0.0.0.0", "::2", "fe80::1", "::1%lo",
+                         "localhost", "127.evil.com", "", "127.0.0.1 ", "::127.0.0.1"}) {
+    EXPECT_FALSE(isLoopbackAddress(no)) << no;
+  }
+}
+
+TEST(LoopbackTest, ListenAddressesAreJudgedOnWhatTheyResolveTo) {
+  for (const char* yes : {"127.0.0.1:7080", "127.3.4.5:0", "[::1]:7080", "localhost:7080",
+                          "2130706433:7080" /* 127.0.0.1 spelled as a number */}) {
+    EXPECT_TRUE(checkLoopbackListen(yes).ok()) << yes << ": " << checkLoopbackListen(yes);
+  }
+  absl::Status any = checkLoopbackListen("0.0.0.0:7080");
+  EXPECT_TRUE(absl::IsFailedPrecondition(any)) << any;
+  EXPECT_NE(any.message().find("every interface"), std::string::npos) << any;
+  EXPECT_FALSE(checkLoopbackListen("[::]:7080").ok());
+  EXPECT_FALSE(checkLoopbackListen(":7080").ok());
+  EXPECT_FALSE(checkLoopbackListen("10.1.2.3:7080").ok());
+  // .invalid never resolves (RFC 6761): a name that looks local is not taken on its looks.
+  EXPECT_FALSE(checkLoopbackListen("localhost.attacker.invalid:7080").ok());
+  EXPECT_FALSE(checkLoopbackListen("127.0.0.1.invalid:7080").ok());
+  // Malformed: no port, a port out of range, an IPv6 address without brackets.
+  for (const char* bad :
+       {"127.0.0.1", "127.0.0.1:", "127.0.0.1:65536", "127.0.0.1:x", "::1:7080"}) {
+    EXPECT_TRUE(absl::IsInvalidArgument(checkLoopbackListen(bad))) << bad;
+  }
+}
+
+TEST(LoopbackTest, NamesResolvingAnywhereElseAreNotLoopback) {
+  std::map<std::string, std::vector<std::string>> dns = {
+      {"127.evil.com", {"93.184.216.34"}},
+      {"localhost.attacker", {"127.0.0.1", "10.1.2.3"}},  // one address outside is enough
+      {"wild", {"0.0.0.0"}},
+      {"mapped", {"::ffff:10.0.0.1"}},
+      {"fine.example", {"127.0.0.2", "::1", "::ffff:127.0.0.1"}},
+  };
+  HostResolver fake = [&](const std::string& host) -> absl::StatusOr<std::vector<std::string>> {
+    auto it = dns.find(host);
+    if (it == dns.end()) return absl::NotFoundError("no such host");
+    return it->second;
+  };
+  absl::Status evil = checkLoopbackListen("127.evil.com:7080", fake);
+  EXPECT_FALSE(evil.ok());
+  EXPECT_NE(evil.message().find("93.184.216.34"), std::string::npos) << evil;
+  absl::Status mixed = checkLoopbackListen("localhost.attacker:7080", fake);
+  EXPECT_FALSE(mixed.ok());
+  EXPECT_NE(mixed.message().find("10.1.2.3"), std::string::npos) << mixed;
+  EXPECT_EQ(mixed.message().find("127.0.0.1"), std::string::npos) << mixed;
+  EXPECT_FALSE(checkLoopbackListen("wild:7080", fake).ok());
+  EXPECT_FALSE(checkLoopbackListen("mapped:7080", fake).ok());
+  EXPECT_FALSE(checkLoopbackListen("unknown:7080", fake).ok());
+  EXPECT_TRUE(checkLoopbackListen("fine.example:7080", fake).ok());
+}
+
+TEST(DurationLimitTest, HugeDurationsAreErrorsNeverWrapped) {
+  EXPECT_EQ(*parseDurationMs("1d"), kDayMs);
+  EXPECT_EQ(*parseDurationMs("36500d"), kMaxDurationMs);
+  EXPECT_EQ(*parseDurationMs("36499d23h59m59s999ms"), kMaxDurationMs - 1);
+  for (const char* huge : {"9999999999999h", "999999999999d", "106751991167d", "36500d1ms",
+                           "99999999999999999999999999999ms", "1000000000000000s", "36000d36000d",
+                           "2562047788015215h30m"}) {
+    auto ms = parseDurationMs(huge);
+    EXPECT_TRUE(absl::IsOutOfRange(ms.status())) << huge << ": " << ms.status();
+  }
+  // Malformed stays malformed, however long.
+  EXPECT_TRUE(absl::IsInvalidArgument(parseDurationMs("99999999999999999999x").status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(parseDurationMs("99999999999999999999d-").status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(parseDurationMs(std::string(100'000, '9')).status()));
+  EXPECT_LT(parseDurationMs(std::string(100'000, '9')).status().message().size(), 200u);
+}
+
+TEST(DurationLimitTest, RangeErrorsNameTheValueAndTheRange) {
+  auto week = parseDurationMsInRange("--timeout", "8d", 0, kMaxCommandTimeoutMs);
+  ASSERT_FALSE(week.ok());
+  std::string message(week.status().message());
+  EXPECT_NE(message.find("--timeout"), std::string::npos) << message;
+  EXPECT_NE(message.find("8d"), std::string::npos) << message;
+  EXPECT_NE(message.find("7d"), std::string::npos) << message;
+  EXPECT_EQ(*parseDurationMsInRange("--timeout", "7d", 0, kMaxCommandTimeoutMs),
+            kMaxCommandTimeoutMs);
+  auto junk = parseDurationMsInRange("--ttl", "soon", 0, kMaxTokenTtlMs);
+  EXPECT_NE(std::string(junk.status().message()).find("--ttl"), std::string::npos);
+  EXPECT_FALSE(parseDurationMsInRange("--ttl", "9999999999999h", 0, kMaxTokenTtlMs).ok());
+  EXPECT_FALSE(checkDurationRange("x", -1, 0, 10).ok());
+  EXPECT_TRUE(checkDurationRange("x", 10, 0, 10).ok());
+  // Every ceiling fits the agent link's uint32 milliseconds.
+  EXPECT_LT(kMaxCommandTimeoutMs, int64_t{UINT32_MAX});
+  EXPECT_LT(kMaxKillGraceMs, int64_t{UINT32_MAX});
+}
+
+TEST(RateLimitedLogTest, OneLinePerIntervalCountingTheRest) {
+  RateLimitedLog log(10'000);
+  uint64_t skipped = 99;
+  EXPECT_TRUE(log.allow(1'000, &skipped));
+  EXPECT_EQ(skipped, 0u);
+  for (int i = 0; i < 5; ++i) EXPECT_FALSE(log.allow(1'000 + i * 1000, &skipped));
+  EXPECT_FALSE(log.allow(10'999, &skipped));
+  EXPECT_TRUE(log.allow(11'000, &skipped));
+  EXPECT_EQ(skipped, 6u);
+  EXPECT_FALSE(log.allow(11'001, &skipped));
+  EXPECT_TRUE(log.allow(50'000, &skipped));
+  EXPECT_EQ(skipped, 1u);
+}
+
+}  // namespace
+}  // namespace muster::common

@@ -1,0 +1,94 @@
+// musterd refuses, before touching anything, listen addresses that are not loopback (judged on
+// what they resolve to) unless --allow-remote-plaintext, and limits outside their range.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include <filesystem>
+
+#include "tests/integration/harness.h"
+
+namespace muster::itest {
+namespace {
+
+class MusterdFlagsTest : public ::testing::Test {
+ protected:
+  // Runs musterd with `args` on loopback ports of its own; returns its exit status.
+  int runRefused(std::vector<std::string> args, std::string* err) {
+    std::vector<std::string> argv = {MUSTERD_BIN, "--data-dir", dir_.sub("data")};
+    bool http = false, grpc = false;
+    for (const auto& a : args) {
+      http = http || a == "--http-listen";
+      grpc = grpc || a == "--grpc-listen";
+    }
+    if (!http) argv.insert(argv.end(), {"--http-listen", "127.0.0.1:0"});
+    if (!grpc) argv.insert(argv.end(), {"--grpc-listen", "127.0.0.1:0"});
+    argv.insert(argv.end(), args.begin(), args.end());
+    Process p(argv, dir_.sub("musterd-" + std::to_string(runs_++)));
+    int status = p.wait(std::chrono::seconds(20));
+    if (status == -1) {
+      p.signal(SIGKILL);
+      p.wait();
+    }
+    *err = p.err();
+    return status;
+  }
+
+  TempDir dir_;
+  int runs_ = 0;
+};
+
+TEST_F(MusterdFlagsTest, NonLoopbackListenersAreRefusedWithoutAllowRemotePlaintext) {
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  std::vector<Case> cases = {
+      {{"--http-listen", "0.0.0.0:0"}, "--http-listen 0.0.0.0:0: 0.0.0.0 is every interface"},
+      {{"--http-listen", "[::]:0"}, "--http-listen [::]:0"},
+      {{"--http-listen", ":0"}, "every interface"},
+      {{"--http-listen", "localhost.attacker.invalid:0"}, "cannot resolve"},
+      {{"--grpc-listen", "0.0.0.0:0"}, "--grpc-listen 0.0.0.0:0: 0.0.0.0 is every interface"},
+      {{"--grpc-listen", "127.0.0.1.invalid:0"}, "--grpc-listen 127.0.0.1.invalid:0"},
+  };
+  for (const auto& c : cases) {
+    std::string err;
+    EXPECT_EQ(runRefused(c.args, &err), 2) << c.args[1] << ": " << err;
+    EXPECT_NE(err.find(c.says), std::string::npos) << c.args[1] << ": " << err;
+    EXPECT_NE(err.find("--allow-remote-plaintext"), std::string::npos) << err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_.sub("data"))) << "refused before creating anything";
+}
+
+TEST_F(MusterdFlagsTest, AllowRemotePlaintextServesOnEveryInterface) {
+  Process p({MUSTERD_BIN, "--data-dir", dir_.sub("data"), "--http-listen", "0.0.0.0:0",
+             "--grpc-listen", "127.0.0.1:0", "--allow-remote-plaintext"},
+            dir_.sub("musterd-open"));
+  ASSERT_TRUE(waitFor([&] {
+    return !p.running() || p.out().find("musterd listening") != std::string::npos;
+  })) << p.err();
+  ASSERT_TRUE(p.running()) << p.err();
+  p.signal(SIGTERM);
+  EXPECT_EQ(p.wait(), 0) << p.err();
+}
+
+TEST_F(MusterdFlagsTest, DurationsAndLimitsOutOfRangeAreRefused) {
+  std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--heartbeat-interval", "9999999999999h"}, "--heartbeat-interval"},
+      {{"--heartbeat-interval", "50ms"}, "--heartbeat-interval"},
+      {{"--default-expiry", "400d"}, "--default-expiry"},
+      {{"--http-header-timeout", "0s"}, "--http-header-timeout"},
+      {{"--http-idle-timeout", "999999999999d"}, "--http-idle-timeout"},
+      {{"--http-body-timeout", "soon"}, "--http-body-timeout"},
+      {{"--http-max-connections", "10", "--http-max-followers", "20"}, "--http-max-followers"},
+      {{"--http-max-connections", "0"}, "--http-max-connections"},
+      {{"--http-follower-buffer-bytes", "100"}, "--http-follower-buffer-bytes"},
+  };
+  for (const auto& [args, says] : cases) {
+    std::string err;
+    EXPECT_EQ(runRefused(args, &err), 2) << args[0] << " " << args[1] << ": " << err;
+    EXPECT_NE(err.find(says), std::string::npos) << args[0] << " " << args[1] << ": " << err;
+  }
+}
+
+}  // namespace
+}  // namespace muster::itest
