@@ -112,8 +112,20 @@ void followRun(const ClientConfig& config, const json::array& commands, bool pri
       stream_errors[i] = error ? field(*error, "message") : event.data;
     }
   };
+  // At most kMaxFollowed streams at once (the server caps event streams, 512 by default): the
+  // commands past the first batch are followed when it ends; their output is stored, so
+  // following them later replays it from the start.
+  constexpr size_t kMaxFollowed = 128;
   auto previous = std::signal(SIGINT, onInterrupt);
-  std::vector<absl::Status> results = follower.run(paths, on_event, g_interrupted);
+  std::vector<absl::Status> results;
+  for (size_t begin = 0; begin < paths.size() && !g_interrupted; begin += kMaxFollowed) {
+    size_t end = std::min(paths.size(), begin + kMaxFollowed);
+    std::vector<std::string> batch(paths.begin() + begin, paths.begin() + end);
+    auto batch_results = follower.run(
+        batch, [&](size_t i, const SseEvent& event) { on_event(begin + i, event); }, g_interrupted);
+    results.insert(results.end(), batch_results.begin(), batch_results.end());
+  }
+  results.resize(paths.size());
   std::signal(SIGINT, previous);
   for (size_t i = 0; i < commands.size(); ++i) {
     out_printers[i]->flush();

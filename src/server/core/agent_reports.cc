@@ -76,6 +76,13 @@ void CommandService::onOutput(const std::shared_ptr<Session>& session, model::Ou
                      " exceeds the limit of ", config_.max_output_chunk_bytes)));
     return;
   }
+  // Readers compute offset + size: an offset near 2^64 would wrap.
+  constexpr uint64_t kMaxOutputOffset = uint64_t{1} << 53;
+  if (chunk.offset > kMaxOutputOffset) {
+    session->close(absl::InvalidArgumentError(absl::StrCat(
+        "output offset ", chunk.offset, " for command ", chunk.command_id, " is past 2^53")));
+    return;
+  }
   enum { kNotOpen, kTaken, kOtherHost } found = kNotOpen;
   open_.with([&](OpenCommands::Tx& tx) {
     const model::Command* c = tx.find(chunk.command_id);

@@ -6,6 +6,7 @@
 
 #include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
+#include "common/duration.h"
 #include "common/fmt_absl.h"
 #include "common/ids.h"
 #include "crypto/secrets.h"
@@ -97,6 +98,14 @@ absl::Status CommandService::validate(const CreateRunRequest& r) const {
   }
   if (r.exec.timeout_ms < 0 || r.exec.kill_grace_ms < 0 || r.expire_in_ms < 0) {
     return absl::InvalidArgumentError("timeout, kill grace and expiry must not be negative");
+  }
+  // Every caller, not only the HTTP edge: deadlines are now + these, and the wire carries
+  // timeouts as 32-bit milliseconds.
+  if (r.exec.timeout_ms > common::kMaxCommandTimeoutMs ||
+      r.exec.kill_grace_ms > common::kMaxKillGraceMs || r.expire_in_ms > common::kMaxExpiryMs) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "timeout at most ", common::kMaxCommandTimeoutMs, " ms (7d), kill grace at most ",
+        common::kMaxKillGraceMs, " ms (1h), expiry at most ", common::kMaxExpiryMs, " ms (365d)"));
   }
   if (r.idempotency_key.size() > 200) {
     return absl::InvalidArgumentError("idempotency key too long: at most 200 bytes");

@@ -1,6 +1,9 @@
 // Proto <-> core conversions for the agent link.
 #include "server/grpc/convert.h"
 
+#include <algorithm>
+#include <cstdint>
+
 namespace muster::server::grpcadapter {
 namespace {
 template <class... Ts>
@@ -9,6 +12,12 @@ struct Overloaded : Ts... {
 };
 template <class... Ts>
 Overloaded(Ts...) -> Overloaded<Ts...>;
+
+// The wire carries these as uint32 milliseconds (49 days); the core keeps them far below
+// (timeouts at most 7 days), and a value out of range is clamped, never wrapped.
+uint32_t toU32Ms(int64_t ms) {
+  return static_cast<uint32_t>(std::clamp<int64_t>(ms, 0, UINT32_MAX));
+}
 
 void toProto(const model::Command& c, muster::v1::Command* out) {
   out->set_command_id(c.id);
@@ -19,8 +28,8 @@ void toProto(const model::Command& c, muster::v1::Command* out) {
   exec->set_script(c.exec.script);
   for (const auto& [k, v] : c.exec.env) (*exec->mutable_env())[k] = v;
   exec->set_cwd(c.exec.cwd);
-  exec->set_timeout_ms(static_cast<uint32_t>(c.exec.timeout_ms));
-  exec->set_kill_grace_ms(static_cast<uint32_t>(c.exec.kill_grace_ms));
+  exec->set_timeout_ms(toU32Ms(c.exec.timeout_ms));
+  exec->set_kill_grace_ms(toU32Ms(c.exec.kill_grace_ms));
 }
 }  // namespace
 
@@ -29,9 +38,9 @@ void toProto(const ServerEvent& event, muster::v1::ServerMessage* out) {
                  [&](const WelcomeMsg& m) {
                    auto* w = out->mutable_welcome();
                    w->set_session_id(m.session_id);
-                   w->set_heartbeat_interval_ms(static_cast<uint32_t>(m.heartbeat_interval_ms));
+                   w->set_heartbeat_interval_ms(toU32Ms(m.heartbeat_interval_ms));
                    w->set_server_time_ms(m.server_time_ms);
-                   w->set_reconnect_window_ms(static_cast<uint32_t>(m.reconnect_window_ms));
+                   w->set_reconnect_window_ms(toU32Ms(m.reconnect_window_ms));
                  },
                  [&](const DispatchMsg& m) { toProto(m.command, out->mutable_command()); },
                  [&](const CancelMsg& m) {
