@@ -264,6 +264,9 @@ void Agent::onLinkClosed(const std::shared_ptr<LinkStream>& link, const absl::St
     welcomed_ = false;
   }
   next_heartbeat_ms_ = 0;
+  // The next Welcome starts the replay over; until then nothing can be sent.
+  replay_queue_.clear();
+  replay_awaiting_ack_.clear();
   if (stopping_) return;
   int64_t delay;
   if (absl::IsUnauthenticated(status) || absl::IsPermissionDenied(status)) {

@@ -122,8 +122,10 @@ class EventText {
   std::string text_;
 };
 
-// Every later chunk (by offset) ends at or after every earlier one: no chunk reaches past
-// a later chunk's end. Paging cannot change the text then (see the report in tests/fuzz).
+// Every later chunk (by offset) ends at or after every earlier one. Only then is paging known
+// not to change the text: readOutput starts a page at the last chunk at or below `from`, and
+// when that one ends before `from` while an earlier, longer chunk covers it, the bytes past
+// `from` are skipped (README.md, "Open findings").
 bool endsInOrder(const std::map<uint64_t, std::string>& rows) {
   unsigned __int128 last_end = 0;
   for (const auto& [offset, data] : rows) {

@@ -192,7 +192,14 @@ void CommandService::resultSlowPath(const std::shared_ptr<Session>& session,
     // it delete both, so the ack waits until those writes are applied (and is not sent if
     // one of them failed).
     store_.write(store::Barrier{}, [this, session, id = c.id](store::WriteResult r) {
-      if (!r.status.ok() || session->outputLost()) return;
+      if (session->outputLost()) return;  // that write's failure ended the stream already
+      if (!r.status.ok()) {
+        // Not acked: the stream ends so the agent resends on its next one (it would wait for
+        // this ack for as long as the stream lived).
+        session->close(absl::UnavailableError(
+            absl::StrCat("server cannot confirm stored writes right now: ", r.status.message())));
+        return;
+      }
       queueAck(session, id);
     });
     return;

@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <future>
 
 #include "absl/strings/str_cat.h"
 #include "common/fmt_absl.h"
@@ -43,6 +44,13 @@ absl::Status notEnrolled(const std::string& agent_id) {
 }
 }  // namespace
 
+std::future<store::WriteResult> HostRegistry::queueLocked(store::Mutation mutation) {
+  auto promise = std::make_shared<std::promise<store::WriteResult>>();
+  auto future = promise->get_future();
+  store_.write(std::move(mutation), [promise](store::WriteResult r) { promise->set_value(r); });
+  return future;
+}
+
 absl::Status HostRegistry::authenticate(const std::string& agent_id,
                                         const std::string& credential) const {
   std::string presented = crypto::sha256Hex(credential);
@@ -77,8 +85,8 @@ absl::Status HostRegistry::openStream(const std::shared_ptr<Session>& session,
   bool equal = crypto::constantTimeEquals(
       presented, known ? it->second.host.credential_hash : std::string(presented.size(), '0'));
   if (!known || !equal) return notEnrolled(session->agentId());
-  pending_.insert_or_assign(session.get(), Pending{session, session->agentId(),
-                                                   std::move(presented), clock_.steadyMs()});
+  pending_.insert_or_assign(
+      session.get(), Pending{session, session->agentId(), std::move(presented), clock_.steadyMs()});
   return absl::OkStatus();
 }
 
@@ -100,8 +108,7 @@ std::vector<std::shared_ptr<Session>> HostRegistry::takeSilentPending(int64_t ti
   return out;
 }
 
-std::vector<std::shared_ptr<Session>> HostRegistry::takeStreamsLocked(
-    const std::string& agent_id) {
+std::vector<std::shared_ptr<Session>> HostRegistry::takeStreamsLocked(const std::string& agent_id) {
   std::vector<std::shared_ptr<Session>> out;
   for (auto it = pending_.begin(); it != pending_.end();) {
     if (it->second.agent_id != agent_id) {
@@ -127,8 +134,7 @@ std::vector<std::shared_ptr<Session>> HostRegistry::takeStreamsLocked(
   return out;
 }
 
-absl::Status HostRegistry::attach(const std::shared_ptr<Session>& session,
-                                  const HelloInfo& hello) {
+absl::Status HostRegistry::attach(const std::shared_ptr<Session>& session, const HelloInfo& hello) {
   std::shared_ptr<Session> replaced;
   model::Host snapshot;
   {
@@ -142,13 +148,13 @@ absl::Status HostRegistry::attach(const std::shared_ptr<Session>& session,
     pending_.erase(p);
     auto found = hosts_.find(hello.agent_id);
     if (found == hosts_.end() || found->second.host.status == model::HostStatus::kRevoked) {
-      return absl::PermissionDeniedError(absl::StrCat(
-          "agent '", hello.agent_id, "' was revoked while connecting: re-enroll it"));
+      return absl::PermissionDeniedError(
+          absl::StrCat("agent '", hello.agent_id, "' was revoked while connecting: re-enroll it"));
     }
     if (found->second.host.credential_hash != pending.credential_hash) {
-      return absl::UnauthenticatedError(absl::StrCat(
-          "the credential of agent '", hello.agent_id,
-          "' changed while this stream was connecting: reconnect with the new one"));
+      return absl::UnauthenticatedError(
+          absl::StrCat("the credential of agent '", hello.agent_id,
+                       "' changed while this stream was connecting: reconnect with the new one"));
     }
     auto& entry = found->second;
     if (!entry.session) ++connected_;
@@ -164,16 +170,19 @@ absl::Status HostRegistry::attach(const std::shared_ptr<Session>& session,
     host.status = model::HostStatus::kOnline;
     host.last_seen_ms = clock_.nowMs();
     snapshot = host;
+    // Queued under the lock (write() never blocks), so the store applies host records in the
+    // order memory changed them: a revoke right after this cannot be overwritten by it.
+    store_.write(
+        store::UpsertHost{std::move(snapshot)}, [id = hello.agent_id](store::WriteResult r) {
+          if (!r.status.ok())
+            spdlog::error("agent {}: cannot store host record: {}", id, r.status.message());
+        });
   }
   if (replaced && replaced.get() != session.get()) {
     spdlog::info("agent {}: new stream {} replaces stream {}", hello.agent_id, session->sessionId(),
                  replaced->sessionId());
     replaced->close(absl::AbortedError("replaced by a newer stream from the same agent"));
   }
-  store_.write(store::UpsertHost{std::move(snapshot)}, [id = hello.agent_id](store::WriteResult r) {
-    if (!r.status.ok())
-      spdlog::error("agent {}: cannot store host record: {}", id, r.status.message());
-  });
   return absl::OkStatus();
 }
 
@@ -187,9 +196,9 @@ bool HostRegistry::detach(const Session& session, const std::string& why) {
     --connected_;
     it->second.host.status = model::HostStatus::kOffline;
     it->second.host.status_changed_at_ms = now;
+    store_.write(store::SetHostStatus{session.agentId(), model::HostStatus::kOffline, now}, {});
   }
   spdlog::info("agent {} offline: {}", session.agentId(), why);
-  store_.write(store::SetHostStatus{session.agentId(), model::HostStatus::kOffline, now}, {});
   return true;
 }
 
@@ -263,12 +272,12 @@ std::vector<std::shared_ptr<Session>> HostRegistry::takeSilentSessions() {
       --connected_;
       entry.host.status = model::HostStatus::kOffline;
       entry.host.status_changed_at_ms = now;
+      store_.write(store::SetHostStatus{id, model::HostStatus::kOffline, now}, {});
     }
   }
   for (const auto& s : silent) {
     spdlog::warn("agent {} offline: no heartbeat for {} ms ({} missed)", s->agentId(),
                  deadline_window, config_.missed_heartbeats_offline);
-    store_.write(store::SetHostStatus{s->agentId(), model::HostStatus::kOffline, now}, {});
   }
   return silent;
 }
@@ -336,6 +345,7 @@ absl::StatusOr<model::Host> HostRegistry::setLabels(const std::string& id,
     }
   }
   model::Host snapshot;
+  std::future<store::WriteResult> written;
   {
     std::lock_guard lock(mu_);
     auto it = hosts_.find(id);
@@ -346,14 +356,16 @@ absl::StatusOr<model::Host> HostRegistry::setLabels(const std::string& id,
     for (const auto& k : remove) it->second.host.labels.erase(k);
     for (const auto& [k, v] : set) it->second.host.labels[k] = v;
     snapshot = it->second.host;
+    written = queueLocked(store::UpsertHost{snapshot});
   }
-  auto r = store_.writeAndWait(store::UpsertHost{snapshot});
+  auto r = written.get();
   if (!r.status.ok()) return r.status;
   return snapshot;
 }
 
 absl::StatusOr<model::Host> HostRegistry::revoke(const std::string& id) {
   model::Host snapshot;
+  std::future<store::WriteResult> written;
   std::vector<std::shared_ptr<Session>> streams;
   {
     std::lock_guard lock(mu_);
@@ -369,8 +381,9 @@ absl::StatusOr<model::Host> HostRegistry::revoke(const std::string& id) {
     streams = takeStreamsLocked(id);
     host.status_changed_at_ms = clock_.nowMs();
     snapshot = host;
+    written = queueLocked(store::UpsertHost{snapshot});
   }
-  auto r = store_.writeAndWait(store::UpsertHost{snapshot});
+  auto r = written.get();
   for (const auto& s : streams) {
     s->close(absl::PermissionDeniedError(absl::StrCat(
         "agent '", id, "' was revoked by an operator: re-enroll it with a new token")));
@@ -429,7 +442,8 @@ absl::Status HostRegistry::putEnrolled(model::Host host) {
     if (entry.host.id.empty()) entry.host = host;
     // The new credential takes effect only now that it is durable; every stream that
     // authenticated with the old one ends (credential rotated or the machine re-imaged).
-    if (entry.host.credential_hash != host.credential_hash) old_streams = takeStreamsLocked(host.id);
+    if (entry.host.credential_hash != host.credential_hash)
+      old_streams = takeStreamsLocked(host.id);
     entry.host.credential_hash = host.credential_hash;
     entry.host.labels = host.labels;
     if (entry.host.status == model::HostStatus::kRevoked)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -110,6 +111,10 @@ class HostRegistry {
   };
   // Takes every stream of `agent_id` (live and pending) so the caller can close them.
   std::vector<std::shared_ptr<Session>> takeStreamsLocked(const std::string& agent_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Queues a host write while mu_ is held, so host records reach the store in the order
+  // memory changed (a stale snapshot can never land on top of a revoke); wait outside mu_.
+  std::future<store::WriteResult> queueLocked(store::Mutation mutation)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   store::Store& store_;
