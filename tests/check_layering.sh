@@ -4,7 +4,7 @@
 set -u
 root="$(cd "$(dirname "$0")/.." && pwd)"
 fail=0
-for d in src/server/core src/model src/agent src/server src/store src/store/sqlite src/server/grpc; do
+for d in src/server/core src/model src/agent src/server src/store src/store/sqlite src/server/grpc src/server/http; do
   if [ ! -d "$root/$d" ]; then
     echo "FAIL: $d is missing; update tests/check_layering.sh to the new layout"
     fail=1
@@ -16,6 +16,9 @@ if [ -n "$hits" ]; then echo "FAIL: core/model include a transport or storage he
 hits=$(grep -rlE '#include *"(server/grpc|server/http|store/sqlite|store/postgres)/' \
   "$root/src/server/core" "$root/src/model" 2>/dev/null)
 if [ -n "$hits" ]; then echo "FAIL: core/model include an adapter: $hits"; fail=1; fi
+# The REST adapter reads through the core's query types (server/core/queries.h), never the store.
+hits=$(grep -rlE '#include *"store/|store::|\.store\(\)' "$root/src/server/http" 2>/dev/null)
+if [ -n "$hits" ]; then echo "FAIL: the HTTP adapter reaches into the store: $hits"; fail=1; fi
 hits=$(grep -rlE '#include *"(server|store)/' "$root/src/agent" 2>/dev/null)
 if [ -n "$hits" ]; then echo "FAIL: agent includes server or store code: $hits"; fail=1; fi
 hits=$(grep -rlE '#include *[<"](grpcpp|grpc/)|"agent/link_client\.h"' "$root/src/agent" 2>/dev/null |

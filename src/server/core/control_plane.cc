@@ -14,13 +14,13 @@ namespace muster::server {
 
 ControlPlane::ControlPlane(store::Store& store, common::Executor& slow_path,
                            const common::Clock& clock, CoreConfig config)
-    : store_(store),
-      clock_(clock),
+    : clock_(clock),
       config_(config),
       hosts_(store, clock, config_),
       commands_(store, hosts_, bus_, slow_path, clock, config_),
       enrollment_(store, hosts_, clock),
-      auth_(store, clock) {}
+      auth_(store, clock),
+      queries_(store, commands_) {}
 
 absl::StatusOr<model::Host> ControlPlane::decommission(const std::string& host_id) {
   auto host = hosts_.revoke(host_id);

@@ -21,6 +21,7 @@
 #include "server/core/host_registry.h"
 #include "server/core/operator_auth.h"
 #include "server/core/output_bus.h"
+#include "server/core/queries.h"
 #include "server/core/session.h"
 #include "store/store.h"
 
@@ -44,7 +45,8 @@ class ControlPlane {
   OutputBus& bus() { return bus_; }
   // Counters and rate-limited logs of the bounds peers run into; transports report theirs too.
   Limits& limits() { return commands_.metrics().limits; }
-  store::Store& store() { return store_; }
+  // Reads for operator-facing adapters (they never see the store itself).
+  Queries& queries() { return queries_; }
   const CoreConfig& config() const { return config_; }
   const common::Clock& clock() const { return clock_; }
 
@@ -91,7 +93,6 @@ class ControlPlane {
   void noteConnectionRefused() { agents_refused_++; }
 
  private:
-  store::Store& store_;
   const common::Clock& clock_;
   CoreConfig config_;
   OutputBus bus_;
@@ -99,6 +100,7 @@ class ControlPlane {
   CommandService commands_;
   Enrollment enrollment_;
   OperatorAuth auth_;
+  Queries queries_;
   std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> agents_refused_{0};
   std::atomic<int64_t> last_refusal_log_ms_{0};

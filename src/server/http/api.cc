@@ -185,7 +185,7 @@ ApiReply Api::dispatch(const ApiRequest& request, Route* route) {
     *route = Route::kReadyz;
     if (request.method != "GET" && request.method != "HEAD")
       return methodNotAllowed(request, "GET");
-    absl::Status ping = plane_.store().ping();
+    absl::Status ping = plane_.queries().ready();
     if (!ping.ok()) {
       return errorReply(503, "unavailable", absl::StrCat("store not ready: ", ping.message()));
     }

@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/duration.h"
 #include "server/core/command_service.h"
-#include "server/http/output_text.h"
+#include "server/core/output_text.h"
 
 namespace muster::server::http {
 namespace json = boost::json;
@@ -111,7 +111,7 @@ json::object commandJson(const model::Command& c) {
   return o;
 }
 
-json::object apiTokenJson(const store::ApiToken& t, int64_t now_ms) {
+json::object apiTokenJson(const ApiTokenView& t, int64_t now_ms) {
   json::object o;
   o["id"] = t.id;
   o["kind"] = "api";
@@ -126,7 +126,7 @@ json::object apiTokenJson(const store::ApiToken& t, int64_t now_ms) {
   return o;
 }
 
-json::object enrollTokenJson(const store::EnrollToken& t, int64_t now_ms) {
+json::object enrollTokenJson(const EnrollTokenView& t, int64_t now_ms) {
   json::object o;
   o["id"] = t.id;
   o["kind"] = "enroll";

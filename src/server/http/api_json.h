@@ -17,8 +17,8 @@
 #include "model/host.h"
 #include "server/core/command_service.h"
 #include "server/core/operator_auth.h"
+#include "server/core/queries.h"
 #include "server/http/api.h"
-#include "store/store.h"
 
 namespace muster::server::http {
 
@@ -32,8 +32,8 @@ std::string rfc3339Ms(int64_t unix_ms);
 boost::json::object hostJson(const model::Host& host);
 boost::json::object commandJson(const model::Command& command);
 // Token records without their hashes; `state` is active, revoked, expired (or used_up).
-boost::json::object apiTokenJson(const store::ApiToken& token, int64_t now_ms);
-boost::json::object enrollTokenJson(const store::EnrollToken& token, int64_t now_ms);
+boost::json::object apiTokenJson(const ApiTokenView& token, int64_t now_ms);
+boost::json::object enrollTokenJson(const EnrollTokenView& token, int64_t now_ms);
 
 int httpStatusFor(const absl::Status& status);
 // "invalid_argument", "not_found", ...

@@ -48,12 +48,6 @@ ApiReply cancelRun(Context& ctx, const std::string& id);
 
 // Whole stored output as JSON, or (follow) the hand-over to an event stream.
 ApiReply commandOutput(Context& ctx, const std::string& id, bool follow);
-// One stream's stored output as text: chunks read `page_bytes` at a time and reassembled by
-// offset (overlaps dropped, gaps marked and *truncated set), made valid UTF-8.
-absl::StatusOr<std::string> assembleStoredOutput(store::Store& store, const std::string& id,
-                                                 model::OutputStream stream, bool* truncated,
-                                                 uint64_t page_bytes = 4ull << 20);
-
 ApiReply createToken(Context& ctx);
 ApiReply listTokens(Context& ctx);
 // Revokes an API token or an enrollment token, whichever has the id.

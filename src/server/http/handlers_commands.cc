@@ -1,6 +1,4 @@
 // Commands and runs: create, get, list, cancel.
-#include <algorithm>
-#include <map>
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
@@ -9,8 +7,6 @@
 
 namespace muster::server::http {
 namespace {
-
-constexpr int kRunPage = 1000;
 
 boost::json::array commandsJson(const std::vector<model::Command>& commands) {
   boost::json::array out;
@@ -70,7 +66,7 @@ ApiReply getCommand(Context& ctx, const std::string& id) {
 ApiReply listCommands(Context& ctx) {
   auto limit = limitParam(ctx, 100, 1000);
   if (!limit.ok()) return errorReply(limit.status());
-  store::CommandFilter filter;
+  CommandQuery filter;
   for (auto [key, kind, out] :
        {std::tuple{"run", "run", &filter.run_id}, std::tuple{"host", "host", &filter.host_id},
         std::tuple{"cursor", "command", &filter.before_id}}) {
@@ -93,7 +89,7 @@ ApiReply listCommands(Context& ctx) {
     filter.state = state;
   }
   filter.limit = *limit + 1;  // one more tells whether there is a next page
-  auto page = ctx.plane.commands().list(filter);
+  auto page = ctx.plane.queries().commands(filter);
   if (!page.ok()) return errorReply(page.status());
   bool more = static_cast<int>(page->size()) > *limit;
   if (more) page->resize(*limit);
@@ -116,36 +112,18 @@ ApiReply cancelCommand(Context& ctx, const std::string& id) {
 ApiReply getRun(Context& ctx, const std::string& id) {
   auto summary_only = summaryView(ctx);
   if (!summary_only.ok()) return errorReply(summary_only.status());
-  auto run = ctx.plane.store().getRun(id);
+  auto run = ctx.plane.queries().run(id);
   if (!run.ok()) return errorReply(run.status());
-  if (!run->has_value()) {
-    return errorReply(
-        absl::NotFoundError(absl::StrCat("no run with id '", id.substr(0, 140), "'")));
-  }
-  std::vector<model::Command> commands;
-  store::CommandFilter filter;
-  filter.run_id = id;
-  filter.limit = kRunPage;
-  while (true) {
-    auto page = ctx.plane.commands().list(filter);
-    if (!page.ok()) return errorReply(page.status());
-    for (auto& c : *page) commands.push_back(std::move(c));
-    if (static_cast<int>(page->size()) < kRunPage) break;
-    filter.before_id = commands.back().id;
-  }
-  std::sort(commands.begin(), commands.end(),
-            [](const model::Command& a, const model::Command& b) { return a.host_id < b.host_id; });
   boost::json::object body;
-  body["run_id"] = (*run)->id;
-  body["created_by"] = (*run)->created_by;
-  body["created_at"] = rfc3339Ms((*run)->created_at_ms);
-  body["summary"] = summaryJson(commands);
+  body["run_id"] = run->id;
+  body["created_by"] = run->created_by;
+  body["created_at"] = rfc3339Ms(run->created_at_ms);
+  body["summary"] = summaryJson(run->commands);
   // A large run still being stored in slices (or waiting for the store to take the rest):
   // how many hosts it targets in all; "summary" counts the commands stored so far.
-  const auto& pending = (*run)->pending_targets;
-  body["complete"] = pending.empty();
-  if (!pending.empty()) body["targets"] = pending.size();
-  if (!*summary_only) body["commands"] = commandsJson(commands);
+  body["complete"] = run->complete;
+  if (!run->complete) body["targets"] = run->targets;
+  if (!*summary_only) body["commands"] = commandsJson(run->commands);
   return jsonReply(200, body);
 }
 

@@ -4,14 +4,9 @@
 #include "absl/strings/str_cat.h"
 #include "server/http/api_json.h"
 #include "server/http/handlers.h"
-#include "server/http/output_text.h"
 
 namespace muster::server::http {
 namespace {
-
-// A well-behaved agent stores at most CoreConfig::max_output_bytes per stream; this bounds
-// the reply if a store holds more.
-constexpr uint64_t kMaxReplyBytesPerStream = 64ull << 20;
 
 // Offsets in JSON stay exact up to 2^53 (JavaScript clients); no output comes near it.
 constexpr uint64_t kMaxOffset = uint64_t{1} << 53;
@@ -65,36 +60,6 @@ absl::Status readResume(const Context& ctx, FollowSpec* spec) {
 
 }  // namespace
 
-absl::StatusOr<std::string> assembleStoredOutput(store::Store& store, const std::string& id,
-                                                 model::OutputStream stream, bool* truncated,
-                                                 uint64_t page_bytes) {
-  StreamCursor cursor;
-  std::string raw;
-  uint64_t from = 0;
-  while (true) {
-    auto chunks = store.readOutput(id, stream, from, page_bytes);
-    if (!chunks.ok()) return chunks.status();
-    if (chunks->empty()) break;
-    for (const auto& chunk : *chunks) {
-      auto piece = cursor.accept(chunk.offset, chunk.data);
-      if (!piece) continue;
-      if (piece->gap_bytes > 0) {
-        raw += truncationMarker(piece->gap_bytes);
-        *truncated = true;
-      }
-      raw.append(piece->data);
-    }
-    if (raw.size() > kMaxReplyBytesPerStream) {
-      raw += "\n[... output too large for one reply; follow it with ?follow=1 ...]\n";
-      *truncated = true;
-      break;
-    }
-    if (cursor.next() <= from) break;
-    from = cursor.next();
-  }
-  return sanitizeUtf8(raw);
-}
-
 ApiReply commandOutput(Context& ctx, const std::string& id, bool follow) {
   bool want_stdout = true, want_stderr = true;
   if (const std::string* s = ctx.param("stream"); s && !s->empty() && *s != "both") {
@@ -136,9 +101,10 @@ ApiReply commandOutput(Context& ctx, const std::string& id, bool follow) {
   for (auto [want, stream] : {std::pair{want_stdout, model::OutputStream::kStdout},
                               std::pair{want_stderr, model::OutputStream::kStderr}}) {
     if (!want) continue;
-    auto text = assembleStoredOutput(ctx.plane.store(), id, stream, &truncated);
+    auto text = ctx.plane.queries().output(id, stream);
     if (!text.ok()) return errorReply(text.status());
-    body[model::toString(stream)] = *std::move(text);
+    truncated = truncated || text->truncated;
+    body[model::toString(stream)] = std::move(text->text);
   }
   body["truncated"] = truncated;
   return jsonReply(200, body);

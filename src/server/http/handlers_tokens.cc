@@ -31,7 +31,7 @@ ApiReply createApiToken(Context& ctx, const TokenRequest& request) {
   auto token =
       ctx.plane.auth().create(request.role, request.name, request.ttl_ms, ctx.principal.name);
   if (!token.ok()) return errorReply(token.status());
-  boost::json::object body = apiTokenJson(token->record, ctx.plane.clock().nowMs());
+  boost::json::object body = apiTokenJson(tokenView(token->record), ctx.plane.clock().nowMs());
   body["token"] = token->secret;
   return jsonReply(201, body);
 }
@@ -46,9 +46,9 @@ ApiReply createToken(Context& ctx) {
 }
 
 ApiReply listTokens(Context& ctx) {
-  auto enroll = ctx.plane.enrollment().listTokens();
+  auto enroll = ctx.plane.queries().enrollTokens();
   if (!enroll.ok()) return errorReply(enroll.status());
-  auto api = ctx.plane.auth().list();
+  auto api = ctx.plane.queries().apiTokens();
   if (!api.ok()) return errorReply(api.status());
   int64_t now = ctx.plane.clock().nowMs();
   boost::json::array enroll_json, api_json;

@@ -108,7 +108,7 @@ ApiReply metricsReply(ControlPlane& plane, const RequestStats* stats) {
   out.sample("muster_dispatch_to_result_seconds_sum", "", latency.sum);
   out.sample("muster_dispatch_to_result_seconds_count", "", latency.count);
 
-  store::StoreStats store = plane.store().stats();
+  StoreHealth store = plane.queries().storeHealth();
   out.family("muster_store_commit_seconds", "gauge",
              "Duration of the store's last write transaction (commit included).");
   out.sample("muster_store_commit_seconds", "", store.last_commit_ms / 1000.0);
@@ -124,13 +124,14 @@ ApiReply metricsReply(ControlPlane& plane, const RequestStats* stats) {
   out.family("muster_store_pending_writes", "gauge",
              "Store mutations queued and not applied yet (the writer's backlog; past "
              "--max-store-backlog agents' results wait in their outboxes).");
-  out.sample("muster_store_pending_writes", "", plane.store().pendingWrites());
+  out.sample("muster_store_pending_writes", "", store.pending_writes);
 
   out.family("muster_limit_hits_total", "counter",
              "Times a bound on what peers can fill was hit, by limit (each also logged, at "
              "most once per 10 s): agent_send_queue, agent_stuck_write (streams ended), "
              "enroll_backlog (Enroll refused), store_backlog and late_report_backlog (agent "
-             "reports left in the outbox), output_write_failed (result not acked).");
+             "reports left in the outbox), output_write_failed (result not acked), output_budget "
+             "(output past what an agent may keep, dropped).");
   for (size_t i = 0; i < static_cast<size_t>(Limit::kCount); ++i) {
     auto limit = static_cast<Limit>(i);
     out.sample("muster_limit_hits_total",

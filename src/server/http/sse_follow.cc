@@ -20,9 +20,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/fmt_absl.h"
+#include "server/core/output_text.h"
 #include "server/http/api_json.h"
 #include "server/http/connection.h"
-#include "server/http/output_text.h"
 
 namespace muster::server::http {
 namespace {
@@ -201,7 +201,7 @@ asio::awaitable<absl::Status> readStored(std::shared_ptr<Connection> conn, Follo
                                          StreamState* s, uint64_t until, bool flush) {
   auto state = conn->sharedState();
   if (flush) {
-    auto job = [state] { return state->plane.store().flush(); };
+    auto job = [state] { return state->plane.queries().settle(); };
     absl::Status flushed = co_await runBlocking<absl::Status>(state, std::move(job));
     if (!flushed.ok()) co_return flushed;
   }
@@ -209,7 +209,7 @@ asio::awaitable<absl::Status> readStored(std::shared_ptr<Connection> conn, Follo
     uint64_t from = s->cursor.next();
     using Page = absl::StatusOr<std::vector<model::OutputChunk>>;
     auto job = [state, command_id = f->command_id, stream = s->stream, from] {
-      return state->plane.store().readOutput(command_id, stream, from, kStoredPageBytes);
+      return state->plane.queries().outputPage(command_id, stream, from, kStoredPageBytes);
     };
     Page page = co_await runBlocking<Page>(state, std::move(job));
     if (!page.ok()) co_return page.status();

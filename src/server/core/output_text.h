@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-namespace muster::server::http {
+namespace muster::server {
 
 // The line put where the agent dropped the middle of a large output.
 std::string truncationMarker(uint64_t bytes);
@@ -49,4 +49,4 @@ class Utf8Splitter {
   std::string carry_;
 };
 
-}  // namespace muster::server::http
+}  // namespace muster::server

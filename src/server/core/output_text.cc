@@ -1,9 +1,9 @@
 // Output reassembly and UTF-8 clean-up.
-#include "server/http/output_text.h"
+#include "server/core/output_text.h"
 
 #include "absl/strings/str_cat.h"
 
-namespace muster::server::http {
+namespace muster::server {
 namespace {
 
 constexpr std::string_view kReplacement = "\xEF\xBF\xBD";
@@ -99,4 +99,4 @@ std::string Utf8Splitter::flush() {
   return out;
 }
 
-}  // namespace muster::server::http
+}  // namespace muster::server
