@@ -194,6 +194,10 @@ class Store {
                                                                      model::OutputStream stream,
                                                                      uint64_t from_offset,
                                                                      uint64_t max_bytes) = 0;
+  // Bytes stored for one stream (every chunk counted; overlapping resends replace, so a
+  // well-behaved agent's total stays within what it keeps).
+  virtual absl::StatusOr<uint64_t> outputBytes(const std::string& command_id,
+                                               model::OutputStream stream) = 0;
   virtual absl::StatusOr<std::optional<EnrollToken>> findEnrollTokenByHash(
       const std::string& token_hash) = 0;
   virtual absl::StatusOr<std::vector<EnrollToken>> listEnrollTokens() = 0;

@@ -267,12 +267,14 @@ absl::StatusOr<std::optional<Run>> SqliteStore::findRunByIdempotencyKey(const st
 absl::StatusOr<std::vector<model::OutputChunk>> SqliteStore::readOutput(
     const std::string& command_id, model::OutputStream stream, uint64_t from_offset,
     uint64_t max_bytes) {
-  // Start at the chunk just at or below `from` when it covers `from`, else at `from`.
+  // Start at the first chunk that covers `from`, else at `from`. Not the last chunk at or
+  // below it: chunks can nest (a replay merged into one long chunk at 0 beside the short
+  // live ones), and a short one ending before `from` would hide the long one's bytes past
+  // it. length() of a blob reads no content; a stream holds a bounded number of chunks.
   static const std::string sql =
       "SELECT offset, data FROM command_output WHERE command_id = ?1 AND stream = ?2 AND "
-      "offset >= COALESCE((SELECT CASE WHEN offset + length(data) > ?3 THEN offset ELSE ?3 END "
-      "FROM command_output WHERE command_id = ?1 AND stream = ?2 AND offset <= ?3 "
-      "ORDER BY offset DESC LIMIT 1), ?3) ORDER BY offset";
+      "offset >= COALESCE((SELECT MIN(offset) FROM command_output WHERE command_id = ?1 AND "
+      "stream = ?2 AND offset <= ?3 AND offset + length(data) > ?3), ?3) ORDER BY offset";
   const auto from =
       static_cast<int64_t>(std::min<uint64_t>(from_offset, std::numeric_limits<int64_t>::max()));
   const std::string context =
@@ -297,6 +299,23 @@ absl::StatusOr<std::vector<model::OutputChunk>> SqliteStore::readOutput(
     out.push_back(std::move(chunk));
   }
   return out;
+}
+
+absl::StatusOr<uint64_t> SqliteStore::outputBytes(const std::string& command_id,
+                                                  model::OutputStream stream) {
+  static const std::string sql =
+      "SELECT COALESCE(SUM(length(data)), 0) FROM command_output WHERE command_id = ?1 AND "
+      "stream = ?2";
+  const std::string context =
+      absl::StrCat("sizing ", std::string(model::toString(stream)), " of command ", command_id);
+  std::lock_guard lock(read_mu_);
+  auto stmt = reader_->prepare(sql);
+  if (!stmt.ok()) return sqlite::annotate(stmt.status(), context);
+  stmt->bindText(1, command_id).bindText(2, model::toString(stream));
+  auto row = stmt->step();
+  if (!row.ok()) return sqlite::annotate(row.status(), context);
+  if (!*row) return uint64_t{0};
+  return static_cast<uint64_t>(stmt->columnInt(0));
 }
 
 absl::StatusOr<std::optional<EnrollToken>> SqliteStore::findEnrollTokenByHash(

@@ -72,6 +72,8 @@ class SqliteStore final : public Store {
                                                              model::OutputStream stream,
                                                              uint64_t from_offset,
                                                              uint64_t max_bytes) override;
+  absl::StatusOr<uint64_t> outputBytes(const std::string& command_id,
+                                       model::OutputStream stream) override;
   absl::StatusOr<std::optional<EnrollToken>> findEnrollTokenByHash(
       const std::string& token_hash) override;
   // Oldest first.

@@ -384,6 +384,28 @@ TEST_F(SqliteStoreTest, ReadOutputStartsAtTheChunkHoldingTheOffset) {
   EXPECT_TRUE(store_->readOutput("c2", OutputStream::kStdout, 0, 100)->empty());
 }
 
+// A replay merged into a long chunk beside short live ones: the page that starts at 100 must
+// start at the long chunk at 10 (which holds bytes 100..209), not at the short one at 20 (the
+// last at or below 100, which ends at 30). Read that way, the bytes past 100 were skipped.
+TEST_F(SqliteStoreTest, ReadOutputStartsAtTheFirstChunkCoveringTheOffsetWhenChunksNest) {
+  ASSERT_TRUE(put(makeRun("r1", "", {{"c1", "h1"}})).status.ok());
+  for (auto [off, len] : {std::pair<uint64_t, size_t>{0, 100}, {10, 200}, {20, 10}}) {
+    ASSERT_TRUE(put(chunk("c1", OutputStream::kStdout, off, std::string(len, 'a'))).status.ok());
+  }
+  auto offsets = [&](uint64_t from) {
+    std::vector<uint64_t> out;
+    auto chunks = store_->readOutput("c1", OutputStream::kStdout, from, 1000);
+    EXPECT_TRUE(chunks.ok()) << chunks.status();
+    for (const auto& c : *chunks) out.push_back(c.offset);
+    return out;
+  };
+  using V = std::vector<uint64_t>;
+  EXPECT_EQ(offsets(100), (V{10, 20}));
+  EXPECT_EQ(offsets(25), (V{0, 10, 20}));
+  EXPECT_EQ(offsets(209), (V{10, 20}));
+  EXPECT_EQ(offsets(210), V{});
+}
+
 TEST_F(SqliteStoreTest, EnrollTokensRoundTripAndConsumeUntilUsedUp) {
   EnrollToken limited{"t1", "hash-1", 2, 9000, {{"env", kAwkward}}, "admin", 100, false};
   EnrollToken unlimited{"t2", "hash-2", -1, 9000, {}, "admin", 200, false};
