@@ -191,18 +191,33 @@ absl::StatusOr<json::value> HttpClient::request(const char* method, const std::s
 
 // --- SseParser -----------------------------------------------------------------------------
 
-void SseParser::feed(std::string_view bytes, const std::function<void(const SseEvent&)>& on_event) {
+absl::Status SseParser::feed(std::string_view bytes,
+                             const std::function<void(const SseEvent&)>& on_event) {
+  auto tooLarge = [this] {
+    failed_ = true;
+    pending_.clear();
+    current_ = SseEvent{};
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the server sent an event larger than ", max_bytes_,
+                     " bytes; is --server pointing at musterd? (output is also readable with "
+                     "`muster command show ID`)"));
+  };
+  if (failed_) return tooLarge();
   pending_.append(bytes);
   size_t start = 0;
   while (true) {
     size_t nl = pending_.find('\n', start);
     if (nl == std::string::npos) break;
+    if (nl - start > max_bytes_) return tooLarge();
     std::string_view text(pending_.data() + start, nl - start);
     if (!text.empty() && text.back() == '\r') text.remove_suffix(1);
     line(text, on_event);
+    if (current_.data.size() > max_bytes_) return tooLarge();
     start = nl + 1;
   }
   pending_.erase(0, start);
+  if (pending_.size() > max_bytes_) return tooLarge();
+  return absl::OkStatus();
 }
 
 void SseParser::line(std::string_view text, const std::function<void(const SseEvent&)>& on_event) {
@@ -236,6 +251,7 @@ struct Transfer {
   HeaderList headers;
   SseParser parser;
   std::string error_body;
+  absl::Status parse_error;  // the event stream broke a bound (the transfer is aborted)
   std::string url;
   char error_buffer[CURL_ERROR_SIZE] = {0};
   const EventFollower::OnEvent* on_event = nullptr;
@@ -250,7 +266,8 @@ size_t onStreamData(char* data, size_t size, size_t count, void* user) {
     if (t->error_body.size() < 64 * 1024) t->error_body.append(bytes);
     return size * count;
   }
-  t->parser.feed(bytes, [t](const SseEvent& e) { (*t->on_event)(t->index, e); });
+  t->parse_error = t->parser.feed(bytes, [t](const SseEvent& e) { (*t->on_event)(t->index, e); });
+  if (!t->parse_error.ok()) return 0;  // curl aborts the transfer (CURLE_WRITE_ERROR)
   return size * count;
 }
 
@@ -306,7 +323,9 @@ std::vector<absl::Status> EventFollower::run(const std::vector<std::string>& pat
       long status = 0;
       curl_easy_getinfo(msg->easy_handle, CURLINFO_RESPONSE_CODE, &status);
       done[t->index] = true;
-      if (msg->data.result != CURLE_OK) {
+      if (!t->parse_error.ok()) {
+        results[t->index] = t->parse_error;
+      } else if (msg->data.result != CURLE_OK) {
         results[t->index] = transportError(msg->data.result, base, t->error_buffer);
       } else if (status != 200) {
         results[t->index] = httpError(status, t->error_body);

@@ -54,16 +54,24 @@ struct SseEvent {
 };
 
 // Splits a text/event-stream byte stream into events (comments and unknown fields ignored).
+// A line or an event larger than `max_bytes` (musterd's largest is an output chunk of at
+// most 1 MiB, JSON-escaped) is refused: the stream is not kept in memory without a bound.
 class SseParser {
  public:
-  void feed(std::string_view bytes, const std::function<void(const SseEvent&)>& on_event);
+  static constexpr size_t kMaxEventBytes = 16u << 20;
+  explicit SseParser(size_t max_bytes = kMaxEventBytes) : max_bytes_(max_bytes) {}
+  // An error (RESOURCE_EXHAUSTED) once a line or an event is too large; the parser then
+  // takes nothing more.
+  absl::Status feed(std::string_view bytes, const std::function<void(const SseEvent&)>& on_event);
 
  private:
   void line(std::string_view text, const std::function<void(const SseEvent&)>& on_event);
 
+  size_t max_bytes_;
   std::string pending_;
   SseEvent current_;
   bool has_data_ = false;
+  bool failed_ = false;
 };
 
 // Follows several event streams at once on one thread (curl multi).

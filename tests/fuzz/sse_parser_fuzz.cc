@@ -38,17 +38,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::string_view stream = in.rest();
 
   std::vector<std::pair<std::string, std::string>> split_events, whole_events;
-  SseParser split;
+  // A small bound, so that inputs reach it: where the network splits the stream must not
+  // change where it is refused either.
+  constexpr size_t kMax = 4096;
+  SseParser split(kMax);
+  bool split_ok = true;
   muster::fuzz::Splitter pieces(stream, seed, max_piece);
-  while (!pieces.done()) {
-    split.feed(pieces.next(), [&](const SseEvent& e) {
-      split_events.emplace_back(e.event, e.data);
-      onEvent(e);
-    });
+  while (!pieces.done() && split_ok) {
+    split_ok = split
+                   .feed(pieces.next(),
+                         [&](const SseEvent& e) {
+                           split_events.emplace_back(e.event, e.data);
+                           onEvent(e);
+                         })
+                   .ok();
   }
-  SseParser whole;
-  whole.feed(stream, [&](const SseEvent& e) { whole_events.emplace_back(e.event, e.data); });
+  SseParser whole(kMax);
+  bool whole_ok =
+      whole.feed(stream, [&](const SseEvent& e) { whole_events.emplace_back(e.event, e.data); })
+          .ok();
   // Where the network splits the stream must not change the events.
   MUSTER_FUZZ_CHECK(split_events == whole_events);
+  MUSTER_FUZZ_CHECK(split_ok == whole_ok);
   return 0;
 }

@@ -5,6 +5,7 @@
 
 #include <map>
 
+#include "cli/http_client.h"
 #include "common/duration.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -34,7 +35,8 @@ TEST(LoopbackTest, ListenAddressesAreJudgedOnWhatTheyResolveTo) {
   addrinfo* found = nullptr;
   if (getaddrinfo("localhost", nullptr, nullptr, &found) == 0) {
     freeaddrinfo(found);
-    EXPECT_TRUE(checkLoopbackListen("localhost:7080").ok()) << checkLoopbackListen("localhost:7080");
+    EXPECT_TRUE(checkLoopbackListen("localhost:7080").ok())
+        << checkLoopbackListen("localhost:7080");
   }
   absl::Status any = checkLoopbackListen("0.0.0.0:7080");
   EXPECT_TRUE(absl::IsFailedPrecondition(any)) << any;
@@ -126,6 +128,28 @@ TEST(RateLimitedLogTest, OneLinePerIntervalCountingTheRest) {
   EXPECT_FALSE(log.allow(11'001, &skipped));
   EXPECT_TRUE(log.allow(50'000, &skipped));
   EXPECT_EQ(skipped, 1u);
+}
+
+// The CLI's event-stream parser keeps at most one line and one event in memory, each
+// bounded: a server (or anything at --server) streaming a line without end is refused.
+TEST(SseParserBoundTest, ALineOrAnEventPastTheBoundIsRefused) {
+  std::vector<std::string> data;
+  auto collect = [&](const cli::SseEvent& e) { data.push_back(e.data); };
+  cli::SseParser ok(64);
+  EXPECT_TRUE(ok.feed("data: hello\n\n", collect).ok());
+  ASSERT_EQ(data, std::vector<std::string>{"hello"});
+
+  cli::SseParser endless(64);
+  absl::Status st;
+  for (int i = 0; i < 10 && st.ok(); ++i) st = endless.feed(std::string(20, 'x'), collect);
+  EXPECT_TRUE(absl::IsResourceExhausted(st)) << st;
+  EXPECT_FALSE(endless.feed("\n\n", collect).ok());  // nothing more is taken
+
+  cli::SseParser big_event(64);
+  st = absl::OkStatus();
+  for (int i = 0; i < 10 && st.ok(); ++i) st = big_event.feed("data: 0123456789\n", collect);
+  EXPECT_TRUE(absl::IsResourceExhausted(st)) << st;
+  EXPECT_EQ(data.size(), 1u);  // the oversized event was never delivered
 }
 
 }  // namespace
