@@ -135,7 +135,7 @@ if [ "$(cat "$GRPC_SRC/.muster-patches" 2>/dev/null)" != "$PATCHES_ID" ]; then
   echo "$PATCHES_ID" >"$GRPC_SRC/.muster-patches"
 fi
 
-log "building gRPC 1.51.1 in Release mode into $GRPC_PREFIX (about 12 minutes on 2 cores, once)"
+log "building gRPC 1.51.1 in Release mode into $GRPC_PREFIX (15–30 minutes on 2 cores, once)"
 cmake -S "$GRPC_SRC" -B "$BUILD" -G Ninja \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$GRPC_PREFIX" \
   -DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache \

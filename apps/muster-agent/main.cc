@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <iostream>
 #include <thread>
 
@@ -69,18 +70,27 @@ int main(int argc, char** argv) {
     }
     config.labels[key] = value;
   }
-  auto grace = common::parseDurationMs(shutdown_grace);
-  auto cap_ms = common::parseDurationMs(backoff_cap);
-  if (!cap_ms.ok() || *cap_ms < 100) {
-    std::cerr << "muster-agent: invalid --backoff-cap '" << backoff_cap << "' (e.g. 60s)\n";
+  // Ranges: a grace past an hour or a backoff cap past a day is a typo, and both feed
+  // millisecond arithmetic that must not overflow.
+  auto grace = common::parseDurationMsInRange("--shutdown-grace", shutdown_grace, 0, 3'600'000);
+  if (!grace.ok()) {
+    std::cerr << "muster-agent: " << grace.status().message() << "\n";
+    return 2;
+  }
+  auto cap_ms = common::parseDurationMsInRange("--backoff-cap", backoff_cap, 100, 86'400'000);
+  if (!cap_ms.ok()) {
+    std::cerr << "muster-agent: " << cap_ms.status().message() << "\n";
     return 2;
   }
   config.backoff_cap_ms = *cap_ms;
   config.backoff_base_ms = std::min<int64_t>(config.backoff_base_ms, *cap_ms);
   char* end = nullptr;
+  errno = 0;
   unsigned long long cap = std::strtoull(max_output.c_str(), &end, 10);
-  if (!grace.ok() || end == max_output.c_str() || *end != '\0' || cap < 1024) {
-    std::cerr << "muster-agent: invalid --shutdown-grace or --max-output-bytes\n";
+  if (end == max_output.c_str() || *end != '\0' || errno == ERANGE || cap < 1024 ||
+      cap > (1ull << 40) || max_output[0] == '-') {
+    std::cerr << "muster-agent: invalid --max-output-bytes '" << max_output
+              << "': use a byte count from 1024 to 1099511627776\n";
     return 2;
   }
   config.shutdown_grace_ms = *grace;

@@ -5,6 +5,7 @@
 #include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdlib>
@@ -143,6 +144,10 @@ int run(const Flags& flags) {
   }
   server::CoreConfig config;
   config.max_store_backlog = static_cast<size_t>(flags.max_store_backlog);
+  // Redelivery stays well inside the send-queue bound (else a host with many open commands
+  // would overflow it on every reconnect).
+  config.redelivery_window_messages = std::min<size_t>(
+      config.redelivery_window_messages, static_cast<size_t>(flags.max_send_queue) / 2);
   config.heartbeat_interval_ms = *heartbeat;
   config.default_expiry_ms = *expiry;
   config.reconnect_rate_per_s = flags.reconnect_rate;

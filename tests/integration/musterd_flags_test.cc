@@ -90,5 +90,30 @@ TEST_F(MusterdFlagsTest, DurationsAndLimitsOutOfRangeAreRefused) {
   }
 }
 
+TEST_F(MusterdFlagsTest, AgentDurationsAndSizesOutOfRangeAreRefused) {
+  std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--shutdown-grace", "9999999999999h"}, "--shutdown-grace"},
+      {{"--shutdown-grace", "2h"}, "--shutdown-grace"},
+      {{"--backoff-cap", "10ms"}, "--backoff-cap"},
+      {{"--backoff-cap", "400d"}, "--backoff-cap"},
+      {{"--max-output-bytes", "99999999999999999999999"}, "--max-output-bytes"},
+      {{"--max-output-bytes", "12"}, "--max-output-bytes"},
+  };
+  for (const auto& [args, says] : cases) {
+    std::vector<std::string> argv = {AGENT_BIN, "--server", "127.0.0.1:1", "--state-dir",
+                                     dir_.sub("agent-" + std::to_string(runs_))};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Process p(argv, dir_.sub("agent-run-" + std::to_string(runs_++)));
+    int status = p.wait(std::chrono::seconds(20));
+    if (status == -1) {
+      p.signal(SIGKILL);
+      p.wait();
+    }
+    EXPECT_EQ(status, 2) << args[0] << " " << args[1] << ": " << p.err();
+    EXPECT_NE(p.err().find(says), std::string::npos)
+        << args[0] << " " << args[1] << ": " << p.err();
+  }
+}
+
 }  // namespace
 }  // namespace muster::itest

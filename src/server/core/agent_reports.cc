@@ -21,6 +21,7 @@ absl::Status notItsCommand(const std::string& command_id, const Session& session
 void CommandService::onAccepted(const std::shared_ptr<Session>& session,
                                 const std::string& command_id) {
   // Ignored for a command not open, of another host, or running already.
+  if (session->redeliveryLeft() > 0) topUpRedelivery(session);
   OpenCommands::Applied accepted = open_.apply(command_id, CommandEvent::kAccept,
                                                {.now_ms = clock_.nowMs()}, session->agentId());
   if (!accepted.ok()) return;
@@ -94,8 +95,10 @@ void CommandService::onOutput(const std::shared_ptr<Session>& session, model::Ou
     found = kTaken;
     // The agent keeps head and tail within max_output_bytes per stream; allow resends.
     if (tx.countOutput(chunk.command_id, chunk.data.size()) > 8 * config_.max_output_bytes) {
-      spdlog::warn("command {}: agent {} sent more output than allowed; dropping", chunk.command_id,
-                   session->agentId());
+      metrics_.limits.hit(
+          Limit::kOutputBudget, clock_.steadyMs(),
+          absl::StrCat("agent ", session->agentId(), " sent more output for command ",
+                       chunk.command_id, " than it may keep; dropping the rest"));
       return;
     }
     // Under the table's lock, so the chunk is queued before a result that ends the command.
@@ -120,6 +123,23 @@ void CommandService::onOutput(const std::shared_ptr<Session>& session, model::Ou
       session->close(notItsCommand(chunk.command_id, *session));
       return;
     }
+    // An ended command's output grows only by what its agent kept and had not delivered; a
+    // resend replaces the chunks at its offsets. Past twice what an agent may keep per stream
+    // it is an agent filling the disk through its finished commands.
+    auto bytes = store_.outputBytes(chunk.command_id, chunk.stream);
+    if (!bytes.ok()) {
+      session->markOutputLost();
+      session->close(absl::UnavailableError(absl::StrCat(
+          "cannot read output of command ", chunk.command_id, ": ", bytes.status().message())));
+      return;
+    }
+    if (*bytes + chunk.data.size() > 2 * config_.max_output_bytes) {
+      metrics_.limits.hit(
+          Limit::kOutputBudget, clock_.steadyMs(),
+          absl::StrCat("agent ", session->agentId(), " resent more output for ended command ",
+                       chunk.command_id, " than it may keep; dropping the rest"));
+      return;
+    }
     auto done = outputWritten(session, chunk.command_id);
     store_.write(store::AppendOutput{std::move(chunk)}, std::move(done));
   });
@@ -133,12 +153,13 @@ void CommandService::onResult(const std::shared_ptr<Session>& session,
     return;
   }
   if (!admitFromAgent(session)) return;
+  if (session->redeliveryLeft() > 0) topUpRedelivery(session);
   const std::string& agent = session->agentId();
   OpenCommands::Applied ended = open_.apply(result.command_id, CommandEvent::kAgentResult,
                                             {.now_ms = clock_.nowMs(), .result = &result}, agent);
   switch (ended.outcome) {
     case OpenCommands::Outcome::kApplied:
-      storeTerminal(std::move(ended.command), std::move(ended.only_if), session);
+      storeTerminal(std::move(ended.command), ended.from, std::move(ended.only_if), session);
       return;
     case OpenCommands::Outcome::kNotOpen:
       postLate(session, [this, session, result = std::move(result)]() mutable {
@@ -206,21 +227,22 @@ void CommandService::resultSlowPath(const std::shared_ptr<Session>& session,
   }
   // Compare-and-set on the state just read (this thread is the only one that writes ended
   // commands not in memory).
-  storeTerminal(std::move(c), {was}, session);
+  storeTerminal(std::move(c), was, {was}, session);
 }
 
-void CommandService::storeTerminal(model::Command updated, std::vector<CommandState> only_if,
+void CommandService::storeTerminal(model::Command updated, CommandState from,
+                                   std::vector<CommandState> only_if,
                                    std::shared_ptr<Session> ack_to) {
   // The callback keeps the command (for the bus and the ack); the store's queue gets only
   // the fields UpdateCommand writes, not a second copy of the run, host, spec and creator.
   auto command = std::make_shared<const model::Command>(std::move(updated));
   store::UpdateCommand mutation = store::UpdateCommand::of(*command, std::move(only_if));
-  auto done = [this, command, ack_to](store::WriteResult r) mutable {
+  auto done = [this, command, from, ack_to](store::WriteResult r) mutable {
     const model::Command& updated = *command;
     if (!r.status.ok()) {
       spdlog::error("command {}: cannot store its result: {}", updated.id, r.status.message());
       // Still open in the store: keep it open here so sweeps and resends apply.
-      open_.reopen(updated);
+      open_.reopen(updated, from);
       // The agent keeps the result in its outbox and sends it again after reconnecting.
       if (ack_to) {
         ack_to->close(absl::UnavailableError(

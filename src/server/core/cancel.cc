@@ -28,7 +28,12 @@ absl::StatusOr<model::Command> CommandService::cancel(const std::string& id,
   }
   const model::Command& snapshot = cancelled.command;
   auto r = store_.writeAndWait(store::UpdateCommand{snapshot, std::move(cancelled.only_if)});
-  if (!r.status.ok()) return r.status;
+  if (!r.status.ok()) {
+    // Still open in the store: open here again (a cancel request stays in memory, ahead of
+    // the store, and is sent again with the next delivery).
+    if (cancelled.ended()) open_.reopen(snapshot, cancelled.from);
+    return r.status;
+  }
   if (cancelled.ended()) {
     bus_.publishFinished(snapshot);
     metrics_.results_by_state[static_cast<size_t>(snapshot.state) % 8].fetch_add(1);
@@ -53,7 +58,7 @@ absl::StatusOr<std::vector<model::Command>> CommandService::cancelRun(const std:
   // Every open command of the run changes in memory under one lock and in the store in one
   // transaction (not one writeAndWait per command: 10,000 fsyncs for a large run).
   std::vector<model::Command> out;
-  std::vector<model::Command> finished_now;
+  std::vector<std::pair<model::Command, model::CommandState>> finished_now;  // and `from`
   std::vector<std::pair<std::string, std::string>> ask;  // (host, command) to send Cancel to
   store::UpdateCommands batch;
   open_.with([&](OpenCommands::Tx& tx) {
@@ -66,7 +71,7 @@ absl::StatusOr<std::vector<model::Command>> CommandService::cancelRun(const std:
       if (!c.ok()) continue;  // not reached: every open state takes one of the two
       batch.updates.push_back(store::UpdateCommand::of(c.command, std::move(c.only_if)));
       if (c.ended()) {
-        finished_now.push_back(c.command);
+        finished_now.emplace_back(c.command, c.from);
       } else {
         ask.emplace_back(c.command.host_id, c.command.id);
       }
@@ -75,8 +80,11 @@ absl::StatusOr<std::vector<model::Command>> CommandService::cancelRun(const std:
   });
   if (batch.updates.empty()) return out;
   auto r = store_.writeAndWait(std::move(batch));
-  if (!r.status.ok()) return r.status;
-  for (const auto& c : finished_now) {
+  if (!r.status.ok()) {
+    for (auto& [c, from] : finished_now) open_.reopen(std::move(c), from);
+    return r.status;
+  }
+  for (const auto& [c, from] : finished_now) {
     bus_.publishFinished(c);
     metrics_.results_by_state[static_cast<size_t>(c.state) % 8].fetch_add(1);
   }
@@ -95,7 +103,9 @@ void CommandService::cancelAllForHost(const std::string& host_id, const std::str
       if (c.ok()) ended.push_back(std::move(c));
     }
   });
-  for (auto& c : ended) storeTerminal(std::move(c.command), std::move(c.only_if), nullptr);
+  for (auto& c : ended) {
+    storeTerminal(std::move(c.command), c.from, std::move(c.only_if), nullptr);
+  }
 }
 
 }  // namespace muster::server

@@ -124,8 +124,14 @@ class CommandService {
   void deliverAll(const std::vector<model::Command>& commands);
   // Delivers [first, last) to their online hosts on the calling thread.
   void deliverRange(const model::Command* first, const model::Command* last);
-  // Sends commands to the session and records them dispatched.
-  void deliver(const std::shared_ptr<Session>& session, const std::vector<std::string>& ids);
+  // Sends commands to the session and records them dispatched. False once the session is
+  // closed.
+  bool deliver(const std::shared_ptr<Session>& session, const std::vector<std::string>& ids);
+  // Redelivers more of the session's backlog while its link is under the redelivery window.
+  void topUpRedelivery(const std::shared_ptr<Session>& session);
+  // tick(): tops up every link with a redelivery backlog (progress even when its agent is
+  // quiet); drops finished and closed ones.
+  void topUpRedeliveries();
   // The message that delivers open command `id` to `agent_id` (a Cancel once cancellation
   // was requested), applying kDispatch; a first send appends the id to `first_sends`.
   // Nothing for a command not open, of another host, or past its deadline before it left.
@@ -143,8 +149,9 @@ class CommandService {
   // --- agent_reports.cc ---
   // Stores an ended command (guarded by `only_if`); on commit publishes it and acks the
   // agent (if any).
-  void storeTerminal(model::Command updated, std::vector<model::CommandState> only_if,
-                     std::shared_ptr<Session> ack_to);
+  // `from`: the open state it ended from, restored in memory if the store refuses.
+  void storeTerminal(model::Command updated, model::CommandState from,
+                     std::vector<model::CommandState> only_if, std::shared_ptr<Session> ack_to);
   // A result for a command not open in memory, checked against the store.
   void resultSlowPath(const std::shared_ptr<Session>& session, model::CommandResult result);
   // False, with the stream ended (UNAVAILABLE), while the store's backlog is over
@@ -180,6 +187,9 @@ class CommandService {
   std::deque<std::pair<std::shared_ptr<Session>, std::string>> pending_acks_
       ABSL_GUARDED_BY(ack_mu_);
   size_t ack_tasks_ ABSL_GUARDED_BY(ack_mu_) = 0;  // posted, not yet started
+  // Links with commands still to be redelivered (Session::redeliveryLeft() > 0).
+  std::mutex redelivering_mu_;
+  std::vector<std::weak_ptr<Session>> redelivering_ ABSL_GUARDED_BY(redelivering_mu_);
   std::mutex sliced_mu_;
   // Runs being stored in slices, by run id: in progress, or waiting for tick() to retry a
   // slice that failed to store.

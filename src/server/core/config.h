@@ -44,6 +44,11 @@ struct CoreConfig {
   // Resent output and results of commands that already ended wait for the one "slow path"
   // thread (a store read each); past this many the stream ends with UNAVAILABLE.
   size_t max_late_backlog = 20'000;
+  // A reconnecting host's open commands are redelivered while its link holds fewer than this
+  // many messages and bytes queued; the rest follow as the agent reads (its reports and the
+  // tick top the window up). Keep both below the transport's send-queue bound.
+  size_t redelivery_window_messages = 1024;
+  size_t redelivery_window_bytes = 8u << 20;
 };
 
 }  // namespace muster::server

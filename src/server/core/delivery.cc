@@ -78,7 +78,7 @@ std::optional<ServerEvent> CommandService::deliveryEvent(OpenCommands::Tx& tx,
   return DispatchMsg{std::move(sent.command)};
 }
 
-void CommandService::deliver(const std::shared_ptr<Session>& session,
+bool CommandService::deliver(const std::shared_ptr<Session>& session,
                              const std::vector<std::string>& ids) {
   int64_t now = clock_.nowMs();
   std::vector<ServerEvent> events;
@@ -90,8 +90,17 @@ void CommandService::deliver(const std::shared_ptr<Session>& session,
       }
     }
   });
-  for (auto& e : events) session->send(std::move(e));
+  bool open = true;
+  for (auto& e : events) {
+    if (!session->send(std::move(e))) {
+      open = false;
+      break;
+    }
+  }
+  // Marked even if the link closed meanwhile: dispatched commands are redelivered on the next
+  // link like queued ones, and the agent's journal runs each once.
   markDispatched(std::move(dispatched), now);
+  return open;
 }
 
 void CommandService::markDispatched(std::vector<std::string> ids, int64_t now) {
@@ -133,10 +142,48 @@ void CommandService::storeDispatchMarks() {
 
 void CommandService::onAgentConnected(const std::shared_ptr<Session>& session) {
   std::vector<std::string> ids = open_.idsOfHost(session->agentId());
-  if (!ids.empty()) {
-    spdlog::info("agent {}: delivering {} open command(s)", session->agentId(), ids.size());
+  if (ids.empty()) return;
+  spdlog::info("agent {}: delivering {} open command(s)", session->agentId(), ids.size());
+  if (ids.size() <= config_.redelivery_window_messages / 2) {
     deliver(session, ids);
+    return;
   }
+  // Many: a window at a time, so the send queue never overflows (which would end the stream
+  // and start the same redelivery again on the next one).
+  session->setRedelivery(std::move(ids));
+  {
+    std::lock_guard lock(redelivering_mu_);
+    redelivering_.push_back(session);
+  }
+  topUpRedelivery(session);
+}
+
+void CommandService::topUpRedelivery(const std::shared_ptr<Session>& session) {
+  // Small batches: a command's size is known only once it is queued.
+  // At most a window per call, also where the transport cannot tell its queue.
+  constexpr size_t kBatch = 16;
+  const size_t window = config_.redelivery_window_messages;
+  for (size_t sent = 0; sent + kBatch <= window && session->redeliveryLeft() > 0 &&
+                        session->queuedMessages() + kBatch <= window &&
+                        session->queuedBytes() < config_.redelivery_window_bytes;
+       sent += kBatch) {
+    std::vector<std::string> ids = session->takeRedelivery(kBatch);
+    if (ids.empty() || !deliver(session, ids)) return;
+  }
+}
+
+void CommandService::topUpRedeliveries() {
+  std::vector<std::shared_ptr<Session>> sessions;
+  {
+    std::lock_guard lock(redelivering_mu_);
+    std::erase_if(redelivering_, [&](const std::weak_ptr<Session>& weak) {
+      std::shared_ptr<Session> s = weak.lock();
+      if (!s || s->redeliveryLeft() == 0) return true;
+      sessions.push_back(std::move(s));
+      return false;
+    });
+  }
+  for (const auto& s : sessions) topUpRedelivery(s);
 }
 
 void CommandService::queueAck(std::shared_ptr<Session> session, std::string command_id) {

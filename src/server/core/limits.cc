@@ -29,6 +29,7 @@ std::string_view Limits::name(Limit limit) {
     case Limit::kStoreBacklog: return "store_backlog";
     case Limit::kLateBacklog: return "late_report_backlog";
     case Limit::kOutputLost: return "output_write_failed";
+    case Limit::kOutputBudget: return "output_budget";
     case Limit::kCount: break;
   }
   return "unknown";

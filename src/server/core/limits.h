@@ -16,6 +16,7 @@ enum class Limit : uint8_t {
   kStoreBacklog,   // the store's writer is too far behind: agent results wait (stream ends)
   kLateBacklog,    // too much resent output/results for ended commands waiting: stream ends
   kOutputLost,     // an output write failed (disk full): its result is not acked
+  kOutputBudget,   // an agent sent more output for a command than it may keep: dropped
   kCount,
 };
 

@@ -87,10 +87,17 @@ void OpenCommands::add(std::vector<model::Command> commands) {
   for (auto& c : commands) addLocked(std::move(c));
 }
 
-void OpenCommands::reopen(model::Command command) {
+void OpenCommands::reopen(model::Command command, model::CommandState from) {
   std::lock_guard lock(mu_);
-  if (open_.count(command.id)) return;
-  command.state = model::CommandState::kRunning;
+  // Ended in the store already (a late agent result replacing a server-side timeout):
+  // nothing is open, the agent resends its result.
+  if (open_.count(command.id) || model::isTerminal(from)) return;
+  command.state = from;
+  command.finished_at_ms = 0;
+  command.exit_code.reset();
+  command.signal = 0;
+  command.error.clear();
+  command.result_source = model::ResultSource::kNone;
   addLocked(std::move(command));
 }
 

@@ -99,8 +99,10 @@ class OpenCommands {
   void add(const model::Command* first, const model::Command* last);
   void add(std::vector<model::Command> commands);
   // A command whose end could not be stored is still open in the store: it is open here
-  // again, as running, so sweeps and resends apply to it. Nothing if it is open already.
-  void reopen(model::Command command);
+  // again, in the state it ended from (`from`, open) with the end's fields cleared, so
+  // sweeps, resends and cancels apply to it as before. Nothing if it is open already or
+  // `from` is an end (it stays ended in the store).
+  void reopen(model::Command command, model::CommandState from);
 
   std::optional<model::Command> get(const std::string& id) const;
   // Replaces each command that is open by its copy here (memory is ahead of the store).

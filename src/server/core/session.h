@@ -4,6 +4,8 @@
 
 #include <atomic>
 #include <cstdint>
+#include <deque>
+#include <mutex>
 #include <string>
 #include <variant>
 #include <vector>
@@ -70,6 +72,30 @@ class Session {
   virtual bool send(ServerEvent event) = 0;
   // Ends the link with `why` (idempotent). The agent sees it as the stream's status.
   virtual void close(absl::Status why) = 0;
+  // Messages and bytes queued behind the write in flight (0 where the transport cannot
+  // tell). The core's redelivery keeps them under its window, below the transport's bound.
+  virtual size_t queuedMessages() const { return 0; }
+  virtual size_t queuedBytes() const { return 0; }
+
+  // Core-owned: open commands still to be redelivered on this link. A host with more open
+  // commands than the redelivery window gets them a window at a time (as its agent reads and
+  // reports), not all at once into a send queue they would overflow on every reconnect.
+  void setRedelivery(std::vector<std::string> ids) {
+    std::lock_guard lock(redelivery_mu_);
+    redelivery_.assign(std::make_move_iterator(ids.begin()), std::make_move_iterator(ids.end()));
+    redelivery_left_.store(redelivery_.size(), std::memory_order_release);
+  }
+  std::vector<std::string> takeRedelivery(size_t n) {
+    std::lock_guard lock(redelivery_mu_);
+    std::vector<std::string> out;
+    while (!redelivery_.empty() && out.size() < n) {
+      out.push_back(std::move(redelivery_.front()));
+      redelivery_.pop_front();
+    }
+    redelivery_left_.store(redelivery_.size(), std::memory_order_release);
+    return out;
+  }
+  size_t redeliveryLeft() const { return redelivery_left_.load(std::memory_order_acquire); }
 
   // Core-owned: an output write of this stream failed (disk full), so no result reported on
   // it may be acked any more; the agent keeps output and results and resends both on its
@@ -85,6 +111,9 @@ class Session {
   enum Phase : uint8_t { kAwaitingHello, kHelloReceived, kLive };
   std::atomic<Phase> phase_{kAwaitingHello};
   std::atomic<bool> output_lost_{false};
+  std::mutex redelivery_mu_;
+  std::deque<std::string> redelivery_;
+  std::atomic<size_t> redelivery_left_{0};
 };
 
 }  // namespace muster::server

@@ -9,6 +9,7 @@
 namespace muster::server {
 
 void CommandService::tick() {
+  topUpRedeliveries();
   storeDispatchMarks();
   retryFailedSlices();
   sweepDeadlines();
@@ -47,7 +48,7 @@ void CommandService::sweepDeadlines() {
   });
   for (auto& c : ended) {
     spdlog::warn("command {} on {}: {}", c.command.id, c.command.host_id, c.command.error);
-    storeTerminal(std::move(c.command), std::move(c.only_if), nullptr);
+    storeTerminal(std::move(c.command), c.from, std::move(c.only_if), nullptr);
   }
 }
 

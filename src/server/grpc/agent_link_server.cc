@@ -57,6 +57,14 @@ class GrpcSession final : public Session {
   const std::string& sessionId() const override { return session_id_; }
   bool send(ServerEvent event) override;
   void close(absl::Status why) override;
+  size_t queuedMessages() const override {
+    std::lock_guard lock(mu_);
+    return queue_.size();
+  }
+  size_t queuedBytes() const override {
+    std::lock_guard lock(mu_);
+    return queue_bytes_;
+  }
 
   void bind(LinkStream* stream, grpc::CallbackServerContext* ctx) {
     stream_ = stream;
@@ -80,7 +88,7 @@ class GrpcSession final : public Session {
   const AgentLinkOptions& options_;
   Limits& limits_;
   const common::Clock& clock_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable cancel_done_;
   LinkStream* stream_ ABSL_GUARDED_BY(mu_) = nullptr;  // null after OnDone
   grpc::CallbackServerContext* ctx_ ABSL_GUARDED_BY(mu_) = nullptr;

@@ -272,15 +272,21 @@ TEST(OpenCommandsTest, ApplyFirstPicksTheEventTheStateTakes) {
   EXPECT_TRUE(open.get("d")->cancel_requested);
 }
 
-TEST(OpenCommandsTest, ReopenKeepsAnUnstoredEndOpenAsRunning) {
+TEST(OpenCommandsTest, ReopenRestoresTheStateAnUnstoredEndCameFrom) {
   OpenCommands open;
   model::Command c = command("a", "h1", S::kSucceeded);
-  open.reopen(c);
-  EXPECT_EQ(open.get("a")->state, S::kRunning);
+  c.exit_code = 0;
+  c.finished_at_ms = 99;
+  open.reopen(c, S::kQueued);  // a cancel of a queued command the store refused
+  EXPECT_EQ(open.get("a")->state, S::kQueued);
+  EXPECT_FALSE(open.get("a")->exit_code.has_value());
+  EXPECT_EQ(open.get("a")->finished_at_ms, 0);
   c.state = S::kFailed;
-  open.reopen(c);  // open already: left alone
-  EXPECT_EQ(open.get("a")->state, S::kRunning);
+  open.reopen(c, S::kRunning);  // open already: left alone
+  EXPECT_EQ(open.get("a")->state, S::kQueued);
   EXPECT_EQ(open.idsOfHost("h1"), std::vector<std::string>{"a"});
+  open.reopen(command("b", "h1", S::kSucceeded), S::kTimedOut);  // ended in the store
+  EXPECT_FALSE(open.get("b").has_value());
 }
 
 }  // namespace

@@ -1045,5 +1045,73 @@ TEST_F(ControlPlaneTest, ResultsWaitInTheAgentWhileTheStoreIsFarBehind) {
   ASSERT_EQ(s3->sent<ResultAckMsg>().size(), 1u);
 }
 
+// An enrolled agent could fill the disk through its finished commands, resending output at
+// new offsets for ever. Resends within what it may keep are stored (they replace, at the same
+// offsets); past twice max_output_bytes per stream they are dropped and counted.
+TEST_F(ControlPlaneTest, OutputForAnEndedCommandIsBoundedByWhatTheAgentMayKeep) {
+  config_.max_output_bytes = 1000;
+  openPlane();
+  enroll("web-1");
+  auto s = connect("web-1");
+  const std::string id = run("web-1").commands[0].id;
+  plane_->commands().onAccepted(s, id);
+  plane_->commands().onResult(s, exited(id, 0));
+  ASSERT_TRUE(store_->flush().ok());
+  auto send = [&](uint64_t offset, size_t len) {
+    plane_->commands().onOutput(s,
+                                {id, model::OutputStream::kStdout, offset, std::string(len, 'x')});
+    ASSERT_TRUE(store_->flush().ok());
+  };
+  send(0, 900);    // a resend after a reconnect: stored
+  send(0, 900);    // the same again: replaces, the total stays 900
+  send(900, 900);  // 1800 <= 2000: stored
+  EXPECT_EQ(*store_->outputBytes(id, model::OutputStream::kStdout), 1800u);
+  EXPECT_EQ(plane_->limits().hits(Limit::kOutputBudget), 0u);
+  for (uint64_t off = 1800; off < 20000; off += 900) send(off, 900);
+  EXPECT_EQ(*store_->outputBytes(id, model::OutputStream::kStdout), 1800u);
+  EXPECT_EQ(plane_->limits().hits(Limit::kOutputBudget), 21u);
+  EXPECT_FALSE(s->closed());  // dropped, not a reason to end the stream
+  // stderr has a budget of its own.
+  plane_->commands().onOutput(s, {id, model::OutputStream::kStderr, 0, std::string(900, 'e')});
+  ASSERT_TRUE(store_->flush().ok());
+  EXPECT_EQ(*store_->outputBytes(id, model::OutputStream::kStderr), 900u);
+}
+
+// A host with more open commands than its link's send queue holds used to get them all at
+// once on every reconnect: the queue overflowed, the stream ended, and the next one started
+// the same redelivery again, for ever. They now go a window at a time, as the agent reads.
+TEST_F(ControlPlaneTest, ManyOpenCommandsAreRedeliveredAWindowAtATime) {
+  config_.redelivery_window_messages = 64;
+  openPlane();
+  enroll("web-1");
+  std::set<std::string> ids;
+  for (int i = 0; i < 300; ++i) ids.insert(run("web-1").commands[0].id);
+  auto s = open("web-1");
+  s->simulateQueue();
+  HelloInfo hello;
+  hello.agent_id = "web-1";
+  ASSERT_TRUE(plane_->onHello(s, hello).ok());
+  const size_t first = s->sent<DispatchMsg>().size();
+  EXPECT_GE(first, 32u);
+  EXPECT_LE(s->queuedMessages(), 64u);  // Welcome and the window
+  plane_->tick();                       // the agent read nothing: nothing more
+  EXPECT_EQ(s->sent<DispatchMsg>().size(), first);
+  s->readAll();
+  plane_->commands().onAccepted(s, *ids.begin());  // a report tops the window up
+  const size_t second = s->sent<DispatchMsg>().size();
+  EXPECT_GT(second, first);
+  EXPECT_LE(second - first, 64u);
+  for (int i = 0; i < 20 && s->sent<DispatchMsg>().size() < 300; ++i) {
+    EXPECT_LE(s->queuedMessages(), 64u);
+    s->readAll();
+    plane_->tick();  // a quiet agent still gets the rest
+  }
+  std::multiset<std::string> dispatched;
+  for (const auto& d : s->sent<DispatchMsg>()) dispatched.insert(d.command.id);
+  EXPECT_EQ(dispatched.size(), 300u);
+  EXPECT_EQ(std::set<std::string>(dispatched.begin(), dispatched.end()), ids);  // each once
+  EXPECT_FALSE(s->closed());
+}
+
 }  // namespace
 }  // namespace muster::server

@@ -34,6 +34,22 @@ class FakeSession final : public Session {
     closed_ = true;
   }
 
+  // With a simulated queue, every event sent stays queued until readAll(): queuedMessages()
+  // is what the agent has not read yet (without, it reports 0, as an unknown queue).
+  void simulateQueue() {
+    std::lock_guard lock(mu_);
+    simulate_queue_ = true;
+    read_ = events_.size();
+  }
+  void readAll() {
+    std::lock_guard lock(mu_);
+    read_ = events_.size();
+  }
+  size_t queuedMessages() const override {
+    std::lock_guard lock(mu_);
+    return simulate_queue_ ? events_.size() - read_ : 0;
+  }
+
   template <class T>
   std::vector<T> sent() {
     std::lock_guard lock(mu_);
@@ -54,7 +70,9 @@ class FakeSession final : public Session {
 
  private:
   std::string agent_id_, session_id_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
+  bool simulate_queue_ = false;
+  size_t read_ = 0;
   std::vector<ServerEvent> events_;
   bool closed_ = false;
   std::optional<absl::Status> close_status_;
