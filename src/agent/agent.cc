@@ -347,9 +347,18 @@ void Agent::pumpReplay() {
     auto [id, with_result] = replay_queue_.front();
     replay_queue_.pop_front();
     if (with_result && outbox_->lookup(id) != Outbox::Known::kFinished) continue;  // acked
-    if (with_result) replay_awaiting_ack_.insert(id);
+    if (with_result && !replay_awaiting_ack_.insert(id).second) continue;          // sent already
     sendAll(outbox_->replay(id, with_result));
   }
+}
+
+void Agent::replayFinished(const std::string& id) {
+  // The server asks again for a command that ended here (it missed the result): through the
+  // replay window like the rest of the outbox, once, not straight onto the link (a server
+  // redelivering thousands of them would queue every output at once).
+  if (replay_awaiting_ack_.count(id) > 0) return;
+  replay_queue_.push_back({id, true});
+  pumpReplay();
 }
 
 void Agent::onCommand(const muster::v1::Command& command) {
@@ -362,7 +371,7 @@ void Agent::onCommand(const muster::v1::Command& command) {
   switch (outbox_->lookup(id)) {
     case Outbox::Known::kNew: startCommand(command); return;
     case Outbox::Known::kRunning: return;  // a redelivery of what runs now
-    case Outbox::Known::kFinished: sendAll(outbox_->replay(id, true)); return;
+    case Outbox::Known::kFinished: replayFinished(id); return;
     case Outbox::Known::kAcked: return;
   }
 }
@@ -459,7 +468,7 @@ void Agent::onCancel(const std::string& id, const std::string& reason) {
     return;
   }
   switch (outbox_->lookup(id)) {
-    case Outbox::Known::kFinished: sendAll(outbox_->replay(id, true)); return;
+    case Outbox::Known::kFinished: replayFinished(id); return;
     case Outbox::Known::kAcked:
     case Outbox::Known::kRunning: return;
     case Outbox::Known::kNew: break;

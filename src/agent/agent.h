@@ -99,6 +99,8 @@ class Agent {
   void sendAll(std::vector<muster::v1::AgentMessage> messages);
   // Resends the next part of the outbox replay while the window has room.
   void pumpReplay();
+  // A finished, unacked command the server delivered again: queued for the replay window.
+  void replayFinished(const std::string& id);
   void drain();
 
   AgentConfig config_;

@@ -12,6 +12,10 @@ namespace muster::server {
 namespace {
 using model::CommandState;
 
+// Output stored for an ended command, per stream, in max_output_bytes: the open budget (8)
+// and two replays of what an agent keeps (head and tail, at most max_output_bytes each).
+constexpr uint64_t kLateOutputBudgetFactor = 10;
+
 absl::Status notItsCommand(const std::string& command_id, const Session& session) {
   return absl::PermissionDeniedError(
       absl::StrCat("command ", command_id, " does not belong to agent ", session.agentId()));
@@ -123,9 +127,11 @@ void CommandService::onOutput(const std::shared_ptr<Session>& session, model::Ou
       session->close(notItsCommand(chunk.command_id, *session));
       return;
     }
-    // An ended command's output grows only by what its agent kept and had not delivered; a
-    // resend replaces the chunks at its offsets. Past twice what an agent may keep per stream
-    // it is an agent filling the disk through its finished commands.
+    // An ended command's output grows only by what its agent kept and had not delivered
+    // (head and tail, replayed at offsets of its own, so they may overlap the live chunks
+    // without replacing them). Past the open budget (8 x max_output_bytes received) plus two
+    // replays it is an agent filling the disk through its finished commands. Waited for, so
+    // the size read for the next chunk includes this one.
     auto bytes = store_.outputBytes(chunk.command_id, chunk.stream);
     if (!bytes.ok()) {
       session->markOutputLost();
@@ -133,15 +139,15 @@ void CommandService::onOutput(const std::shared_ptr<Session>& session, model::Ou
           "cannot read output of command ", chunk.command_id, ": ", bytes.status().message())));
       return;
     }
-    if (*bytes + chunk.data.size() > 2 * config_.max_output_bytes) {
+    if (*bytes + chunk.data.size() > kLateOutputBudgetFactor * config_.max_output_bytes) {
       metrics_.limits.hit(
           Limit::kOutputBudget, clock_.steadyMs(),
           absl::StrCat("agent ", session->agentId(), " resent more output for ended command ",
                        chunk.command_id, " than it may keep; dropping the rest"));
       return;
     }
-    auto done = outputWritten(session, chunk.command_id);
-    store_.write(store::AppendOutput{std::move(chunk)}, std::move(done));
+    std::string id = chunk.command_id;
+    outputWritten(session, id)(store_.writeAndWait(store::AppendOutput{std::move(chunk)}));
   });
 }
 
@@ -252,7 +258,18 @@ void CommandService::storeTerminal(model::Command updated, CommandState from,
     }
     if (r.rows == 0) {
       // The stored state moved under us (e.g. expired concurrently); reconcile from the store.
-      if (ack_to && updated.result_source == model::ResultSource::kAgent) {
+      if (!ack_to) {
+        // A server-side end (timeout, expiry, cancel) whose guard missed: the store holds a
+        // state memory had moved past (an earlier write failed). Still open there, it is open
+        // here again, as stored, so the sweeps apply to it instead of it being forgotten.
+        slow_path_.post([this, id = updated.id] {
+          auto stored = store_.getCommand(id);
+          if (!stored.ok() || !stored->has_value() || model::isTerminal((*stored)->state)) return;
+          open_.reopen(**stored, (*stored)->state);
+        });
+        return;
+      }
+      if (updated.result_source == model::ResultSource::kAgent) {
         model::CommandResult again;
         again.command_id = updated.id;
         again.state = updated.state;

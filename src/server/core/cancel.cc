@@ -6,6 +6,13 @@
 
 namespace muster::server {
 
+void CommandService::reopenAndDeliver(model::Command command, model::CommandState from) {
+  std::string id = command.id, host = command.host_id;
+  open_.reopen(std::move(command), from);
+  // Its host may have connected while it was out of the table (and missed it).
+  if (auto session = hosts_.sessionFor(host)) deliver(session, {id});
+}
+
 absl::StatusOr<model::Command> CommandService::cancel(const std::string& id,
                                                       const std::string& reason) {
   // A command that never left the server ends right here; one its agent has is asked to stop.
@@ -31,7 +38,7 @@ absl::StatusOr<model::Command> CommandService::cancel(const std::string& id,
   if (!r.status.ok()) {
     // Still open in the store: open here again (a cancel request stays in memory, ahead of
     // the store, and is sent again with the next delivery).
-    if (cancelled.ended()) open_.reopen(snapshot, cancelled.from);
+    if (cancelled.ended()) reopenAndDeliver(snapshot, cancelled.from);
     return r.status;
   }
   if (cancelled.ended()) {
@@ -81,7 +88,7 @@ absl::StatusOr<std::vector<model::Command>> CommandService::cancelRun(const std:
   if (batch.updates.empty()) return out;
   auto r = store_.writeAndWait(std::move(batch));
   if (!r.status.ok()) {
-    for (auto& [c, from] : finished_now) open_.reopen(std::move(c), from);
+    for (auto& [c, from] : finished_now) reopenAndDeliver(std::move(c), from);
     return r.status;
   }
   for (const auto& [c, from] : finished_now) {

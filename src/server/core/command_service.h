@@ -163,6 +163,10 @@ class CommandService {
   // The `done` of an output write: a failure means no result of `session` is acked any more.
   store::WriteDone outputWritten(std::shared_ptr<Session> session, std::string command_id);
 
+  // --- cancel.cc ---
+  // A cancel the store refused: open again as it was, and sent if its host is online.
+  void reopenAndDeliver(model::Command command, model::CommandState from);
+
   // --- sweeps.cc ---
   void sweepDeadlines();
 

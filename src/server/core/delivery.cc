@@ -144,31 +144,45 @@ void CommandService::onAgentConnected(const std::shared_ptr<Session>& session) {
   std::vector<std::string> ids = open_.idsOfHost(session->agentId());
   if (ids.empty()) return;
   spdlog::info("agent {}: delivering {} open command(s)", session->agentId(), ids.size());
-  if (ids.size() <= config_.redelivery_window_messages / 2) {
-    deliver(session, ids);
-    return;
-  }
-  // Many: a window at a time, so the send queue never overflows (which would end the stream
-  // and start the same redelivery again on the next one).
+  // A window (messages and bytes) at a time, so the send queue never overflows: that would
+  // end the stream and start the same redelivery again on the next one, for ever.
   session->setRedelivery(std::move(ids));
-  {
-    std::lock_guard lock(redelivering_mu_);
-    redelivering_.push_back(session);
-  }
   topUpRedelivery(session);
+  if (session->redeliveryLeft() == 0) return;
+  std::lock_guard lock(redelivering_mu_);
+  redelivering_.push_back(session);
 }
 
 void CommandService::topUpRedelivery(const std::shared_ptr<Session>& session) {
-  // Small batches: a command's size is known only once it is queued.
-  // At most a window per call, also where the transport cannot tell its queue.
-  constexpr size_t kBatch = 16;
-  const size_t window = config_.redelivery_window_messages;
-  for (size_t sent = 0; sent + kBatch <= window && session->redeliveryLeft() > 0 &&
-                        session->queuedMessages() + kBatch <= window &&
-                        session->queuedBytes() < config_.redelivery_window_bytes;
-       sent += kBatch) {
-    std::vector<std::string> ids = session->takeRedelivery(kBatch);
+  // One top-up per link at a time (the tick and the link's reader both call this), so two
+  // cannot each see room and fill it twice.
+  Session::RedeliveryTurn turn(*session);
+  if (!turn) return;
+  const size_t window = std::max<size_t>(1, config_.redelivery_window_messages);
+  const size_t window_bytes = config_.redelivery_window_bytes;
+  // At most a window per call, also where the transport cannot tell its queue. A command's
+  // size is known only once it is queued: one goes first, then batches (up to 16) of what the
+  // room left holds at the size the last batch took. The overshoot is one batch's error.
+  size_t sent = 0;
+  size_t per_command = 0;  // bytes, learnt from the last batch; 0: not known yet
+  bool first = true;
+  while (sent < window && session->redeliveryLeft() > 0) {
+    const size_t queued = session->queuedMessages();
+    const size_t bytes = session->queuedBytes();
+    if (queued >= window || bytes >= window_bytes) return;
+    size_t batch = 16;
+    if (per_command > 0) {
+      batch = std::clamp<size_t>((window_bytes - bytes) / per_command, 1, 16);
+    } else if (first) {
+      batch = 1;
+    }
+    batch = std::min({batch, window - sent, window - queued});
+    std::vector<std::string> ids = session->takeRedelivery(batch);
     if (ids.empty() || !deliver(session, ids)) return;
+    sent += ids.size();
+    first = false;
+    const size_t after = session->queuedBytes();
+    if (after > bytes) per_command = std::max<size_t>(1, (after - bytes) / ids.size());
   }
 }
 

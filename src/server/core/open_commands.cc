@@ -98,6 +98,8 @@ void OpenCommands::reopen(model::Command command, model::CommandState from) {
   command.signal = 0;
   command.error.clear();
   command.result_source = model::ResultSource::kNone;
+  command.output_truncated = false;
+  command.stdout_bytes = command.stderr_bytes = 0;
   addLocked(std::move(command));
 }
 

@@ -96,6 +96,23 @@ class Session {
     return out;
   }
   size_t redeliveryLeft() const { return redelivery_left_.load(std::memory_order_acquire); }
+  // Held while the core tops the window up; false (not taken) when another thread does.
+  class RedeliveryTurn {
+   public:
+    explicit RedeliveryTurn(Session& s) : s_(s) {
+      taken_ = !s_.topping_up_.exchange(true, std::memory_order_acq_rel);
+    }
+    ~RedeliveryTurn() {
+      if (taken_) s_.topping_up_.store(false, std::memory_order_release);
+    }
+    RedeliveryTurn(const RedeliveryTurn&) = delete;
+    RedeliveryTurn& operator=(const RedeliveryTurn&) = delete;
+    explicit operator bool() const { return taken_; }
+
+   private:
+    Session& s_;
+    bool taken_ = false;
+  };
 
   // Core-owned: an output write of this stream failed (disk full), so no result reported on
   // it may be acked any more; the agent keeps output and results and resends both on its
@@ -114,6 +131,7 @@ class Session {
   std::mutex redelivery_mu_;
   std::deque<std::string> redelivery_;
   std::atomic<size_t> redelivery_left_{0};
+  std::atomic<bool> topping_up_{false};
 };
 
 }  // namespace muster::server

@@ -1046,30 +1046,33 @@ TEST_F(ControlPlaneTest, ResultsWaitInTheAgentWhileTheStoreIsFarBehind) {
 }
 
 // An enrolled agent could fill the disk through its finished commands, resending output at
-// new offsets for ever. Resends within what it may keep are stored (they replace, at the same
-// offsets); past twice max_output_bytes per stream they are dropped and counted.
+// new offsets for ever. What a well-behaved agent sends is stored: live output, then after a
+// reconnect its replay of head and tail at offsets of its own (overlapping the live chunks).
+// Past 10 x max_output_bytes per stream more is dropped and counted.
 TEST_F(ControlPlaneTest, OutputForAnEndedCommandIsBoundedByWhatTheAgentMayKeep) {
   config_.max_output_bytes = 1000;
   openPlane();
   enroll("web-1");
   auto s = connect("web-1");
   const std::string id = run("web-1").commands[0].id;
-  plane_->commands().onAccepted(s, id);
-  plane_->commands().onResult(s, exited(id, 0));
-  ASSERT_TRUE(store_->flush().ok());
   auto send = [&](uint64_t offset, size_t len) {
     plane_->commands().onOutput(s,
                                 {id, model::OutputStream::kStdout, offset, std::string(len, 'x')});
     ASSERT_TRUE(store_->flush().ok());
   };
-  send(0, 900);    // a resend after a reconnect: stored
-  send(0, 900);    // the same again: replaces, the total stays 900
-  send(900, 900);  // 1800 <= 2000: stored
-  EXPECT_EQ(*store_->outputBytes(id, model::OutputStream::kStdout), 1800u);
+  plane_->commands().onAccepted(s, id);
+  for (uint64_t off = 0; off < 6000; off += 1000) send(off, 1000);  // live: 6000 bytes
+  plane_->commands().onResult(s, exited(id, 0));
+  ASSERT_TRUE(store_->flush().ok());
+  send(0, 500);     // the replay's head: replaces nothing (a shorter chunk at 0 is kept out)
+  send(5500, 500);  // the replay's tail, overlapping the last live chunk
+  send(5500, 500);  // and again after another reconnect: replaces, the total stays
+  EXPECT_EQ(*store_->outputBytes(id, model::OutputStream::kStdout), 6500u);
   EXPECT_EQ(plane_->limits().hits(Limit::kOutputBudget), 0u);
-  for (uint64_t off = 1800; off < 20000; off += 900) send(off, 900);
-  EXPECT_EQ(*store_->outputBytes(id, model::OutputStream::kStdout), 1800u);
-  EXPECT_EQ(plane_->limits().hits(Limit::kOutputBudget), 21u);
+  // A flood at new offsets: stored up to 10,000 bytes, then dropped.
+  for (uint64_t off = 6000; off < 20000; off += 1000) send(off, 1000);
+  EXPECT_EQ(*store_->outputBytes(id, model::OutputStream::kStdout), 9500u);
+  EXPECT_EQ(plane_->limits().hits(Limit::kOutputBudget), 11u);
   EXPECT_FALSE(s->closed());  // dropped, not a reason to end the stream
   // stderr has a budget of its own.
   plane_->commands().onOutput(s, {id, model::OutputStream::kStderr, 0, std::string(900, 'e')});
@@ -1111,6 +1114,58 @@ TEST_F(ControlPlaneTest, ManyOpenCommandsAreRedeliveredAWindowAtATime) {
   EXPECT_EQ(dispatched.size(), 300u);
   EXPECT_EQ(std::set<std::string>(dispatched.begin(), dispatched.end()), ids);  // each once
   EXPECT_FALSE(s->closed());
+}
+
+// Large commands (scripts near the API's body limit): the window is in bytes too, so the
+// send queue's byte bound is not overrun either. A window below the batch size still moves.
+TEST_F(ControlPlaneTest, RedeliveryKeepsToTheByteWindow) {
+  config_.redelivery_window_messages = 64;
+  config_.redelivery_window_bytes = 20'000;
+  openPlane();
+  enroll("web-1");
+  std::set<std::string> ids;
+  for (int i = 0; i < 40; ++i) {
+    CreateRunRequest req;
+    req.host_ids = {"web-1"};
+    req.exec.argv = {"echo", std::string(3000, 'a')};
+    req.created_by = "test";
+    auto r = plane_->commands().createRun(req);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ids.insert(r->commands[0].id);
+  }
+  auto s = open("web-1");
+  s->simulateQueue();
+  HelloInfo hello;
+  hello.agent_id = "web-1";
+  ASSERT_TRUE(plane_->onHello(s, hello).ok());
+  for (int i = 0; i < 60 && s->sent<DispatchMsg>().size() < 40; ++i) {
+    EXPECT_LE(s->queuedBytes(), 20'000u + 3'100u);  // the window and at most one command
+    s->readAll();
+    plane_->tick();
+  }
+  std::multiset<std::string> dispatched;
+  for (const auto& d : s->sent<DispatchMsg>()) dispatched.insert(d.command.id);
+  EXPECT_EQ(dispatched.size(), 40u);
+  EXPECT_EQ(std::set<std::string>(dispatched.begin(), dispatched.end()), ids);
+}
+
+// --max-send-queue 16 makes a window of 8, below the batch of 16: it must still move.
+TEST_F(ControlPlaneTest, RedeliveryWithAWindowBelowTheBatchStillDeliversEverything) {
+  config_.redelivery_window_messages = 3;
+  openPlane();
+  enroll("web-1");
+  for (int i = 0; i < 10; ++i) run("web-1");
+  auto s = open("web-1");
+  s->simulateQueue();
+  HelloInfo hello;
+  hello.agent_id = "web-1";
+  ASSERT_TRUE(plane_->onHello(s, hello).ok());
+  for (int i = 0; i < 20 && s->sent<DispatchMsg>().size() < 10; ++i) {
+    EXPECT_LE(s->queuedMessages(), 3u + 1u);
+    s->readAll();
+    plane_->tick();
+  }
+  EXPECT_EQ(s->sent<DispatchMsg>().size(), 10u);
 }
 
 }  // namespace

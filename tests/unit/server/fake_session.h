@@ -49,6 +49,19 @@ class FakeSession final : public Session {
     std::lock_guard lock(mu_);
     return simulate_queue_ ? events_.size() - read_ : 0;
   }
+  // Unread bytes, counting a Dispatch as its argv plus 64 and anything else as 64.
+  size_t queuedBytes() const override {
+    std::lock_guard lock(mu_);
+    if (!simulate_queue_) return 0;
+    size_t bytes = 0;
+    for (size_t i = read_; i < events_.size(); ++i) {
+      bytes += 64;
+      if (auto* d = std::get_if<DispatchMsg>(&events_[i])) {
+        for (const auto& a : d->command.exec.argv) bytes += a.size();
+      }
+    }
+    return bytes;
+  }
 
   template <class T>
   std::vector<T> sent() {
