@@ -18,4 +18,12 @@ export LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$root/tests/lsan.supp:print_su
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 export TSAN_OPTIONS="${TSAN_OPTIONS:-suppressions=$root/tests/tsan.supp:halt_on_error=1:second_deadlock_stack=1:report_signal_unsafe=0}"
 cd "$BUILD_DIR"
-ctest --output-on-failure --timeout 300 -j "$(nproc)" "$@"
+extra=()
+if [ "${MUSTER_SANITIZE:-}" = thread ]; then
+  # gRPC, protobuf and Debian's Abseil are not built with TSan: every hand-off through gRPC's
+  # completion queue would be reported as a race (tests/tsan.supp). The tests that run the
+  # gRPC link are left out; everything else runs.
+  echo "[test] TSan: leaving out the tests labelled grpc (uninstrumented gRPC)" >&2
+  extra=(-LE grpc)
+fi
+ctest --output-on-failure --timeout 300 -j "$(nproc)" "${extra[@]}" "$@"

@@ -434,7 +434,7 @@ void ProcessRunner::run() {
     std::string cancel_reason;
     ExitKind cancel_kind = ExitKind::kCancelled;
     {
-      absl::MutexLock lock(&mu_);
+      std::lock_guard lock(mu_);
       if (cancel_requested_ && !cancel_seen) {
         cancel_seen = cancel_now = true;
         cancel_reason = cancel_reason_;
@@ -588,7 +588,7 @@ void ProcessRunner::run() {
 
 void ProcessRunner::cancel(std::string reason, ExitKind kind) {
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard lock(mu_);
     if (cancel_requested_) return;
     cancel_requested_ = true;
     cancel_reason_ = std::move(reason);
@@ -605,7 +605,7 @@ ProcessRunner::~ProcessRunner() {
       thread_.detach();  // destroyed from on_exit: run() touches nothing after it returns
     } else {
       {
-        absl::MutexLock lock(&mu_);
+        std::lock_guard lock(mu_);
         destroying_ = true;
       }
       uint64_t one = 1;

@@ -10,12 +10,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <mutex>
 #include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "common/clock.h"
 
 namespace muster::agent {
@@ -131,7 +131,9 @@ class ProcessRunner {
   int64_t started_at_ms_ = 0;
   int64_t started_steady_ms_ = 0;
 
-  absl::Mutex mu_;
+  // std::mutex, not absl::Mutex: Debian's Abseil is built without TSan annotations, so the
+  // sanitizer could not see what an absl::Mutex orders (races reported on guarded fields).
+  std::mutex mu_;
   bool cancel_requested_ ABSL_GUARDED_BY(mu_) = false;
   std::string cancel_reason_ ABSL_GUARDED_BY(mu_);
   ExitKind cancel_kind_ ABSL_GUARDED_BY(mu_) = ExitKind::kCancelled;
