@@ -5,7 +5,9 @@
 # fan-out p99, RSS per agent and the reconnect storm. Not part of the test suite.
 # Usage: bench/ab.sh BASE [N] [PAIRS]        (default: N=10000, PAIRS=3)
 # Env:   MUSTER_AB_DIR (where BASE is built; default /tmp/muster-ab-<BASE>),
-#        MUSTER_AB_OUT (results; default /tmp/muster-ab-out/<time>)
+#        MUSTER_AB_OUT (results; default /tmp/muster-ab-out/<time>),
+#        MUSTER_AB_SCENARIO (default fanout,reconnect-storm; "connect" for memory only),
+#        MUSTER_AB_HEAD_ARGS (extra musterd flags for the head, e.g. to isolate one feature)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE="${1:?usage: bench/ab.sh BASE [N] [PAIRS]}"
@@ -41,11 +43,16 @@ for ((pair = 1; pair <= PAIRS; pair++)); do
   if ((pair % 2)); then order=(base head); else order=(head base); fi
   for v in "${order[@]}"; do
     log "pair $pair: $v (${musterd[$v]})"
+    extra=()
+    if [ "$v" = head ] && [ -n "${MUSTER_AB_HEAD_ARGS:-}" ]; then
+      for a in $MUSTER_AB_HEAD_ARGS; do extra+=("--musterd-arg=$a"); done
+    fi
     sleep 5  # TIME_WAIT sockets of the previous run drain
     # Each variant keeps its own data dir (enrolled once, reused by later pairs).
     "$loadgen" --musterd "${musterd[$v]}" --agents "$N" --addresses $((N / 8000 + 1)) \
-      --scenario fanout,reconnect-storm --work-dir "/tmp/muster-ab-$v-$N" \
-      --heartbeat-seconds 30 > "$OUT/$v-$pair.jsonl" || log "$v pair $pair: loadgen reported a failure"
+      --scenario "${MUSTER_AB_SCENARIO:-fanout,reconnect-storm}" --work-dir "/tmp/muster-ab-$v-$N" \
+      --heartbeat-seconds 30 "${extra[@]}" > "$OUT/$v-$pair.jsonl" ||
+      log "$v pair $pair: loadgen reported a failure"
   done
 done
 python3 bench/ab_report.py "$OUT" "$base_rev" "$head_rev" "$N"
