@@ -23,7 +23,11 @@ class MusterdFlagsTest : public ::testing::Test {
     if (!http) argv.insert(argv.end(), {"--http-listen", "127.0.0.1:0"});
     if (!grpc) argv.insert(argv.end(), {"--grpc-listen", "127.0.0.1:0"});
     argv.insert(argv.end(), args.begin(), args.end());
-    Process p(argv, dir_.sub("musterd-" + std::to_string(runs_++)));
+    return runToExit(argv, err);
+  }
+  // Runs `argv` until it exits (killed after 20 s); returns its exit status.
+  int runToExit(const std::vector<std::string>& argv, std::string* err) {
+    Process p(argv, dir_.sub("run-" + std::to_string(runs_++)));
     int status = p.wait(std::chrono::seconds(20));
     if (status == -1) {
       p.signal(SIGKILL);
@@ -103,15 +107,9 @@ TEST_F(MusterdFlagsTest, AgentDurationsAndSizesOutOfRangeAreRefused) {
     std::vector<std::string> argv = {AGENT_BIN, "--server", "127.0.0.1:1", "--state-dir",
                                      dir_.sub("agent-" + std::to_string(runs_))};
     argv.insert(argv.end(), args.begin(), args.end());
-    Process p(argv, dir_.sub("agent-run-" + std::to_string(runs_++)));
-    int status = p.wait(std::chrono::seconds(20));
-    if (status == -1) {
-      p.signal(SIGKILL);
-      p.wait();
-    }
-    EXPECT_EQ(status, 2) << args[0] << " " << args[1] << ": " << p.err();
-    EXPECT_NE(p.err().find(says), std::string::npos)
-        << args[0] << " " << args[1] << ": " << p.err();
+    std::string err;
+    EXPECT_EQ(runToExit(argv, &err), 2) << args[0] << " " << args[1] << ": " << err;
+    EXPECT_NE(err.find(says), std::string::npos) << args[0] << " " << args[1] << ": " << err;
   }
 }
 

@@ -117,22 +117,24 @@ absl::StatusOr<std::vector<model::OutputChunk>> Queries::outputPage(const std::s
 
 absl::Status Queries::settle() { return store_.flush(); }
 
-absl::StatusOr<std::vector<EnrollTokenView>> Queries::enrollTokens() {
-  auto tokens = store_.listEnrollTokens();
+namespace {
+// The views of stored tokens (never their hashes).
+template <class View, class Token>
+absl::StatusOr<std::vector<View>> viewsOf(absl::StatusOr<std::vector<Token>> tokens) {
   if (!tokens.ok()) return tokens.status();
-  std::vector<EnrollTokenView> out;
+  std::vector<View> out;
   out.reserve(tokens->size());
   for (const auto& t : *tokens) out.push_back(tokenView(t));
   return out;
 }
+}  // namespace
+
+absl::StatusOr<std::vector<EnrollTokenView>> Queries::enrollTokens() {
+  return viewsOf<EnrollTokenView>(store_.listEnrollTokens());
+}
 
 absl::StatusOr<std::vector<ApiTokenView>> Queries::apiTokens() {
-  auto tokens = store_.listApiTokens();
-  if (!tokens.ok()) return tokens.status();
-  std::vector<ApiTokenView> out;
-  out.reserve(tokens->size());
-  for (const auto& t : *tokens) out.push_back(tokenView(t));
-  return out;
+  return viewsOf<ApiTokenView>(store_.listApiTokens());
 }
 
 absl::Status Queries::ready() { return store_.ping(); }
