@@ -37,6 +37,8 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", config.state_dir, "credential, journal and outbox")
       ->capture_default_str();
   app.add_option("--enroll-token", config.enroll_token, "one-time token to enroll with");
+  app.add_flag("--rotate-credential", config.rotate_credential,
+               "enrolled already: get a new credential (with --enroll-token), proving the old one");
   app.add_option("--id", config.id, "agent id (default: /etc/machine-id)");
   app.add_option("--label", labels, "k=v label of this host (repeatable)");
   app.add_option("--max-output-bytes", max_output, "output kept per command and stream")

@@ -20,6 +20,7 @@
 #include "common/duration.h"
 #include "common/fmt_absl.h"
 #include "common/fs.h"
+#include "common/ids.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "common/worker_pool.h"
@@ -45,6 +46,7 @@ struct Flags {
   int64_t max_send_queue = 4096;
   int64_t max_pending_enrolls = 256;
   int64_t max_store_backlog = 200'000;
+  std::vector<std::string> agent_label_keys;  // empty: agents may set any label key
   // Bounds on what HTTP clients can fill (docs/api.md, "Limits"); HttpOptions' defaults.
   int64_t http_max_connections = 1024;
   int64_t http_max_followers = 512;
@@ -144,6 +146,14 @@ int run(const Flags& flags) {
   }
   server::CoreConfig config;
   config.max_store_backlog = static_cast<size_t>(flags.max_store_backlog);
+  for (const auto& key : flags.agent_label_keys) {
+    if (!common::isValidLabelKey(key)) {
+      std::cerr << "musterd: invalid --agent-label-keys key '" << key
+                << "': keys are [A-Za-z0-9._/-]{1,63}\n";
+      return 2;
+    }
+    config.agent_label_keys.insert(key);
+  }
   // Redelivery stays well inside the send-queue bound (else a host with many open commands
   // would overflow it on every reconnect).
   config.redelivery_window_messages = std::min<size_t>(
@@ -304,6 +314,10 @@ int main(int argc, char** argv) {
                  "Enroll calls waiting for a worker before more get RESOURCE_EXHAUSTED")
       ->check(CLI::Range(int64_t{1}, int64_t{1'000'000}))
       ->capture_default_str();
+  app.add_option("--agent-label-keys", flags.agent_label_keys,
+                 "label keys agents may set for themselves, comma-separated (default: any); "
+                 "labels from an enrollment token or an operator are never replaced by agents")
+      ->delimiter(',');
   app.add_option("--max-store-backlog", flags.max_store_backlog,
                  "store writes queued before agents' results wait in their outboxes")
       ->check(CLI::Range(int64_t{1'000}, int64_t{100'000'000}))

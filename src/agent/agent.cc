@@ -2,6 +2,7 @@
 #include "agent/agent.h"
 
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <thread>
 
@@ -14,6 +15,7 @@
 #include "agent/system_info.h"
 #include "common/fmt_absl.h"
 #include "common/fs.h"
+#include "crypto/secrets.h"
 #include "muster/v1/agent.pb.h"
 
 namespace muster::agent {
@@ -148,9 +150,15 @@ absl::Status Agent::ensureEnrolled() {
     }
     agent_id_ = (*identity)->agent_id;
     credential_ = (*identity)->credential;
-    return absl::OkStatus();
+    if (!config_.rotate_credential) return absl::OkStatus();
   }
-  auto id = chooseAgentId(config_.id);
+  if (config_.rotate_credential && config_.enroll_token.empty()) {
+    return absl::FailedPreconditionError(
+        "--rotate-credential needs --enroll-token (any valid enrollment token: the current "
+        "credential proves the host)");
+  }
+  auto id = identity->has_value() ? absl::StatusOr<std::string>((*identity)->agent_id)
+                                  : chooseAgentId(config_.id);
   if (!id.ok()) return id.status();
   if (config_.enroll_token.empty()) {
     return absl::FailedPreconditionError(
@@ -162,13 +170,37 @@ absl::Status Agent::ensureEnrolled() {
   request.set_agent_id(*id);
   for (const auto& [k, v] : collectFacts(config_.version)) (*request.mutable_facts())[k] = v;
   for (const auto& [k, v] : config_.labels) (*request.mutable_labels())[k] = v;
+  if (identity->has_value()) request.set_current_credential((*identity)->credential);
+  // One attempt id until the credential is saved: a retry after a lost reply is the same
+  // attempt, which the server lets enroll the id again until the agent first connects.
+  const std::string attempt_path = config_.state_dir + "/enroll-attempt";
+  auto attempt = common::readFile(attempt_path);
+  if (!attempt.ok() || attempt->empty()) {
+    attempt = crypto::randomToken("attempt_", 16);
+    if (auto st = common::makeDirs(config_.state_dir, 0700); !st.ok()) return st;
+    if (auto st = common::writeFileAtomic(attempt_path, *attempt, 0600); !st.ok()) return st;
+  }
+  request.set_attempt_id(*attempt);
   auto response = link_factory_->enroll(request, config_.enroll_deadline_ms);
-  if (!response.ok()) return response.status();
+  if (!response.ok()) {
+    if (identity->has_value() && !absl::IsUnavailable(response.status()) &&
+        !absl::IsDeadlineExceeded(response.status())) {
+      // A refused rotation (token used up, say) leaves the credential we have: keep working.
+      spdlog::warn("credential rotation refused ({}); keeping the current credential",
+                   response.status().message());
+      config_.rotate_credential = false;
+      return absl::OkStatus();
+    }
+    return response.status();
+  }
   Identity fresh{*id, response->credential()};
   if (auto st = saveIdentity(config_.state_dir, fresh); !st.ok()) return st;
+  (void)::unlink(attempt_path.c_str());
   agent_id_ = fresh.agent_id;
   credential_ = fresh.credential;
-  spdlog::info("enrolled as agent {}", agent_id_);
+  config_.rotate_credential = false;  // once: a later ensureEnrolled uses the new one
+  spdlog::info("{} as agent {}", identity->has_value() ? "credential rotated" : "enrolled",
+               agent_id_);
   return absl::OkStatus();
 }
 
@@ -378,7 +410,11 @@ void Agent::onCommand(const muster::v1::Command& command) {
 
 void Agent::startCommand(const muster::v1::Command& command) {
   const std::string id = command.command_id();
-  if (auto st = outbox_->accept(command); !st.ok()) {
+  // The journal keeps the spec for a week; secret values are not written to disk (an
+  // interrupted command is reported, never run again, so nothing needs them later).
+  muster::v1::Command journaled = command;
+  journaled.mutable_exec()->clear_secret_env();
+  if (auto st = outbox_->accept(journaled); !st.ok()) {
     // Not journaled, so not accepted: the server redelivers after we reconnect.
     spdlog::error("command {}: cannot journal it ({}); not running it", id, st.message());
     return;
@@ -397,6 +433,7 @@ void Agent::startCommand(const muster::v1::Command& command) {
   spec.argv.assign(exec.argv().begin(), exec.argv().end());
   spec.script = exec.script();
   spec.env.insert(exec.env().begin(), exec.env().end());
+  for (const auto& [k, v] : exec.secret_env()) spec.env[k] = v;
   spec.cwd = exec.cwd();
   spec.timeout_ms = exec.timeout_ms() > 0 ? exec.timeout_ms() : config_.default_timeout_ms;
   spec.kill_grace_ms =

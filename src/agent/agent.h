@@ -34,6 +34,9 @@ struct AgentConfig {
   std::string server = "127.0.0.1:7443";
   std::string state_dir = "/var/lib/muster-agent";
   std::string enroll_token;
+  // With an identity already in the state dir and enroll_token set: enroll again, proving the
+  // current credential, and keep the new one (credential rotation).
+  bool rotate_credential = false;
   std::string id;  // empty: machine id
   std::map<std::string, std::string> labels;
   std::string version = "0.1.0";

@@ -17,7 +17,10 @@ int runMuster(int argc, char** argv) {
   app.add_option("--server", flags.server,
                  "musterd HTTP URL (default: $MUSTER_SERVER, config file, then " +
                      std::string(kDefaultServer) + ")");
-  app.add_option("--token", flags.token, "API token (default: $MUSTER_TOKEN, then config file)");
+  app.add_option("--token", flags.token,
+                 "API token (default: $MUSTER_TOKEN, then config file); visible in `ps`: prefer "
+                 "--token-file or MUSTER_TOKEN");
+  app.add_option("--token-file", flags.token_file, "read the API token from this file");
   app.add_option("--config", flags.config_path,
                  "config file with `server` and `token` (default ~/.config/muster/config.toml)");
 

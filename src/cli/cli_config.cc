@@ -5,6 +5,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -29,6 +30,19 @@ std::string defaultConfigPath() {
 
 absl::StatusOr<ClientConfig> resolveClientConfig(const GlobalFlags& flags) {
   ClientConfig config{flags.server, flags.token};
+  if (!flags.token_file.empty()) {
+    if (!flags.token.empty()) {
+      return absl::InvalidArgumentError("give --token or --token-file, not both");
+    }
+    std::ifstream in(flags.token_file);
+    if (!in || !std::getline(in, config.token) || config.token.empty()) {
+      return absl::NotFoundError(absl::StrCat("--token-file ", flags.token_file,
+                                              ": cannot read a token from it (one line)"));
+    }
+    while (!config.token.empty() && (config.token.back() == '\r' || config.token.back() == ' ')) {
+      config.token.pop_back();
+    }
+  }
   if (config.server.empty()) config.server = env("MUSTER_SERVER");
   if (config.token.empty()) config.token = env("MUSTER_TOKEN");
 

@@ -14,6 +14,7 @@ inline constexpr char kDefaultServer[] = "http://127.0.0.1:7080";
 struct GlobalFlags {
   std::string server;
   std::string token;
+  std::string token_file;   // --token-file: the token read from a file (not in `ps`)
   std::string config_path;  // empty: $XDG_CONFIG_HOME/muster/config.toml or ~/.config/...
 };
 

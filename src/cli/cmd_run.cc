@@ -5,10 +5,13 @@
 #include <atomic>
 #include <boost/json/parse.hpp>
 #include <csignal>
+#include <fstream>
 #include <iostream>
 #include <map>
 #include <memory>
 #include <random>
+#include <sstream>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "cli/command_view.h"
@@ -59,12 +62,44 @@ struct RunOptions {
   std::vector<std::string> hosts;
   std::string timeout;
   std::string expire;
+  std::vector<std::string> env;         // K=V
+  std::vector<std::string> secret_env;  // K=V or K=@file
   bool detach = false;
   bool json = false;
   std::vector<std::string> argv;
   std::string show_id;
   bool show_json = false;
 };
+
+// K=V from a flag; with `files`, K=@PATH reads the value from a file (so a secret need not be
+// in the shell's history or in `ps`); one trailing newline is dropped. The error never quotes
+// the value.
+absl::StatusOr<std::pair<std::string, std::string>> envAssignment(const std::string& flag,
+                                                                  const std::string& item,
+                                                                  bool files) {
+  size_t eq = item.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    // A secret's argument is never echoed (it may be the value itself, its '=' forgotten).
+    if (files)
+      return absl::InvalidArgumentError(absl::StrCat(flag, " wants NAME=VALUE or NAME=@FILE"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " wants NAME=VALUE, got '", item.substr(0, 64), "'"));
+  }
+  std::string name = item.substr(0, eq), value = item.substr(eq + 1);
+  if (files && !value.empty() && value[0] == '@') {
+    std::string path = value.substr(1);
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, " ", name, "=@", path, ": cannot read the file"));
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    value = text.str();
+    if (!value.empty() && value.back() == '\n') value.pop_back();
+  }
+  return std::pair{std::move(name), std::move(value)};
+}
 
 std::string newIdempotencyKey() {
   std::random_device random;
@@ -165,6 +200,17 @@ int runCommand(const ClientConfig& config, const RunOptions& o) {
     body["selector"] = o.selector;
   }
   body["argv"] = std::move(argv);
+  for (auto [flag, list, key] : {std::tuple{"--env", &o.env, "env"},
+                                 std::tuple{"--secret-env", &o.secret_env, "secret_env"}}) {
+    if (list->empty()) continue;
+    json::object vars;
+    for (const auto& item : *list) {
+      auto kv = envAssignment(flag, item, /*files=*/std::string_view(key) == "secret_env");
+      if (!kv.ok()) return reportUsage(std::string(kv.status().message()));
+      vars[kv->first] = kv->second;
+    }
+    body[key] = std::move(vars);
+  }
   // The server checks the same ranges; checking here saves a round trip and names the flag.
   for (auto [flag, value, key, max_ms] :
        {std::tuple{"--timeout", &o.timeout, "timeout", common::kMaxCommandTimeoutMs},
@@ -292,6 +338,12 @@ void registerRunCommands(CLI::App& app, std::vector<Runner>* runners) {
   run->add_option("--timeout", opts->timeout, "kill the command after this long (e.g. 30s, 5m)");
   run->add_option("--expire", opts->expire,
                   "drop the command if its host has not taken it within this long (e.g. 1h)");
+  run->add_option("--env", opts->env, "environment variable NAME=VALUE for the command (repeat)")
+      ->allow_extra_args(false);
+  run->add_option("--secret-env", opts->secret_env,
+                  "secret environment variable NAME=VALUE or NAME=@FILE: sent to the agent, "
+                  "never shown by the API or in logs (repeat)")
+      ->allow_extra_args(false);
   run->add_flag("--detach", opts->detach, "print the run id and return without waiting");
   run->add_flag("--json", opts->json, "print the final command records as JSON (no live output)");
   run->add_option("command", opts->argv, "the command to run and its arguments, after --");

@@ -1,4 +1,4 @@
-// `muster token create --enroll [--uses N] [--ttl 24h] [--label k=v]`,
+// `muster token create --enroll [--uses N] [--ttl 24h] [--label k=v] [--host ID]`,
 // `muster token create --role ROLE [--name N] [--ttl 30d]`, `muster token ls` and
 // `muster token revoke ID`.
 #include <CLI/CLI.hpp>
@@ -22,6 +22,7 @@ struct TokenOptions {
   int64_t uses = 1;
   std::string ttl;  // empty: 24h for enrollment tokens, no expiry for API tokens
   std::vector<std::string> labels;
+  std::string host;  // --enroll --host: for that host only (re-imaging it)
   bool json = false;
   bool ls_json = false;
   std::string revoke_id;
@@ -55,6 +56,7 @@ int createEnrollToken(const ClientConfig& config, const TokenOptions& o) {
     labels[label.substr(0, eq)] = label.substr(eq + 1);
   }
   body["labels"] = std::move(labels);
+  if (!o.host.empty()) body["host"] = o.host;
 
   HttpClient client(config);
   auto token = client.post("/api/v1/tokens", body);
@@ -68,12 +70,16 @@ int createEnrollToken(const ClientConfig& config, const TokenOptions& o) {
   std::cerr << "enrollment token " << field(*token, "id") << ": "
             << (o.uses < 0 ? std::string("unlimited uses") : absl::StrCat(o.uses, " use(s)"))
             << ", " << (expires.empty() ? "never expires" : "expires " + expires)
-            << ". Start an agent with: muster-agent --enroll-token <token> --server HOST:PORT\n";
+            << (o.host.empty() ? ""
+                               : ", for host " + o.host + " only (it may replace its credential)")
+            << ". Start an agent with: muster-agent --enroll-token <token> --server HOST:PORT"
+            << (o.host.empty() ? "" : " --id " + o.host) << "\n";
   return kExitOk;
 }
 
 int createApiToken(const ClientConfig& config, const TokenOptions& o) {
   if (!o.labels.empty()) return reportUsage("--label is for enrollment tokens (--enroll)");
+  if (!o.host.empty()) return reportUsage("--host is for enrollment tokens (--enroll)");
   json::object body;
   body["kind"] = "api";
   body["role"] = o.role;
@@ -136,6 +142,8 @@ int listTokens(const ClientConfig& config, bool as_json) {
         }
       }
       std::string expires = field(t, "expires_at");
+      std::string host = field(t, "host");
+      if (!host.empty()) labels.insert(labels.begin(), "host:" + host);
       table.add({field(t, "id"), "enroll", usesText(t), absl::StrJoin(labels, ","),
                  field(t, "state"), expires.empty() ? "never" : expires, field(t, "created_by")});
     }
@@ -182,6 +190,9 @@ void registerTokenCommands(CLI::App& app, std::vector<Runner>* runners) {
                      "--enroll, forever for --role");
   create->add_option("--label", opts->labels, "label k=v applied to hosts that enroll with it")
       ->allow_extra_args(false);
+  create->add_option("--host", opts->host,
+                     "enrollment token for this host id only: enrolls it even while it is "
+                     "enrolled (a re-imaged machine), replacing its credential");
   create->add_flag("--json", opts->json, "print JSON");
   runners->push_back({create, [opts](const ClientConfig& c) { return createToken(c, *opts); }});
 

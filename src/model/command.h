@@ -30,6 +30,9 @@ struct ExecSpec {
   std::vector<std::string> argv;  // run directly; or
   std::string script;             // run with /bin/sh -c when argv is empty
   StringMap env;
+  // Added to the environment like env, but the values are never returned by the API or
+  // logged: stored, and sent to the agent only.
+  StringMap secret_env;
   std::string cwd;
   int64_t timeout_ms = 0;
   int64_t kill_grace_ms = 0;

@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <string_view>
 
@@ -33,6 +34,13 @@ struct Host {
   int64_t last_seen_ms = 0;
   int64_t status_changed_at_ms = 0;
   std::string credential_hash;  // SHA-256 hex of the agent's credential; never leaves the server
+  // Label keys set by an enrollment token or an operator: labels the agent reports for itself
+  // never replace them.
+  std::set<std::string> pinned_labels;
+  // SHA-256 hex of the attempt id the agent enrolled with (it keeps the id until it has saved
+  // its credential): the same agent retrying after a lost reply may enroll again until it
+  // first connects. Empty: none.
+  std::string enroll_attempt_hash;
 };
 
 }  // namespace muster::model

@@ -41,6 +41,9 @@ struct EnrollToken {
   std::string created_by;
   int64_t created_at_ms = 0;
   bool revoked = false;
+  // Non-empty: the token enrolls this host only, and may replace its credential while it is
+  // enrolled (re-imaging a machine). Empty: any new id (or a revoked one).
+  std::string host_id;
 };
 
 // An operator API token. Roles: "viewer" (read), "operator" (+ run and cancel), "admin"

@@ -69,7 +69,7 @@ class PlaneFixture {
   std::string enroll(const std::string& id, model::StringMap labels = {}) {
     auto token = plane_->enrollment().createToken(1, 0, std::move(labels), "fuzz");
     fixtureCheck(token.status(), "creating an enrollment token");
-    auto credential = plane_->enrollment().enroll({token->secret, id, {}, {}});
+    auto credential = plane_->enrollment().enroll({.token = token->secret, .agent_id = id});
     fixtureCheck(credential.status(), "enrolling a host");
     return *credential;
   }

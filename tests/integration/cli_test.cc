@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include "tests/integration/harness.h"
 
@@ -413,6 +415,72 @@ TEST_F(CliTest, ErrorsSayWhatToDoNext) {
   EXPECT_EQ(down.wait(30s), 1);
   EXPECT_TRUE(contains(down.err(), "cannot connect")) << down.err();
   EXPECT_TRUE(commandsIn("queued").empty());
+}
+
+// A machine re-imaged (or anyone holding an enrollment token) cannot take over an enrolled
+// id with a plain token; a token made for the host with `--host` re-enrolls it, and the old
+// credential is dead from then on.
+TEST_F(CliTest, AnEnrolledIdIsTakenAgainOnlyWithATokenMadeForIt) {
+  startAgents({{"web-1", {}}});
+  agent("web-1").stop();
+  TempDir wiped;  // the same id from a fresh state dir: a new machine, or an attacker
+  AgentProc impostor(wiped, *server_, "web-1", enroll_token_);
+  int status = impostor.process().wait(std::chrono::seconds(30));
+  EXPECT_NE(status, 0);
+  EXPECT_NE(impostor.process().err().find("already enrolled"), std::string::npos)
+      << impostor.process().err();
+  EXPECT_NE(impostor.process().err().find("--host web-1"), std::string::npos);
+
+  auto token = muster({"token", "create", "--enroll", "--host", "web-1"});
+  ASSERT_EQ(token.code, 0) << token.err;
+  EXPECT_TRUE(contains(token.err, "for host web-1 only")) << token.err;
+  std::string secret = token.out.substr(0, token.out.find('\n'));
+  TempDir reimaged;
+  AgentProc fresh(reimaged, *server_, "web-1", secret);
+  ASSERT_TRUE(waitFor([&] { return server_->hostStatus("web-1") == "online"; }))
+      << fresh.process().err();
+  auto ls = muster({"token", "ls"});
+  EXPECT_TRUE(contains(ls.out, "host:web-1")) << ls.out;
+  // The old machine's credential no longer works.
+  fresh.stop();
+  AgentProc old_machine(dir_, *server_, "web-1", enroll_token_);
+  EXPECT_TRUE(waitFor([&] { return contains(old_machine.process().err(), "refused"); }))
+      << old_machine.process().err();
+  EXPECT_NE(server_->hostStatus("web-1"), "online");
+}
+
+// `--secret-env NAME=@FILE`: the process gets the value; the CLI's output, the API's records
+// and musterd's log never show it. `--token-file` keeps the API token out of `ps` too.
+TEST_F(CliTest, SecretEnvReachesTheProcessAndNothingElse) {
+  startAgents({{"h-1", {}}});
+  const std::string secret = "hunter2-0xDEADBEEF";
+  std::string secret_file = dir_.sub("db-password");
+  std::ofstream(secret_file) << secret << "\n";
+  std::string token_file = dir_.sub("token");
+  std::ofstream(token_file) << server_->adminToken() << "\n";
+  std::vector<std::string> argv = {MUSTER_CLI_BIN, "--server", server_->httpBase(), "--token-file",
+                                   token_file, "run", "-H", "h-1", "--secret-env",
+                                   "PW=@" + secret_file, "--env", "MODE=check", "--", "sh", "-c",
+                                   // The value in hex: the command line itself must not
+                                   // hold the secret (it is returned by the API).
+                                   "printf '%s:' \"$MODE\"; printf %s \"$PW\" | od -An -tx1 | "
+                                   "tr -d ' \\n'; echo"};
+  Process p(argv, dir_.sub("cli-secret"));
+  ASSERT_EQ(p.wait(60s), 0) << p.out() << p.err();
+  std::string hex;
+  for (unsigned char c : secret) {
+    char byte[3];
+    std::snprintf(byte, sizeof byte, "%02x", c);
+    hex += byte;
+  }
+  EXPECT_TRUE(contains(p.out(), "check:" + hex)) << p.out();
+  EXPECT_FALSE(contains(p.out() + p.err(), secret));
+  auto listed = muster({"commands", "--host", "h-1", "--json"});
+  ASSERT_EQ(listed.code, 0) << listed.err;
+  EXPECT_TRUE(contains(listed.out, "\"PW\"")) << listed.out;  // the name is shown
+  EXPECT_FALSE(contains(listed.out, secret));
+  EXPECT_FALSE(contains(server_->process().err() + server_->process().out(), secret));
+  EXPECT_FALSE(contains(agent("h-1").process().err() + agent("h-1").process().out(), secret));
 }
 
 }  // namespace

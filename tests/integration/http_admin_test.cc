@@ -158,7 +158,7 @@ TEST_F(HttpAdminTest, ApiTokenLifecycle) {
   ASSERT_EQ(enroll_revoked.status, 200) << enroll_revoked.body;
   EXPECT_EQ(str(enroll_revoked.json, "kind"), "enroll");
   auto enrolled = plane_->enrollment().enroll(
-      EnrollRequest{std::string(str(enroll.json, "token")), "late-host", {}, {}});
+      EnrollRequest{.token = std::string(str(enroll.json, "token")), .agent_id = "late-host"});
   EXPECT_TRUE(absl::IsPermissionDenied(enrolled.status())) << enrolled.status();
 
   Reply after = call("GET", "/api/v1/tokens");
@@ -272,7 +272,8 @@ TEST_F(HttpAdminTest, CommandsTargetASelector) {
 TEST_F(HttpAdminTest, DeleteHostDecommissionsIt) {
   auto token = plane_->enrollment().createToken(1, 0, {}, "test");
   ASSERT_TRUE(token.ok());
-  auto credential = plane_->enrollment().enroll(EnrollRequest{token->secret, "web-1", {}, {}});
+  auto credential =
+      plane_->enrollment().enroll(EnrollRequest{.token = token->secret, .agent_id = "web-1"});
   ASSERT_TRUE(credential.ok());
   enrollHost("web-2");
   label("web-1", R"({"env":"prod"})");

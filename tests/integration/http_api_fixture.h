@@ -189,7 +189,8 @@ class HttpApiTest : public ::testing::Test {
   void enrollHost(const std::string& id) {
     auto token = plane_->enrollment().createToken(1, 0, {}, "test");
     ASSERT_TRUE(token.ok()) << token.status();
-    auto credential = plane_->enrollment().enroll(EnrollRequest{token->secret, id, {}, {}});
+    auto credential =
+        plane_->enrollment().enroll(EnrollRequest{.token = token->secret, .agent_id = id});
     ASSERT_TRUE(credential.ok()) << credential.status();
   }
 

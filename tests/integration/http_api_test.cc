@@ -273,7 +273,7 @@ TEST_F(HttpApiTest, EnrollTokenCanBeCreatedAndUsed) {
   EXPECT_EQ(secret.rfind("mst_enroll_", 0), 0u);
   EXPECT_FALSE(str(r.json, "expires_at").empty());
   EXPECT_EQ(r.json.as_object().at("uses").as_int64(), 2);
-  auto credential = plane_->enrollment().enroll(EnrollRequest{secret, "db-1", {}, {}});
+  auto credential = plane_->enrollment().enroll(EnrollRequest{.token = secret, .agent_id = "db-1"});
   ASSERT_TRUE(credential.ok()) << credential.status();
   Reply host = call("GET", "/api/v1/hosts/db-1");
   ASSERT_EQ(host.status, 200);
@@ -289,6 +289,41 @@ TEST_F(HttpApiTest, RequestsAreCountedByRouteAndStatus) {
   for (const auto& c : server_->requestCounts()) counts[{c.route, c.status}] = c.count;
   EXPECT_EQ((counts[{"GET /api/v1/hosts", 200}]), 2u);
   EXPECT_EQ((counts[{"GET /api/v1/hosts", 401}]), 1u);
+}
+
+// Secret environment values are stored and sent to the agent, never returned: not by the
+// create reply, a read, a listing, a run or a cancel.
+TEST_F(HttpApiTest, SecretEnvValuesAreNeverReturned) {
+  enrollHost("web-1");
+  const std::string secret = "s3cr3t-value-0xC0FFEE";
+  json::object created = createCommand(
+      "web-1", R"(,"env":{"PLAIN":"p"},"secret_env":{"DB_PASSWORD":")" + secret + R"("})");
+  std::string run_id = str(created, "run_id");
+  std::string id = str(created.at("commands").as_array()[0], "id");
+  std::vector<std::string> bodies = {json::serialize(created)};
+  for (const std::string& path :
+       std::vector<std::string>{"/api/v1/commands/" + id, "/api/v1/commands?host=web-1",
+                                "/api/v1/runs/" + run_id, "/api/v1/commands/" + id + "/output"}) {
+    Reply r = call("GET", path);
+    EXPECT_EQ(r.status, 200) << path;
+    bodies.push_back(r.body);
+  }
+  Reply got = call("GET", "/api/v1/commands/" + id);
+  auto& names = got.json.as_object().at("secret_env").as_array();
+  ASSERT_EQ(names.size(), 1u);
+  EXPECT_EQ(names[0].as_string(), "DB_PASSWORD");
+  bodies.push_back(call("POST", "/api/v1/commands/" + id + "/cancel").body);
+  for (const auto& body : bodies) EXPECT_EQ(body.find(secret), std::string::npos) << body;
+  // Stored, for the agent.
+  auto stored = plane_->commands().get(id);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->exec.secret_env.at("DB_PASSWORD"), secret);
+  // A name in both env and secret_env is refused.
+  Reply both =
+      call("POST", "/api/v1/commands",
+           R"({"hosts":["web-1"],"argv":["true"],"env":{"K":"a"},"secret_env":{"K":"b"}})");
+  EXPECT_EQ(both.status, 400) << both.body;
+  EXPECT_EQ(both.body.find("\"b\""), std::string::npos);
 }
 
 }  // namespace

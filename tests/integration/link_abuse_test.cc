@@ -162,6 +162,7 @@ TEST(DescriptorCeilingTest, RefusesPastTheCeilingAndRecovers) {
         muster::v1::EnrollRequest request;
         request.set_token(token);
         request.set_agent_id("after-the-storm");
+        request.set_attempt_id("after-the-storm-attempt");  // a retry is the same attempt
         return agent::enroll(agent::makeChannel(options), request, 2'000).ok();
       },
       std::chrono::seconds(30));

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <set>
+#include <string>
 
 namespace muster::server {
 
@@ -49,6 +51,9 @@ struct CoreConfig {
   // tick top the window up). Keep both below the transport's send-queue bound.
   size_t redelivery_window_messages = 1024;
   size_t redelivery_window_bytes = 8u << 20;
+  // Label keys agents may set for themselves (at enrollment and in every Hello); empty: any.
+  // Labels from an enrollment token or an operator are pinned and never replaced by agents.
+  std::set<std::string> agent_label_keys;
 };
 
 }  // namespace muster::server

@@ -15,7 +15,19 @@ Enrollment::Enrollment(store::Store& store, HostRegistry& hosts, const common::C
 
 absl::StatusOr<NewEnrollToken> Enrollment::createToken(int64_t uses, int64_t ttl_ms,
                                                        model::StringMap labels,
-                                                       std::string created_by) {
+                                                       std::string created_by,
+                                                       std::string host_id) {
+  if (!host_id.empty() && !common::isValidAgentId(host_id)) {
+    return absl::InvalidArgumentError(absl::StrCat("invalid host id '", host_id.substr(0, 140),
+                                                   "': ids match [A-Za-z0-9._-]{1,128}"));
+  }
+  // A token that may replace a host's credential is a key to that host: one use, and it
+  // expires.
+  if (!host_id.empty() && (uses != 1 || ttl_ms <= 0)) {
+    return absl::InvalidArgumentError(
+        "a token for one host (--host) is single-use and must expire: use --uses 1 and a "
+        "--ttl (default 24h)");
+  }
   if (uses == 0 || uses < -1) {
     return absl::InvalidArgumentError("uses must be a positive number (or -1 for unlimited)");
   }
@@ -35,6 +47,7 @@ absl::StatusOr<NewEnrollToken> Enrollment::createToken(int64_t uses, int64_t ttl
   out.record.labels = std::move(labels);
   out.record.created_by = std::move(created_by);
   out.record.created_at_ms = now;
+  out.record.host_id = std::move(host_id);
   auto r = store_.writeAndWait(store::InsertEnrollToken{out.record});
   if (!r.status.ok()) return r.status;
   return out;
@@ -55,6 +68,61 @@ absl::Status Enrollment::revokeToken(const std::string& id) {
 }
 
 absl::StatusOr<std::string> Enrollment::enroll(const EnrollRequest& request) {
+  // One enrollment of an id at a time: a second one at once is refused before it spends a
+  // use of its token (the first may still fail, then the id is free again).
+  {
+    std::lock_guard lock(log_mu_);
+    if (!enrolling_.insert(request.agent_id).second) {
+      absl::Status busy = absl::AlreadyExistsError(
+          absl::StrCat("host '", request.agent_id.substr(0, 140), "' is being enrolled right now"));
+      return busy;
+    }
+  }
+  auto credential = enrollChecked(request);
+  {
+    std::lock_guard lock(log_mu_);
+    enrolling_.erase(request.agent_id);
+  }
+  if (credential.ok()) return credential;
+  if (absl::IsUnavailable(credential.status()) || absl::IsInternal(credential.status()) ||
+      absl::IsDataLoss(credential.status())) {
+    spdlog::error("enrollment of '{}' from {} failed: {}", request.agent_id.substr(0, 140),
+                  request.source, credential.status().message());
+  } else {
+    logRefusal(request, credential.status());
+  }
+  return credential;
+}
+
+void Enrollment::logRefusal(const EnrollRequest& request, const absl::Status& why) {
+  const int64_t now = clock_.steadyMs();
+  const std::string source = request.source.empty() ? "unknown source" : request.source;
+  uint64_t suppressed = 0;
+  {
+    std::lock_guard lock(log_mu_);
+    // Besides once per source: at most 20 lines per 10 s in all (sources spread over many
+    // addresses cannot flood the log either).
+    if (now - window_start_ms_ >= 10'000) {
+      window_start_ms_ = now;
+      lines_in_window_ = 0;
+    }
+    if (lines_in_window_ >= 20) return;
+    if (refusals_logged_.size() > 4096) refusals_logged_.clear();
+    auto [it, fresh] = refusals_logged_.try_emplace(source);
+    if (!fresh && now - it->second.at_steady_ms < 10'000) {
+      ++it->second.suppressed;
+      return;
+    }
+    suppressed = it->second.suppressed;
+    it->second = Logged{now, 0};
+    ++lines_in_window_;
+  }
+  spdlog::warn("enrollment from {} as '{}' refused: {}{}", source, request.agent_id.substr(0, 140),
+               why.message(),
+               suppressed ? absl::StrCat(" (and ", suppressed, " more from there since)") : "");
+}
+
+absl::StatusOr<std::string> Enrollment::enrollChecked(const EnrollRequest& request) {
   if (!common::isValidAgentId(request.agent_id)) {
     return absl::InvalidArgumentError(
         absl::StrCat("invalid agent id '", request.agent_id.substr(0, 140),
@@ -77,6 +145,42 @@ absl::StatusOr<std::string> Enrollment::enroll(const EnrollRequest& request) {
   if (t.expires_at_ms > 0 && clock_.nowMs() >= t.expires_at_ms) {
     return absl::PermissionDeniedError(absl::StrCat("enrollment token expired", kHint));
   }
+  if (!t.host_id.empty() && t.host_id != request.agent_id) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("this enrollment token is for host '", t.host_id, "', not '",
+                     request.agent_id.substr(0, 140), "': start the agent with --id ", t.host_id,
+                     " or create a token for this host"));
+  }
+  const std::string presented =
+      request.current_credential.empty() ? "" : crypto::sha256Hex(request.current_credential);
+  const std::string attempt =
+      request.attempt_id.empty() ? "" : crypto::sha256Hex(request.attempt_id);
+  // Who may take the id: anyone if it is new or revoked; a token made for the host
+  // (re-imaging) or the agent holding the host's current credential (rotation) if not.
+  auto admit = [&](const model::Host* existing) -> absl::Status {
+    if (existing == nullptr || existing->status == model::HostStatus::kRevoked) {
+      return absl::OkStatus();
+    }
+    if (t.host_id == request.agent_id) return absl::OkStatus();
+    if (!presented.empty() && crypto::constantTimeEquals(presented, existing->credential_hash)) {
+      return absl::OkStatus();
+    }
+    // The same agent asking again (it did not get the reply) before it ever connected.
+    if (existing->last_seen_ms == 0 && !attempt.empty() &&
+        crypto::constantTimeEquals(attempt, existing->enroll_attempt_hash)) {
+      return absl::OkStatus();
+    }
+    return absl::AlreadyExistsError(absl::StrCat(
+        "host '", request.agent_id,
+        "' is already enrolled; to enroll it again (a re-imaged "
+        "machine) create a token for it with `muster token create --enroll --host ",
+        request.agent_id, "`, or remove it first with `muster host rm ", request.agent_id, "`"));
+  };
+  // Checked before a use of the token is consumed, and again atomically with the change.
+  {
+    std::optional<model::Host> existing = hosts_.get(request.agent_id);
+    if (auto st = admit(existing ? &*existing : nullptr); !st.ok()) return st;
+  }
   auto consumed = store_.writeAndWait(store::ConsumeEnrollToken{t.id});
   if (!consumed.status.ok()) return consumed.status;
   if (consumed.rows == 0) {
@@ -86,12 +190,22 @@ absl::StatusOr<std::string> Enrollment::enroll(const EnrollRequest& request) {
   model::Host host;
   host.id = request.agent_id;
   host.facts = request.facts;
+  // The token's labels are pinned; the agent's own are taken where it may set them.
   host.labels = t.labels;
-  for (const auto& [k, v] : request.labels) host.labels[k] = v;
+  for (const auto& [k, v] : t.labels) host.pinned_labels.insert(k);
+  const auto& allowed = hosts_.config().agent_label_keys;
+  for (const auto& [k, v] : request.labels) {
+    if (t.labels.count(k) > 0) continue;
+    if (!allowed.empty() && allowed.count(k) == 0) continue;
+    host.labels[k] = v;
+  }
   host.enrolled_at_ms = clock_.nowMs();
   host.credential_hash = crypto::sha256Hex(credential);
-  if (auto st = hosts_.putEnrolled(std::move(host)); !st.ok()) return st;
-  spdlog::info("agent {} enrolled with token {}", request.agent_id, t.id);
+  host.enroll_attempt_hash = attempt;
+  if (auto st = hosts_.putEnrolled(std::move(host), admit); !st.ok()) return st;
+  spdlog::info("agent {} enrolled with token {}{}", request.agent_id, t.id,
+               t.host_id.empty() ? (presented.empty() ? "" : " (credential rotated)")
+                                 : " (bound to this host)");
   return credential;
 }
 

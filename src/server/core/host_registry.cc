@@ -44,6 +44,11 @@ absl::Status notEnrolled(const std::string& agent_id) {
 }
 }  // namespace
 
+bool HostRegistry::agentMaySetLabel(const model::Host& host, const std::string& key) const {
+  if (host.pinned_labels.count(key) > 0) return false;
+  return config_.agent_label_keys.empty() || config_.agent_label_keys.count(key) > 0;
+}
+
 std::future<store::WriteResult> HostRegistry::queueLocked(store::Mutation mutation) {
   auto promise = std::make_shared<std::promise<store::WriteResult>>();
   auto future = promise->get_future();
@@ -165,7 +170,9 @@ absl::Status HostRegistry::attach(const std::shared_ptr<Session>& session, const
     host.id = hello.agent_id;
     host.version = hello.version;
     host.facts = hello.facts;
-    for (const auto& [k, v] : hello.labels) host.labels[k] = v;
+    for (const auto& [k, v] : hello.labels) {
+      if (agentMaySetLabel(host, k)) host.labels[k] = v;
+    }
     if (host.status != model::HostStatus::kOnline) host.status_changed_at_ms = clock_.nowMs();
     host.status = model::HostStatus::kOnline;
     host.last_seen_ms = clock_.nowMs();
@@ -353,8 +360,14 @@ absl::StatusOr<model::Host> HostRegistry::setLabels(const std::string& id,
       return absl::NotFoundError(
           absl::StrCat("unknown host '", id.substr(0, 140), "': `muster hosts` lists them"));
     }
-    for (const auto& k : remove) it->second.host.labels.erase(k);
-    for (const auto& [k, v] : set) it->second.host.labels[k] = v;
+    for (const auto& k : remove) {
+      it->second.host.labels.erase(k);
+      it->second.host.pinned_labels.erase(k);
+    }
+    for (const auto& [k, v] : set) {
+      it->second.host.labels[k] = v;
+      it->second.host.pinned_labels.insert(k);
+    }
     snapshot = it->second.host;
     written = queueLocked(store::UpsertHost{snapshot});
   }
@@ -418,42 +431,72 @@ size_t HostRegistry::connectedCount() const {
   return connected_;
 }
 
-absl::Status HostRegistry::putEnrolled(model::Host host) {
+absl::Status HostRegistry::putEnrolled(model::Host host, const EnrollAdmission& admit) {
+  std::future<store::WriteResult> written;
+  std::vector<std::shared_ptr<Session>> old_streams;
+  std::optional<model::Host> before;  // the live record as it was, to put back on failure
+  model::Host stored;
   {
     std::lock_guard lock(mu_);
     auto it = hosts_.find(host.id);
-    if (it != hosts_.end()) {
-      // Keep what the live record knows; only the credential and labels change.
-      auto& existing = it->second.host;
-      for (const auto& [k, v] : host.labels) existing.labels[k] = v;
-      if (existing.status == model::HostStatus::kRevoked)
-        existing.status = model::HostStatus::kOffline;
-      auto copy = existing;
-      copy.credential_hash = host.credential_hash;
-      host = std::move(copy);
+    const model::Host* existing = it == hosts_.end() ? nullptr : &it->second.host;
+    if (auto st = admit(existing); !st.ok()) return st;
+    if (existing != nullptr && existing->status == model::HostStatus::kRevoked) {
+      // A revoked id taken again is a new machine: nothing of the old record's labels or pins
+      // (selectors meant for the decommissioned host must not reach it).
+      before = *existing;
+      host.status = model::HostStatus::kOffline;
+      host.status_changed_at_ms = clock_.nowMs();
+    } else if (existing != nullptr) {
+      before = *existing;
+      // Keep what the live record knows; the credential changes, token labels are added
+      // (pinned ones of the record stay as they are).
+      model::Host merged = *existing;
+      merged.credential_hash = host.credential_hash;
+      merged.enrolled_at_ms = host.enrolled_at_ms;
+      merged.enroll_attempt_hash = host.enroll_attempt_hash;
+      for (const auto& [k, v] : host.labels) {
+        if (merged.pinned_labels.count(k) == 0 || host.pinned_labels.count(k) > 0) {
+          merged.labels[k] = v;
+        }
+      }
+      merged.pinned_labels.insert(host.pinned_labels.begin(), host.pinned_labels.end());
+      host = std::move(merged);
     }
-  }
-  auto result = store_.writeAndWait(store::UpsertHost{host});
-  if (!result.status.ok()) return result.status;
-  std::vector<std::shared_ptr<Session>> old_streams;
-  {
-    std::lock_guard lock(mu_);
-    auto& entry = hosts_[host.id];
-    if (entry.host.id.empty()) entry.host = host;
-    // The new credential takes effect only now that it is durable; every stream that
-    // authenticated with the old one ends (credential rotated or the machine re-imaged).
-    if (entry.host.credential_hash != host.credential_hash)
+    Entry& entry = hosts_[host.id];
+    // The old credential's streams end now: the new one is the only one accepted from here,
+    // and the host is offline until it connects with it.
+    if (existing != nullptr && before->credential_hash != host.credential_hash) {
       old_streams = takeStreamsLocked(host.id);
-    entry.host.credential_hash = host.credential_hash;
-    entry.host.labels = host.labels;
-    if (entry.host.status == model::HostStatus::kRevoked)
-      entry.host.status = model::HostStatus::kOffline;
+      if (host.status == model::HostStatus::kOnline) {
+        host.status = model::HostStatus::kOffline;
+        host.status_changed_at_ms = clock_.nowMs();
+      }
+    }
+    entry.host = host;
+    stored = host;
+    // Queued under the lock, so a revoke after this lands after it in the store too.
+    written = queueLocked(store::UpsertHost{std::move(host)});
   }
   for (const auto& s : old_streams) {
     s->close(absl::UnauthenticatedError(absl::StrCat(
-        "agent '", host.id, "' was enrolled again: its old credential is no longer valid")));
+        "agent '", stored.id, "' was enrolled again: its old credential is no longer valid")));
   }
-  return absl::OkStatus();
+  auto r = written.get();
+  if (r.status.ok()) return absl::OkStatus();
+  // Not durable: memory goes back to what the store has, unless something changed it since.
+  {
+    std::lock_guard lock(mu_);
+    auto it = hosts_.find(stored.id);
+    if (it != hosts_.end() && it->second.host.credential_hash == stored.credential_hash) {
+      if (before) {
+        it->second.host = *before;
+      } else if (!it->second.session) {
+        hosts_.erase(it);
+      }
+    }
+  }
+  return r.status;
 }
 
 }  // namespace muster::server

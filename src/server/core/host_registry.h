@@ -3,6 +3,7 @@
 #pragma once
 
 #include <array>
+#include <functional>
 #include <future>
 #include <memory>
 #include <mutex>
@@ -65,13 +66,14 @@ class HostRegistry {
   std::vector<std::shared_ptr<Session>> takeSilentSessions();
 
   std::optional<model::Host> get(const std::string& id) const;
+  const CoreConfig& config() const { return config_; }
   std::vector<model::Host> list() const;
   // Hosts matching `selector` (null: all) and `status` (null: any), sorted by id.
   std::vector<model::Host> select(const model::Selector* selector,
                                   const model::HostStatus* status) const;
   // Sets and removes operator labels; blocks until durable. NOT_FOUND for unknown hosts,
-  // INVALID_ARGUMENT for bad keys or values. Labels the agent reports are applied again
-  // whenever it reconnects.
+  // INVALID_ARGUMENT for bad keys or values. Labels set here are pinned: the agent's own
+  // labels never replace them (a removed one is unpinned, and the agent may set it again).
   absl::StatusOr<model::Host> setLabels(const std::string& id, const model::StringMap& set,
                                         const std::vector<std::string>& remove);
   // Decommissions a host: its credential is revoked (the agent is refused from now on, its
@@ -90,9 +92,15 @@ class HostRegistry {
   // Hosts known (enrolled, including revoked ones): the fleet that may come back at once.
   size_t knownCount() const;
 
-  // Stores an enrolled (or re-enrolled) host with its credential hash; blocks until durable.
-  // A new credential ends every stream that authenticated with the old one.
-  absl::Status putEnrolled(model::Host host);
+  // Decides, under the registry's lock, whether an enrollment may take the id: `existing` is
+  // the live record (null for an unknown id). Must not block.
+  using EnrollAdmission = std::function<absl::Status(const model::Host* existing)>;
+  // Stores an enrolled (or re-enrolled) host with its credential hash if `admit` allows it,
+  // checked atomically with the change (two enrollments of one id cannot both take it); blocks
+  // until durable. Labels: the host's pinned ones stay; `host.labels` and
+  // `host.pinned_labels` are added. A new credential ends every stream that authenticated
+  // with the old one. If the store refuses, memory is put back as it was.
+  absl::Status putEnrolled(model::Host host, const EnrollAdmission& admit);
 
  private:
   struct Entry {
@@ -112,6 +120,8 @@ class HostRegistry {
   // Takes every stream of `agent_id` (live and pending) so the caller can close them.
   std::vector<std::shared_ptr<Session>> takeStreamsLocked(const std::string& agent_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Pinned labels (token, operator) are the server's; --agent-label-keys limits the rest.
+  bool agentMaySetLabel(const model::Host& host, const std::string& key) const;
   // Queues a host write while mu_ is held, so host records reach the store in the order
   // memory changed (a stale snapshot can never land on top of a revoke); wait outside mu_.
   std::future<store::WriteResult> queueLocked(store::Mutation mutation)

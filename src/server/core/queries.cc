@@ -28,7 +28,7 @@ store::CommandFilter toFilter(const CommandQuery& query) {
 
 EnrollTokenView tokenView(const store::EnrollToken& t) {
   return EnrollTokenView{t.id,         t.uses_left,     t.expires_at_ms, t.labels,
-                         t.created_by, t.created_at_ms, t.revoked};
+                         t.created_by, t.created_at_ms, t.revoked,       t.host_id};
 }
 
 ApiTokenView tokenView(const store::ApiToken& t) {

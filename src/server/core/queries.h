@@ -60,6 +60,7 @@ struct EnrollTokenView {
   std::string created_by;
   int64_t created_at_ms = 0;
   bool revoked = false;
+  std::string host_id;  // empty: any new (or revoked) host
 };
 struct ApiTokenView {
   std::string id;

@@ -28,6 +28,13 @@ std::string fingerprintOf(const CreateRunRequest& r) {
     add(k);
     add(v);
   }
+  if (!r.exec.secret_env.empty()) {  // only then: fingerprints of earlier runs stay the same
+    add("|secret");
+    for (const auto& [k, v] : r.exec.secret_env) {  // the fingerprint is stored: values hashed
+      add(k);
+      add(crypto::sha256Hex(v));
+    }
+  }
   add(r.exec.cwd);
   add(absl::StrCat(r.exec.timeout_ms, ",", r.exec.kill_grace_ms, ",", r.expire_in_ms));
   return crypto::sha256Hex(canon);
@@ -90,10 +97,18 @@ absl::Status CommandService::validate(const CreateRunRequest& r) const {
   if (!r.exec.argv.empty() && r.exec.argv[0].empty()) {
     return absl::InvalidArgumentError("argv[0] is empty: name the program to run");
   }
-  for (const auto& [k, v] : r.exec.env) {
-    if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("invalid environment variable name '", k, "'"));
+  for (const auto* env : {&r.exec.env, &r.exec.secret_env}) {
+    for (const auto& [k, v] : *env) {
+      if (k.empty() || k.find('=') != std::string::npos || k.find('\0') != std::string::npos) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("invalid environment variable name '", k.substr(0, 64), "'"));
+      }
+    }
+  }
+  for (const auto& [k, v] : r.exec.secret_env) {
+    if (r.exec.env.count(k) > 0) {
+      return absl::InvalidArgumentError(absl::StrCat("environment variable ", k.substr(0, 64),
+                                                     " is in both env and secret_env: keep one"));
     }
   }
   if (r.exec.timeout_ms < 0 || r.exec.kill_grace_ms < 0 || r.expire_in_ms < 0) {

@@ -371,12 +371,17 @@ class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
                                    const muster::v1::EnrollRequest* request,
                                    muster::v1::EnrollResponse* response) override {
     auto* reactor = ctx->DefaultReactor();
-    if (request->token().size() > 512 || request->facts_size() > 256 ||
+    if (request->token().size() > 512 || request->current_credential().size() > 512 ||
+        request->attempt_id().size() > 128 || request->facts_size() > 256 ||
         request->labels_size() > 256) {
       reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "enroll request too large"));
       return reactor;
     }
+    // The peer without its port ("ipv4:10.0.0.5"): refusals are logged per source address.
     std::string peer = ctx->peer();
+    if (size_t colon = peer.rfind(':'); colon != std::string::npos && colon > 5) {
+      peer.resize(colon);
+    }
     bool queued = workers_.tryPost(
         [this, reactor, request, response, peer] {
           EnrollRequest req;
@@ -384,10 +389,11 @@ class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
           req.agent_id = request->agent_id();
           req.facts.insert(request->facts().begin(), request->facts().end());
           req.labels.insert(request->labels().begin(), request->labels().end());
-          auto credential = plane_.enrollment().enroll(req);
+          req.current_credential = request->current_credential();
+          req.attempt_id = request->attempt_id();
+          req.source = peer;
+          auto credential = plane_.enrollment().enroll(req);  // logs refusals, rate-limited
           if (!credential.ok()) {
-            spdlog::warn("enrollment of '{}' from {} refused: {}", req.agent_id.substr(0, 140),
-                         peer, credential.status().message());
             reactor->Finish(toGrpc(credential.status()));
             return;
           }

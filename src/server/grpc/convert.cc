@@ -27,6 +27,7 @@ void toProto(const model::Command& c, muster::v1::Command* out) {
   for (const auto& a : c.exec.argv) exec->add_argv(a);
   exec->set_script(c.exec.script);
   for (const auto& [k, v] : c.exec.env) (*exec->mutable_env())[k] = v;
+  for (const auto& [k, v] : c.exec.secret_env) (*exec->mutable_secret_env())[k] = v;
   exec->set_cwd(c.exec.cwd);
   exec->set_timeout_ms(toU32Ms(c.exec.timeout_ms));
   exec->set_kill_grace_ms(toU32Ms(c.exec.kill_grace_ms));

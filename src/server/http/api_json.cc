@@ -89,6 +89,10 @@ json::object commandJson(const model::Command& c) {
     o["script"] = c.exec.script;
   }
   o["env"] = mapJson(c.exec.env);
+  // Names only: secret values never leave the server except to the agent.
+  json::array secret_names;
+  for (const auto& [k, v] : c.exec.secret_env) secret_names.emplace_back(k);
+  o["secret_env"] = std::move(secret_names);
   o["cwd"] = c.exec.cwd;
   o["timeout_ms"] = c.exec.timeout_ms;
   o["created_by"] = c.created_by;
@@ -136,6 +140,11 @@ json::object enrollTokenJson(const EnrollTokenView& t, int64_t now_ms) {
   o["created_at"] = timeValue(t.created_at_ms);
   o["expires_at"] = timeValue(t.expires_at_ms);
   o["revoked"] = t.revoked;
+  if (t.host_id.empty()) {
+    o["host"] = nullptr;
+  } else {
+    o["host"] = t.host_id;
+  }
   bool expired = t.expires_at_ms > 0 && now_ms >= t.expires_at_ms;
   o["state"] = t.revoked          ? "revoked"
                : expired          ? "expired"
@@ -400,6 +409,7 @@ absl::StatusOr<CreateRunRequest> parseCreateRunBody(std::string_view body,
   if (st = fields.optStringList("argv", &run.exec.argv); !st.ok()) return st;
   if (st = fields.optString("script", &run.exec.script); !st.ok()) return st;
   if (st = fields.optStringMap("env", &run.exec.env); !st.ok()) return st;
+  if (st = fields.optStringMap("secret_env", &run.exec.secret_env); !st.ok()) return st;
   if (st = fields.optString("cwd", &run.exec.cwd); !st.ok()) return st;
   if (st = fields.optDuration("timeout", "timeout_ms", &run.exec.timeout_ms,
                               common::kMaxCommandTimeoutMs);
@@ -483,6 +493,7 @@ absl::Status readEnrollToken(FieldReader& fields, TokenRequest* out) {
     return st;
   }
   if (st = fields.optStringMap("labels", &out->labels); !st.ok()) return st;
+  if (st = fields.optString("host", &out->host_id); !st.ok()) return st;
   for (const char* key : {"role", "name"}) {
     if (fields.has(key)) {
       return absl::InvalidArgumentError(
@@ -503,7 +514,7 @@ absl::Status readApiToken(FieldReader& fields, TokenRequest* out) {
   if (st = fields.optDuration("ttl", "ttl_ms", &out->ttl_ms, common::kMaxTokenTtlMs); !st.ok()) {
     return st;
   }
-  for (const char* key : {"uses", "labels"}) {
+  for (const char* key : {"uses", "labels", "host"}) {
     if (fields.has(key)) {
       return absl::InvalidArgumentError(absl::StrCat("token request: \"", key,
                                                      "\" applies to enrollment tokens (\"kind\": "

@@ -104,6 +104,7 @@ struct TokenRequest {
   int64_t ttl_ms = 0;         // enroll: 24 h unless given; api: 0 (never expires) unless given
   int64_t uses = 1;           // enroll only
   model::StringMap labels;    // enroll only
+  std::string host_id;        // enroll only: the one host it may enroll (or re-enroll)
   Role role = Role::kViewer;  // api only
   std::string name;           // api only
 };

@@ -8,8 +8,11 @@ namespace muster::server::http {
 namespace {
 
 ApiReply createEnrollToken(Context& ctx, const TokenRequest& request) {
+  if (!request.host_id.empty()) {
+    if (auto st = checkId("host", request.host_id); !st.ok()) return errorReply(st);
+  }
   auto token = ctx.plane.enrollment().createToken(request.uses, request.ttl_ms, request.labels,
-                                                  ctx.principal.name);
+                                                  ctx.principal.name, request.host_id);
   if (!token.ok()) return errorReply(token.status());
   boost::json::object body;
   body["id"] = token->record.id;
@@ -24,6 +27,11 @@ ApiReply createEnrollToken(Context& ctx, const TokenRequest& request) {
   boost::json::object label_json;
   for (const auto& [k, v] : token->record.labels) label_json[k] = v;
   body["labels"] = std::move(label_json);
+  if (token->record.host_id.empty()) {
+    body["host"] = nullptr;
+  } else {
+    body["host"] = token->record.host_id;
+  }
   return jsonReply(201, body);
 }
 

@@ -130,11 +130,22 @@ CREATE INDEX commands_host_id ON commands (host_id, id) WHERE large_run = 0;
 CREATE INDEX commands_large_run_host ON commands (run_id, host_id) WHERE large_run = 1;
 )sql";
 
+// Identity: a token can be bound to one host (re-imaging it), and a host remembers which of
+// its labels came from its token or an operator (its agent cannot replace them). Commands
+// carry secret environment values apart from the rest (never returned by the API).
+constexpr const char* kSchemaV5 = R"sql(
+ALTER TABLE enroll_tokens ADD COLUMN host_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE hosts ADD COLUMN pinned_labels TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE hosts ADD COLUMN enroll_attempt_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE commands ADD COLUMN exec_secret_env TEXT NOT NULL DEFAULT '{}';
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "hosts, runs, commands, command_output, enroll_tokens", kSchemaV1},
     {2, "api_tokens", kSchemaV2},
     {3, "runs.pending_targets (runs stored in slices)", kSchemaV3},
     {4, "large runs out of the per-host command index", kSchemaV4},
+    {5, "host-bound enrollment tokens, pinned host labels, secret env", kSchemaV5},
 };
 
 absl::Status applyOne(Connection& conn, const Migration& m, int64_t now_ms) {

@@ -70,7 +70,9 @@ void bindHost(Stmt& stmt, const model::Host& h) {
       .bindInt(14, h.enrolled_at_ms)
       .bindInt(15, h.last_seen_ms)
       .bindInt(16, h.status_changed_at_ms)
-      .bindText(17, h.credential_hash);
+      .bindText(17, h.credential_hash)
+      .bindText(18, encodeStringList({h.pinned_labels.begin(), h.pinned_labels.end()}))
+      .bindText(19, h.enroll_attempt_hash);
 }
 
 void bindRun(Stmt& stmt, const Run& r) {
@@ -86,11 +88,14 @@ void bindRun(Stmt& stmt, const Run& r) {
 void bindCommand(Stmt& stmt, const model::Command& c, CommandRowCache* cache) {
   CommandRowCache local;
   if (cache == nullptr) cache = &local;
-  if (!cache->valid || cache->argv != c.exec.argv || cache->env != c.exec.env) {
+  if (!cache->valid || cache->argv != c.exec.argv || cache->env != c.exec.env ||
+      cache->secret_env != c.exec.secret_env) {
     cache->argv = c.exec.argv;
     cache->env = c.exec.env;
+    cache->secret_env = c.exec.secret_env;
     cache->argv_json = encodeStringList(c.exec.argv);
     cache->env_json = encodeStringMap(c.exec.env);
+    cache->secret_env_json = encodeStringMap(c.exec.secret_env);
     cache->valid = true;
   }
   stmt.bindText(1, c.id)
@@ -121,7 +126,8 @@ void bindCommand(Stmt& stmt, const model::Command& c, CommandRowCache* cache) {
       .bindInt(22, asStored(c.stdout_bytes))
       .bindInt(23, asStored(c.stderr_bytes))
       .bindInt(24, c.cancel_requested ? 1 : 0)
-      .bindText(25, resultSourceName(c.result_source));
+      .bindText(25, resultSourceName(c.result_source))
+      .bindText(26, cache->secret_env_json);
 }
 
 void bindEnrollToken(Stmt& stmt, const EnrollToken& t) {
@@ -132,7 +138,8 @@ void bindEnrollToken(Stmt& stmt, const EnrollToken& t) {
       .bindText(5, encodeStringMap(t.labels))
       .bindText(6, t.created_by)
       .bindInt(7, t.created_at_ms)
-      .bindInt(8, t.revoked ? 1 : 0);
+      .bindInt(8, t.revoked ? 1 : 0)
+      .bindText(9, t.host_id);
 }
 
 void bindApiToken(Stmt& stmt, const ApiToken& t) {
@@ -170,6 +177,10 @@ absl::StatusOr<model::Host> hostFromRow(const Stmt& s) {
   h.last_seen_ms = s.columnInt(14);
   h.status_changed_at_ms = s.columnInt(15);
   h.credential_hash = s.columnText(16);
+  auto pinned = decodeStringList(s.columnText(17));
+  if (!pinned.ok()) return damaged("host", h.id, "pinned_labels", pinned.status());
+  h.pinned_labels = {pinned->begin(), pinned->end()};
+  h.enroll_attempt_hash = s.columnText(18);
   return h;
 }
 
@@ -224,6 +235,9 @@ absl::StatusOr<model::Command> commandFromRow(const Stmt& s) {
   if (!parseResultSource(source, &c.result_source)) {
     return badName("command", c.id, "result_source", source);
   }
+  auto secret_env = decodeStringMap(s.columnText(25));
+  if (!secret_env.ok()) return damaged("command", c.id, "secret_env", secret_env.status());
+  c.exec.secret_env = std::move(*secret_env);
   return c;
 }
 
@@ -239,6 +253,7 @@ absl::StatusOr<EnrollToken> enrollTokenFromRow(const Stmt& s) {
   t.created_by = s.columnText(5);
   t.created_at_ms = s.columnInt(6);
   t.revoked = s.columnInt(7) != 0;
+  t.host_id = s.columnText(8);
   return t;
 }
 

@@ -15,8 +15,8 @@ namespace muster::store::sqlite {
 inline constexpr char kHostColumns[] =
     "id, status, version, facts, labels, load1, load5, load15, mem_total_bytes, "
     "mem_available_bytes, disk_total_bytes, disk_free_bytes, uptime_seconds, enrolled_at_ms, "
-    "last_seen_ms, status_changed_at_ms, credential_hash";
-inline constexpr int kHostColumnCount = 17;
+    "last_seen_ms, status_changed_at_ms, credential_hash, pinned_labels, enroll_attempt_hash";
+inline constexpr int kHostColumnCount = 19;
 
 inline constexpr char kRunColumns[] =
     "id, idempotency_key, request_fingerprint, created_by, created_at_ms, pending_targets";
@@ -30,12 +30,14 @@ inline constexpr char kCommandColumns[] =
     "id, run_id, host_id, exec_argv, exec_script, exec_env, exec_cwd, exec_timeout_ms, "
     "exec_kill_grace_ms, state, idempotency_key, created_by, created_at_ms, expires_at_ms, "
     "dispatched_at_ms, started_at_ms, finished_at_ms, exit_code, signal, error, "
-    "output_truncated, stdout_bytes, stderr_bytes, cancel_requested, result_source";
-inline constexpr int kCommandColumnCount = 25;
+    "output_truncated, stdout_bytes, stderr_bytes, cancel_requested, result_source, "
+    "exec_secret_env";
+inline constexpr int kCommandColumnCount = 26;
 
 inline constexpr char kEnrollTokenColumns[] =
-    "id, token_hash, uses_left, expires_at_ms, labels, created_by, created_at_ms, revoked";
-inline constexpr int kEnrollTokenColumnCount = 8;
+    "id, token_hash, uses_left, expires_at_ms, labels, created_by, created_at_ms, revoked, "
+    "host_id";
+inline constexpr int kEnrollTokenColumnCount = 9;
 
 inline constexpr char kApiTokenColumns[] =
     "id, token_hash, role, name, created_by, created_at_ms, expires_at_ms, revoked";
@@ -54,8 +56,10 @@ struct CommandRowCache {
   bool valid = false;
   std::vector<std::string> argv;
   model::StringMap env;
+  model::StringMap secret_env;
   std::string argv_json;
   std::string env_json;
+  std::string secret_env_json;
 };
 void bindCommand(Stmt& stmt, const model::Command& command, CommandRowCache* cache = nullptr);
 void bindEnrollToken(Stmt& stmt, const EnrollToken& token);

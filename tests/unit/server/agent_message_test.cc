@@ -30,7 +30,7 @@ class AgentMessageTest : public ::testing::Test {
     ASSERT_TRUE(plane_->start().ok());
     auto token = plane_->enrollment().createToken(1, 0, {}, "test");
     ASSERT_TRUE(token.ok());
-    auto credential = plane_->enrollment().enroll({token->secret, "web-1", {}, {}});
+    auto credential = plane_->enrollment().enroll({.token = token->secret, .agent_id = "web-1"});
     ASSERT_TRUE(credential.ok()) << credential.status();
     credential_ = *credential;
   }
@@ -152,7 +152,7 @@ TEST_F(AgentMessageTest, OnlyAClosedLiveStreamTakesTheHostOffline) {
 TEST_F(AgentMessageTest, ResultOfAnotherHostsCommandEndsTheStream) {
   auto token = plane_->enrollment().createToken(1, 0, {}, "test");
   ASSERT_TRUE(token.ok());
-  ASSERT_TRUE(plane_->enrollment().enroll({token->secret, "web-2", {}, {}}).ok());
+  ASSERT_TRUE(plane_->enrollment().enroll({.token = token->secret, .agent_id = "web-2"}).ok());
   CreateRunRequest req;
   req.host_ids = {"web-2"};
   req.exec.argv = {"true"};

@@ -46,10 +46,12 @@ class ControlPlaneTest : public ::testing::Test {
     plane_ = std::make_unique<ControlPlane>(*store_, inline_, clock_, config_);
     ASSERT_TRUE(plane_->start().ok());
   }
-  std::string enroll(const std::string& id) {
-    auto token = plane_->enrollment().createToken(1, 0, {}, "test");
+  // `bound_to`: a token made for that host (re-enrolling an enrolled id needs one).
+  std::string enroll(const std::string& id, const std::string& bound_to = "") {
+    auto token =
+        plane_->enrollment().createToken(1, bound_to.empty() ? 0 : 3'600'000, {}, "test", bound_to);
     EXPECT_TRUE(token.ok());
-    auto cred = plane_->enrollment().enroll({token->secret, id, {}, {}});
+    auto cred = plane_->enrollment().enroll({.token = token->secret, .agent_id = id});
     EXPECT_TRUE(cred.ok()) << cred.status();
     creds_[id] = *cred;
     return *cred;
@@ -112,10 +114,10 @@ TEST_F(ControlPlaneTest, EnrolledAgentAuthenticatesAndWrongSecretIsRefused) {
 TEST_F(ControlPlaneTest, SingleUseEnrollTokenCannotBeReused) {
   auto token = plane_->enrollment().createToken(1, 0, {}, "test");
   ASSERT_TRUE(token.ok());
-  EXPECT_TRUE(plane_->enrollment().enroll({token->secret, "a", {}, {}}).ok());
-  auto again = plane_->enrollment().enroll({token->secret, "b", {}, {}});
+  EXPECT_TRUE(plane_->enrollment().enroll({.token = token->secret, .agent_id = "a"}).ok());
+  auto again = plane_->enrollment().enroll({.token = token->secret, .agent_id = "b"});
   EXPECT_TRUE(absl::IsPermissionDenied(again.status())) << again.status();
-  auto wrong = plane_->enrollment().enroll({"mst_enroll_nope", "b", {}, {}});
+  auto wrong = plane_->enrollment().enroll({.token = "mst_enroll_nope", .agent_id = "b"});
   EXPECT_TRUE(absl::IsUnauthenticated(wrong.status()));
 }
 
@@ -465,7 +467,7 @@ TEST_F(ControlPlaneTest, EnrollTokensCanBeListedAndRevoked) {
   ASSERT_EQ(list->size(), 1u);
   EXPECT_EQ((*list)[0].labels.at("env"), "prod");
   ASSERT_TRUE(plane_->enrollment().revokeToken(token->record.id).ok());
-  auto refused = plane_->enrollment().enroll({token->secret, "a", {}, {}});
+  auto refused = plane_->enrollment().enroll({.token = token->secret, .agent_id = "a"});
   EXPECT_TRUE(absl::IsPermissionDenied(refused.status()));
   EXPECT_TRUE(absl::IsNotFound(plane_->enrollment().revokeToken("nope")));
 }
@@ -939,7 +941,7 @@ TEST_F(ControlPlaneTest, ReEnrollingEndsEveryStreamOfTheOldCredential) {
   std::string old_cred = enroll("web-1");
   auto live = connect("web-1", "live");
   auto connecting = open("web-1", "connecting");
-  std::string fresh = enroll("web-1");
+  std::string fresh = enroll("web-1", "web-1");
   ASSERT_NE(fresh, old_cred);
   ASSERT_TRUE(live->closed());
   EXPECT_TRUE(absl::IsUnauthenticated(*live->closeStatus()));
@@ -1166,6 +1168,175 @@ TEST_F(ControlPlaneTest, RedeliveryWithAWindowBelowTheBatchStillDeliversEverythi
     plane_->tick();
   }
   EXPECT_EQ(s->sent<DispatchMsg>().size(), 10u);
+}
+
+// --- Identity: an enrolled id cannot be taken over (issue 10, point 5) ---
+
+absl::StatusOr<std::string> enrollWith(ControlPlane& plane, const std::string& id,
+                                       const std::string& bound_to = "",
+                                       const std::string& current_credential = "",
+                                       model::StringMap token_labels = {},
+                                       model::StringMap agent_labels = {}) {
+  auto token = plane.enrollment().createToken(1, bound_to.empty() ? 0 : 3'600'000,
+                                              std::move(token_labels), "test", bound_to);
+  if (!token.ok()) return token.status();
+  EnrollRequest req{.token = token->secret,
+                    .agent_id = id,
+                    .labels = std::move(agent_labels),
+                    .current_credential = current_credential,
+                    .source = "ipv4:192.0.2.7"};
+  return plane.enrollment().enroll(req);
+}
+
+TEST_F(ControlPlaneTest, EnrollingAnEnrolledIdWithAPlainTokenIsRefusedAndCostsNoUse) {
+  std::string cred = enroll("web-1");
+  auto live = connect("web-1");
+  auto token = plane_->enrollment().createToken(1, 0, {}, "attacker-got-this");
+  ASSERT_TRUE(token.ok());
+  auto taken = plane_->enrollment().enroll({.token = token->secret, .agent_id = "web-1"});
+  ASSERT_TRUE(absl::IsAlreadyExists(taken.status())) << taken.status();
+  EXPECT_NE(taken.status().message().find("'web-1'"), std::string::npos) << taken.status();
+  EXPECT_NE(taken.status().message().find("--host web-1"), std::string::npos) << taken.status();
+  // Nothing changed: the host keeps its credential and its stream; the token keeps its use.
+  EXPECT_FALSE(live->closed());
+  EXPECT_TRUE(plane_->authenticate("web-1", cred).ok());
+  for (const auto& t : *plane_->enrollment().listTokens()) {
+    if (t.id == token->record.id) EXPECT_EQ(t.uses_left, 1);
+  }
+  // The same token still enrolls a new id.
+  EXPECT_TRUE(plane_->enrollment().enroll({.token = token->secret, .agent_id = "web-2"}).ok());
+}
+
+TEST_F(ControlPlaneTest, AHostBoundTokenReEnrollsItsHostOnly) {
+  std::string old_cred = enroll("web-1");
+  auto live = connect("web-1");
+  auto other = enrollWith(*plane_, "web-9", "web-1");
+  ASSERT_TRUE(absl::IsPermissionDenied(other.status())) << other.status();
+  EXPECT_NE(other.status().message().find("for host 'web-1'"), std::string::npos);
+  auto fresh = enrollWith(*plane_, "web-1", "web-1");
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_TRUE(live->closed());
+  EXPECT_TRUE(absl::IsUnauthenticated(plane_->authenticate("web-1", old_cred)));
+  EXPECT_TRUE(plane_->authenticate("web-1", *fresh).ok());
+  // A bound token also enrolls its host when it is new.
+  EXPECT_TRUE(enrollWith(*plane_, "web-3", "web-3").ok());
+}
+
+TEST_F(ControlPlaneTest, TheCurrentCredentialRotatesItAndAWrongOneDoesNot) {
+  std::string cred = enroll("web-1");
+  auto wrong = enrollWith(*plane_, "web-1", "", cred + "x");
+  EXPECT_TRUE(absl::IsAlreadyExists(wrong.status())) << wrong.status();
+  auto rotated = enrollWith(*plane_, "web-1", "", cred);
+  ASSERT_TRUE(rotated.ok()) << rotated.status();
+  EXPECT_NE(*rotated, cred);
+  EXPECT_TRUE(absl::IsUnauthenticated(plane_->authenticate("web-1", cred)));
+  EXPECT_TRUE(plane_->authenticate("web-1", *rotated).ok());
+  // A credential of another host proves nothing.
+  std::string other = enroll("web-2");
+  EXPECT_TRUE(absl::IsAlreadyExists(enrollWith(*plane_, "web-1", "", other).status()));
+}
+
+TEST_F(ControlPlaneTest, ARevokedHostEnrollsAgainWithAPlainToken) {
+  enroll("web-1");
+  ASSERT_TRUE(plane_->decommission("web-1").ok());
+  auto again = enrollWith(*plane_, "web-1");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(plane_->hosts().get("web-1")->status, model::HostStatus::kOffline);
+  EXPECT_TRUE(plane_->authenticate("web-1", *again).ok());
+}
+
+TEST_F(ControlPlaneTest, TwoEnrollmentsOfOneNewIdCannotBothTakeIt) {
+  constexpr int kThreads = 8;
+  std::vector<std::string> secrets;
+  for (int i = 0; i < kThreads; ++i) {
+    secrets.push_back(plane_->enrollment().createToken(1, 0, {}, "test")->secret);
+  }
+  std::atomic<int> ok{0}, exists{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      auto r = plane_->enrollment().enroll({.token = secrets[i], .agent_id = "web-1"});
+      if (r.ok()) ++ok;
+      if (absl::IsAlreadyExists(r.status())) ++exists;
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), 1);
+  EXPECT_EQ(exists.load(), kThreads - 1);
+  // The refused ones spent no use of their tokens.
+  int used = 0;
+  for (const auto& t : *plane_->enrollment().listTokens()) used += t.uses_left == 0 ? 1 : 0;
+  EXPECT_EQ(used, 1);
+}
+
+// An agent whose Enroll reply was lost retries with the same attempt id and gets in; another
+// attempt does not, and once the host has connected its attempt id is spent.
+TEST_F(ControlPlaneTest, ARetryOfTheSameEnrollmentAttemptGetsInUntilTheHostConnects) {
+  auto enrollAttempt = [&](const std::string& attempt) {
+    auto token = plane_->enrollment().createToken(1, 0, {}, "test");
+    return plane_->enrollment().enroll(
+        {.token = token->secret, .agent_id = "web-1", .attempt_id = attempt});
+  };
+  ASSERT_TRUE(enrollAttempt("attempt-a").ok());  // the reply was lost
+  EXPECT_TRUE(absl::IsAlreadyExists(enrollAttempt("attempt-b").status()));
+  auto again = enrollAttempt("attempt-a");
+  ASSERT_TRUE(again.ok()) << again.status();
+  creds_["web-1"] = *again;
+  connect("web-1");
+  EXPECT_TRUE(absl::IsAlreadyExists(enrollAttempt("attempt-a").status()));
+}
+
+TEST_F(ControlPlaneTest, ARevokedIdTakenAgainStartsWithoutTheOldLabels) {
+  enroll("db-1");
+  ASSERT_TRUE(plane_->hosts().setLabels("db-1", {{"env", "prod"}, {"role", "db"}}, {}).ok());
+  ASSERT_TRUE(plane_->decommission("db-1").ok());
+  ASSERT_TRUE(enrollWith(*plane_, "db-1", "", "", {{"site", "lab"}}).ok());
+  auto host = plane_->hosts().get("db-1");
+  EXPECT_EQ(host->labels, (model::StringMap{{"site", "lab"}}));
+  EXPECT_EQ(host->pinned_labels, (std::set<std::string>{"site"}));
+}
+
+TEST_F(ControlPlaneTest, ATokenForOneHostIsSingleUseAndExpires) {
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      plane_->enrollment().createToken(2, 3'600'000, {}, "test", "web-1").status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      plane_->enrollment().createToken(1, 0, {}, "test", "web-1").status()));
+  EXPECT_TRUE(plane_->enrollment().createToken(1, 3'600'000, {}, "test", "web-1").ok());
+}
+
+TEST_F(ControlPlaneTest, TokenAndOperatorLabelsAreNeverReplacedByTheAgent) {
+  auto cred =
+      enrollWith(*plane_, "web-1", "", "", {{"env", "prod"}}, {{"env", "dev"}, {"role", "web"}});
+  ASSERT_TRUE(cred.ok()) << cred.status();
+  creds_["web-1"] = *cred;
+  auto labels = [&] { return plane_->hosts().get("web-1")->labels; };
+  EXPECT_EQ(labels(), (model::StringMap{{"env", "prod"}, {"role", "web"}}));
+  ASSERT_TRUE(plane_->hosts().setLabels("web-1", {{"tier", "gold"}}, {}).ok());
+  auto s = open("web-1");
+  HelloInfo hello;
+  hello.agent_id = "web-1";
+  hello.labels = {{"env", "test"}, {"tier", "bronze"}, {"role", "db"}};
+  ASSERT_TRUE(plane_->onHello(s, hello).ok());
+  EXPECT_EQ(labels(), (model::StringMap{{"env", "prod"}, {"role", "db"}, {"tier", "gold"}}));
+  // Pinned labels survive a restart (they are stored).
+  plane_.reset();
+  openPlane();
+  EXPECT_EQ(plane_->hosts().get("web-1")->pinned_labels, (std::set<std::string>{"env", "tier"}));
+}
+
+TEST_F(ControlPlaneTest, AgentLabelKeysRestrictWhatAgentsSetForThemselves) {
+  config_.agent_label_keys = {"role"};
+  openPlane();
+  auto cred = enrollWith(*plane_, "web-1", "", "", {}, {{"role", "web"}, {"zone", "a"}});
+  ASSERT_TRUE(cred.ok()) << cred.status();
+  creds_["web-1"] = *cred;
+  EXPECT_EQ(plane_->hosts().get("web-1")->labels, (model::StringMap{{"role", "web"}}));
+  auto s = open("web-1");
+  HelloInfo hello;
+  hello.agent_id = "web-1";
+  hello.labels = {{"role", "db"}, {"zone", "b"}};
+  ASSERT_TRUE(plane_->onHello(s, hello).ok());
+  EXPECT_EQ(plane_->hosts().get("web-1")->labels, (model::StringMap{{"role", "db"}}));
 }
 
 }  // namespace

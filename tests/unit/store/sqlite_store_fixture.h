@@ -39,6 +39,8 @@ inline model::Host makeHost(const std::string& id) {
   h.last_seen_ms = 2000;
   h.status_changed_at_ms = 1500;
   h.credential_hash = "ab12";
+  h.pinned_labels = {"env", kAwkward};
+  h.enroll_attempt_hash = "cd34";
   return h;
 }
 

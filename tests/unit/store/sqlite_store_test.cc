@@ -41,6 +41,8 @@ TEST_F(SqliteStoreTest, UpsertHostRoundTripsEveryField) {
   EXPECT_EQ(got.last_seen_ms, 2000);
   EXPECT_EQ(got.status_changed_at_ms, 1500);
   EXPECT_EQ(got.credential_hash, "ab12");
+  EXPECT_EQ(got.pinned_labels, host.pinned_labels);
+  EXPECT_EQ(got.enroll_attempt_hash, "cd34");
 
   host.labels = {};
   host.version = "2.0";
@@ -408,7 +410,7 @@ TEST_F(SqliteStoreTest, ReadOutputStartsAtTheFirstChunkCoveringTheOffsetWhenChun
 
 TEST_F(SqliteStoreTest, EnrollTokensRoundTripAndConsumeUntilUsedUp) {
   EnrollToken limited{"t1", "hash-1", 2, 9000, {{"env", kAwkward}}, "admin", 100, false};
-  EnrollToken unlimited{"t2", "hash-2", -1, 9000, {}, "admin", 200, false};
+  EnrollToken unlimited{"t2", "hash-2", -1, 9000, {}, "admin", 200, false, "web-1"};
   ASSERT_TRUE(put(InsertEnrollToken{limited}).status.ok());
   ASSERT_TRUE(put(InsertEnrollToken{unlimited}).status.ok());
   EnrollToken same_hash = limited;
@@ -438,6 +440,8 @@ TEST_F(SqliteStoreTest, EnrollTokensRoundTripAndConsumeUntilUsedUp) {
   EXPECT_EQ((*all)[0].id, "t1");
   EXPECT_EQ((*all)[1].id, "t2");
   EXPECT_EQ((*all)[1].uses_left, -1);
+  EXPECT_EQ((*all)[0].host_id, "");
+  EXPECT_EQ((*all)[1].host_id, "web-1");
 }
 
 // Commands of runs for kLargeRunHosts hosts or more stay out of the per-host index; listing a

@@ -104,19 +104,27 @@ TEST_F(SqliteStoreTest, OpenAppliesMigrationsOnce) {
   reopen();
   reopen();
   // One row per migration, each applied once.
-  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM schema_migrations"), "4");
-  EXPECT_EQ(rawQuery("SELECT COUNT(DISTINCT version) FROM schema_migrations"), "4");
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "4");
+  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM schema_migrations"), "5");
+  EXPECT_EQ(rawQuery("SELECT COUNT(DISTINCT version) FROM schema_migrations"), "5");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "5");
   EXPECT_EQ(rawQuery("PRAGMA journal_mode"), "wal");
   EXPECT_TRUE(store_->ping().ok());
 }
 
-// Turns the freshly migrated database back into a version-3 one (before large runs left the
-// per-host index).
+// Turns the freshly migrated database back into a version-4 one (before host-bound tokens and
+// pinned labels) or a version-3 one (before large runs left the per-host index).
 class SqliteStoreUpgradeTest : public SqliteStoreTest {
  protected:
-  void downgradeToVersion3() {
+  void downgradeToVersion4() {
     store_.reset();
+    rawQuery("ALTER TABLE enroll_tokens DROP COLUMN host_id");
+    rawQuery("ALTER TABLE hosts DROP COLUMN pinned_labels");
+    rawQuery("ALTER TABLE hosts DROP COLUMN enroll_attempt_hash");
+    rawQuery("ALTER TABLE commands DROP COLUMN exec_secret_env");
+    rawQuery("DELETE FROM schema_migrations WHERE version = 5");
+  }
+  void downgradeToVersion3() {
+    downgradeToVersion4();
     rawQuery("DROP INDEX runs_large");
     rawQuery("DROP INDEX commands_large_run_host");
     rawQuery("DROP INDEX commands_host_id");
@@ -136,7 +144,7 @@ TEST_F(SqliteStoreUpgradeTest, FromVersion3ListsAHostsOldAndNewCommandsOfLargeRu
                           "', 'r1', 'h", i, "', 'succeeded')"));
   }
   reopen();
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "4");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "5");
   // Stored before: still in the per-host index.
   EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM commands WHERE large_run = 1"), "0");
   std::vector<std::pair<std::string, std::string>> targets;
@@ -160,7 +168,7 @@ TEST_F(SqliteStoreUpgradeTest, FromVersion2KeepsRunsAndMarksThemComplete) {
   rawQuery("DELETE FROM schema_migrations WHERE version = 3");
   rawQuery("INSERT INTO runs (id, created_by, created_at_ms) VALUES ('old', 'bob', 7)");
   reopen();
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "4");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "5");
   auto run = store_->getRun("old");
   ASSERT_TRUE(run.ok() && run->has_value()) << run.status();
   EXPECT_EQ((*run)->created_by, "bob");
@@ -209,6 +217,30 @@ TEST_F(SqliteStoreTest, LockedDatabaseFailsTheWholeBatchUnavailable) {
   sqlite3_close(other);
   ASSERT_TRUE(put(UpsertHost{makeHost("h3")}).status.ok());  // the store recovers
   EXPECT_EQ(store_->loadHosts()->size(), 1u);
+}
+
+TEST_F(SqliteStoreUpgradeTest, FromVersion4KeepsHostsAndTokensUnboundAndUnpinned) {
+  ASSERT_TRUE(put(UpsertHost{[] {
+                model::Host h;
+                h.id = "h1";
+                h.labels = {{"env", "prod"}};
+                h.pinned_labels = {"env"};
+                return h;
+              }()})
+                  .status.ok());
+  downgradeToVersion4();
+  rawQuery("INSERT INTO enroll_tokens (id, token_hash, uses_left) VALUES ('t-old', 'hash-old', 1)");
+  reopen();
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "5");
+  auto hosts = store_->loadHosts();
+  ASSERT_TRUE(hosts.ok()) << hosts.status();
+  ASSERT_EQ(hosts->size(), 1u);
+  EXPECT_EQ((*hosts)[0].labels.at("env"), "prod");
+  EXPECT_TRUE((*hosts)[0].pinned_labels.empty());
+  auto token = store_->findEnrollTokenByHash("hash-old");
+  ASSERT_TRUE(token.ok()) << token.status();
+  ASSERT_TRUE(token->has_value());
+  EXPECT_EQ((*token)->host_id, "");
 }
 
 }  // namespace
