@@ -1200,7 +1200,9 @@ TEST_F(ControlPlaneTest, EnrollingAnEnrolledIdWithAPlainTokenIsRefusedAndCostsNo
   // Nothing changed: the host keeps its credential and its stream; the token keeps its use.
   EXPECT_FALSE(live->closed());
   EXPECT_TRUE(plane_->authenticate("web-1", cred).ok());
-  for (const auto& t : *plane_->enrollment().listTokens()) {
+  auto tokens = plane_->enrollment().listTokens();
+  ASSERT_TRUE(tokens.ok());
+  for (const auto& t : *tokens) {
     if (t.id == token->record.id) EXPECT_EQ(t.uses_left, 1);
   }
   // The same token still enrolls a new id.
@@ -1265,7 +1267,9 @@ TEST_F(ControlPlaneTest, TwoEnrollmentsOfOneNewIdCannotBothTakeIt) {
   EXPECT_EQ(exists.load(), kThreads - 1);
   // The refused ones spent no use of their tokens.
   int used = 0;
-  for (const auto& t : *plane_->enrollment().listTokens()) used += t.uses_left == 0 ? 1 : 0;
+  auto tokens = plane_->enrollment().listTokens();
+  ASSERT_TRUE(tokens.ok());
+  for (const auto& t : *tokens) used += t.uses_left == 0 ? 1 : 0;
   EXPECT_EQ(used, 1);
 }
 
