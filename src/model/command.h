@@ -65,6 +65,15 @@ struct Command {
   ResultSource result_source = ResultSource::kNone;
 };
 
+// A page of commands, newest first: what the store lists and the core's queries take.
+struct CommandQuery {
+  std::string run_id;   // empty: any
+  std::string host_id;  // empty: any
+  std::optional<CommandState> state;
+  std::string before_id;  // pagination: ids strictly below this (ULIDs sort by creation)
+  int limit = 100;
+};
+
 enum class OutputStream { kStdout = 1, kStderr = 2 };
 std::string_view toString(OutputStream stream);
 

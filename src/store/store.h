@@ -59,13 +59,8 @@ struct ApiToken {
   bool revoked = false;
 };
 
-struct CommandFilter {
-  std::string run_id;   // empty: any
-  std::string host_id;  // empty: any
-  std::optional<model::CommandState> state;
-  std::string before_id;  // pagination: ids strictly below this (ULIDs sort by time)
-  int limit = 100;
-};
+// A page of commands (model::CommandQuery); the store's name for it.
+using CommandFilter = model::CommandQuery;
 
 // --- Mutations -------------------------------------------------------------------------
 // Inserts the host or replaces every stored field of it.

@@ -165,7 +165,6 @@ void CommandService::topUpRedelivery(const std::shared_ptr<Session>& session) {
   // room left holds at the size the last batch took. The overshoot is one batch's error.
   size_t sent = 0;
   size_t per_command = 0;  // bytes, learnt from the last batch; 0: not known yet
-  bool first = true;
   while (sent < window && session->redeliveryLeft() > 0) {
     const size_t queued = session->queuedMessages();
     const size_t bytes = session->queuedBytes();
@@ -173,14 +172,13 @@ void CommandService::topUpRedelivery(const std::shared_ptr<Session>& session) {
     size_t batch = 16;
     if (per_command > 0) {
       batch = std::clamp<size_t>((window_bytes - bytes) / per_command, 1, 16);
-    } else if (first) {
+    } else if (sent == 0) {
       batch = 1;
     }
     batch = std::min({batch, window - sent, window - queued});
     std::vector<std::string> ids = session->takeRedelivery(batch);
     if (ids.empty() || !deliver(session, ids)) return;
     sent += ids.size();
-    first = false;
     const size_t after = session->queuedBytes();
     if (after > bytes) per_command = std::max<size_t>(1, (after - bytes) / ids.size());
   }

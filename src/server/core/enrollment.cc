@@ -71,7 +71,7 @@ absl::StatusOr<std::string> Enrollment::enroll(const EnrollRequest& request) {
   // One enrollment of an id at a time: a second one at once is refused before it spends a
   // use of its token (the first may still fail, then the id is free again).
   {
-    std::lock_guard lock(log_mu_);
+    std::lock_guard lock(mu_);
     if (!enrolling_.insert(request.agent_id).second) {
       absl::Status busy = absl::AlreadyExistsError(
           absl::StrCat("host '", request.agent_id.substr(0, 140), "' is being enrolled right now"));
@@ -80,7 +80,7 @@ absl::StatusOr<std::string> Enrollment::enroll(const EnrollRequest& request) {
   }
   auto credential = enrollChecked(request);
   {
-    std::lock_guard lock(log_mu_);
+    std::lock_guard lock(mu_);
     enrolling_.erase(request.agent_id);
   }
   if (credential.ok()) return credential;
@@ -99,7 +99,7 @@ void Enrollment::logRefusal(const EnrollRequest& request, const absl::Status& wh
   const std::string source = request.source.empty() ? "unknown source" : request.source;
   uint64_t suppressed = 0;
   {
-    std::lock_guard lock(log_mu_);
+    std::lock_guard lock(mu_);
     // Besides once per source: at most 20 lines per 10 s in all (sources spread over many
     // addresses cannot flood the log either).
     if (now - window_start_ms_ >= 10'000) {

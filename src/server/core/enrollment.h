@@ -58,17 +58,17 @@ class Enrollment {
   store::Store& store_;
   HostRegistry& hosts_;
   const common::Clock& clock_;
-  std::mutex log_mu_;
+  std::mutex mu_;  // the refusal log and the ids being enrolled
   // Source -> when its last refusal was logged, and refusals since (bounded: cleared when
   // it holds more than 4,096 sources).
   struct Logged {
     int64_t at_steady_ms = 0;
     uint64_t suppressed = 0;
   };
-  std::unordered_map<std::string, Logged> refusals_logged_ ABSL_GUARDED_BY(log_mu_);
-  int64_t window_start_ms_ ABSL_GUARDED_BY(log_mu_) = 0;  // all sources: 20 lines per 10 s
-  int lines_in_window_ ABSL_GUARDED_BY(log_mu_) = 0;
-  std::set<std::string> enrolling_ ABSL_GUARDED_BY(log_mu_);  // ids being enrolled now
+  std::unordered_map<std::string, Logged> refusals_logged_ ABSL_GUARDED_BY(mu_);
+  int64_t window_start_ms_ ABSL_GUARDED_BY(mu_) = 0;  // all sources: 20 lines per 10 s
+  int lines_in_window_ ABSL_GUARDED_BY(mu_) = 0;
+  std::set<std::string> enrolling_ ABSL_GUARDED_BY(mu_);  // ids being enrolled now
 };
 
 }  // namespace muster::server

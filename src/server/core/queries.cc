@@ -14,16 +14,6 @@ namespace {
 // Commands of a run are read in pages of this many.
 constexpr int kRunPage = 1000;
 
-store::CommandFilter toFilter(const CommandQuery& query) {
-  store::CommandFilter filter;
-  filter.run_id = query.run_id;
-  filter.host_id = query.host_id;
-  filter.state = query.state;
-  filter.before_id = query.before_id;
-  filter.limit = query.limit;
-  return filter;
-}
-
 }  // namespace
 
 EnrollTokenView tokenView(const store::EnrollToken& t) {
@@ -73,7 +63,7 @@ Queries::Queries(store::Store& store, CommandService& commands)
     : store_(store), commands_(commands) {}
 
 absl::StatusOr<std::vector<model::Command>> Queries::commands(const CommandQuery& query) {
-  return commands_.list(toFilter(query));
+  return commands_.list(query);
 }
 
 absl::StatusOr<RunView> Queries::run(const std::string& id) {

@@ -24,14 +24,7 @@ namespace muster::server {
 
 class CommandService;
 
-// A page of commands, newest first.
-struct CommandQuery {
-  std::string run_id;   // empty: any
-  std::string host_id;  // empty: any
-  std::optional<model::CommandState> state;
-  std::string before_id;  // pagination: ids strictly below this (ULIDs sort by creation)
-  int limit = 100;
-};
+using model::CommandQuery;  // a page of commands, newest first
 
 // A run with every command stored for it so far, ordered by host id.
 struct RunView {
