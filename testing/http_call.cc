@@ -2,11 +2,18 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <sys/file.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <memory>
+#include <mutex>
+#include <random>
 
 namespace muster::testkit {
 namespace {
@@ -49,12 +56,60 @@ HttpResult httpCall(const std::string& method, const std::string& url, const std
   return r;
 }
 
-int freeTcpPort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+namespace {
+
+// The first port the kernel hands out to outgoing connections: a port picked below it is
+// never taken by some test's client socket while its server is down between restarts.
+int ephemeralLow() {
+  int low = 32768, high = 60999;
+  if (FILE* f = std::fopen("/proc/sys/net/ipv4/ip_local_port_range", "r")) {
+    if (std::fscanf(f, "%d %d", &low, &high) != 2) low = 32768;
+    std::fclose(f);
+  }
+  return low;
+}
+
+bool bindsOnLoopback(int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+}  // namespace
+
+int freeTcpPort() {
+  // A port is claimed with a lock file held until this process exits, so parallel tests
+  // (ctest -j) never pick the same one, even while a test restarts its server on it.
+  static std::mutex mu;
+  std::lock_guard lock(mu);
+  const std::string dir = "/tmp/muster-test-ports";
+  ::mkdir(dir.c_str(), 0777);
+  const int low = std::max(10000, std::min(ephemeralLow(), 65535) - 20000);
+  const int high = std::min(ephemeralLow(), 65536);
+  std::mt19937 rng(std::random_device{}() ^ static_cast<unsigned>(::getpid()));
+  std::uniform_int_distribution<int> pick(low, high - 1);
+  for (int attempt = 0; attempt < 2000; ++attempt) {
+    int port = pick(rng);
+    std::string path = dir + "/" + std::to_string(port);
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) continue;
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0 || !bindsOnLoopback(port)) {
+      ::close(fd);
+      continue;
+    }
+    return port;  // the descriptor stays open: the claim lasts as long as the process
+  }
+  // Everything claimed (should not happen): fall back to any port the kernel picks.
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
   socklen_t len = sizeof addr;
   ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);

@@ -16,7 +16,9 @@ struct HttpResult {
 HttpResult httpCall(const std::string& method, const std::string& url, const std::string& token,
                     const std::string* body, long timeout_s);
 
-// A TCP port on 127.0.0.1 that was free a moment ago.
+// A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's range for outgoing
+// connections, and claimed for this process (a lock file in /tmp/muster-test-ports) so no
+// other test process picks it while this one runs.
 int freeTcpPort();
 
 }  // namespace muster::testkit
