@@ -7,7 +7,11 @@
 # Env:   MUSTER_AB_DIR (where BASE is built; default /tmp/muster-ab-<BASE>),
 #        MUSTER_AB_OUT (results; default /tmp/muster-ab-out/<time>),
 #        MUSTER_AB_SCENARIO (default fanout,reconnect-storm; "connect" for memory only),
-#        MUSTER_AB_HEAD_ARGS (extra musterd flags for the head, e.g. to isolate one feature)
+#        MUSTER_AB_HEAD_ARGS (extra musterd flags for the head, e.g. to isolate one feature),
+#        MUSTER_AB_BASE_LINK / MUSTER_AB_HEAD_LINK (the loadgen's --link for each: old for a
+#        musterd from before TLS, plaintext, or tls; default old / plaintext). TLS against
+#        plaintext of the same code: MUSTER_AB_BASE_LINK=plaintext MUSTER_AB_HEAD_LINK=tls
+#        bench/ab.sh HEAD
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE="${1:?usage: bench/ab.sh BASE [N] [PAIRS]}"
@@ -44,6 +48,11 @@ for ((pair = 1; pair <= PAIRS; pair++)); do
   for v in "${order[@]}"; do
     log "pair $pair: $v (${musterd[$v]})"
     extra=()
+    if [ "$v" = head ]; then
+      extra+=("--link=${MUSTER_AB_HEAD_LINK:-plaintext}")
+    else
+      extra+=("--link=${MUSTER_AB_BASE_LINK:-old}")
+    fi
     if [ "$v" = head ] && [ -n "${MUSTER_AB_HEAD_ARGS:-}" ]; then
       for a in $MUSTER_AB_HEAD_ARGS; do extra+=("--musterd-arg=$a"); done
     fi

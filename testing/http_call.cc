@@ -30,7 +30,7 @@ struct CurlDeleter {
 }  // namespace
 
 HttpResult httpCall(const std::string& method, const std::string& url, const std::string& token,
-                    const std::string* body, long timeout_s) {
+                    const std::string* body, long timeout_s, const std::string& ca_file) {
   thread_local std::unique_ptr<CURL, CurlDeleter> handle(curl_easy_init());  // keep-alive
   CURL* curl = handle.get();
   HttpResult r;
@@ -45,6 +45,7 @@ HttpResult httpCall(const std::string& method, const std::string& url, const std
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, collect);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &r.body);
   curl_easy_setopt(curl, CURLOPT_TIMEOUT, timeout_s);
+  if (!ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, ca_file.c_str());
   if (body != nullptr) {
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body->c_str());
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, static_cast<long>(body->size()));

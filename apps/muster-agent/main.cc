@@ -12,6 +12,7 @@
 #include "agent/agent.h"
 #include "common/duration.h"
 #include "common/fmt_absl.h"
+#include "common/fs.h"
 #include "common/ids.h"
 #include "common/log.h"
 
@@ -36,7 +37,15 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--state-dir", config.state_dir, "credential, journal and outbox")
       ->capture_default_str();
-  app.add_option("--enroll-token", config.enroll_token, "one-time token to enroll with");
+  std::string token_file;
+  app.add_option("--enroll-token", config.enroll_token,
+                 "token to enroll with (shows in ps: prefer --enroll-token-file or "
+                 "MUSTER_ENROLL_TOKEN)");
+  app.add_option("--enroll-token-file", token_file, "file holding the enrollment token");
+  app.add_flag("--insecure-plaintext", config.insecure_plaintext,
+               "talk to musterd WITHOUT TLS (only if musterd runs with --insecure-plaintext)");
+  app.add_option("--ca", config.ca_file,
+                 "musterd's CA (PEM) instead of the one the enrollment token pins");
   app.add_flag("--rotate-credential", config.rotate_credential,
                "enrolled already: get a new credential (with --enroll-token), proving the old one");
   app.add_option("--id", config.id, "agent id (default: /etc/machine-id)");
@@ -58,6 +67,27 @@ int main(int argc, char** argv) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::cerr << "muster-agent: " << e.what() << "\nRun 'muster-agent --help' for the flags.\n";
+    return 2;
+  }
+  if (!token_file.empty() && !config.enroll_token.empty()) {
+    std::cerr << "muster-agent: give --enroll-token or --enroll-token-file, not both\n";
+    return 2;
+  }
+  if (!token_file.empty()) {
+    auto token = common::readFile(token_file);
+    if (!token.ok()) {
+      std::cerr << "muster-agent: --enroll-token-file " << token_file << ": "
+                << token.status().message() << "\n";
+      return 2;
+    }
+    config.enroll_token = *token;
+  } else if (config.enroll_token.empty()) {
+    if (const char* env = std::getenv("MUSTER_ENROLL_TOKEN"); env != nullptr) {
+      config.enroll_token = env;
+    }
+  }
+  if (config.insecure_plaintext && !config.ca_file.empty()) {
+    std::cerr << "muster-agent: --insecure-plaintext turns TLS off: drop it or --ca\n";
     return 2;
   }
   for (const auto& label : labels) {

@@ -1,8 +1,12 @@
 // musterd: wiring only. Parses flags (or a TOML config), builds the store, core and
 // transports, runs until SIGINT/SIGTERM, then drains.
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -24,6 +28,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "common/worker_pool.h"
+#include "crypto/server_identity.h"
 #include "server/core/control_plane.h"
 #include "server/grpc/agent_link_server.h"
 #include "server/http/http_server.h"
@@ -57,26 +62,70 @@ struct Flags {
   std::string http_idle_timeout = "60s";
   std::string log_format = "text";
   std::string log_level = "info";
-  bool allow_remote_plaintext = false;
+  bool insecure_plaintext = false;
+  // TLS (docs/architecture.md, "Trust"): names in musterd's own server certificate, or the
+  // operator's certificate, key and CA.
+  std::vector<std::string> advertise;
+  std::string tls_cert, tls_key, tls_ca, tls_ca_key;
+  int64_t tls_cert_days = 90;
+  int64_t tls_renew_before_days = 30;
+  std::string tls_refresh_interval = "1h";
 };
 
-// Plaintext is for this machine only: every address `listen` resolves to must be loopback.
-bool plaintextAllowed(const Flags& flags, const char* flag, const std::string& listen,
-                      const char* what) {
-  if (flags.allow_remote_plaintext) return true;
-  absl::Status loopback = common::checkLoopbackListen(listen);
-  if (loopback.ok()) return true;
-  std::cerr << "musterd: " << flag << " " << listen << ": " << loopback.message()
-            << "; TLS is not configured yet: listen on 127.0.0.1 (or [::1]), or pass "
-               "--allow-remote-plaintext to serve "
-            << what << " in plaintext on purpose\n";
-  return false;
+// The names musterd's own server certificate carries: --advertise, else this host's name,
+// localhost and the listen addresses (a wildcard stands for every interface's address).
+std::vector<std::string> certificateNames(const Flags& flags) {
+  if (!flags.advertise.empty()) return flags.advertise;
+  std::vector<std::string> names;
+  auto add = [&](const std::string& name) {
+    if (!name.empty() && std::find(names.begin(), names.end(), name) == names.end()) {
+      names.push_back(name);
+    }
+  };
+  char host[256] = {0};
+  if (gethostname(host, sizeof host - 1) == 0) add(host);
+  add("localhost");
+  std::vector<std::string> listens = flags.grpc_listen;
+  listens.push_back(flags.http_listen);
+  bool wildcard = false;
+  for (const auto& listen : listens) {
+    auto hp = common::splitHostPort(listen);
+    if (!hp.ok()) continue;
+    if (hp->host.empty() || hp->host == "0.0.0.0" || hp->host == "::") {
+      wildcard = true;
+    } else {
+      add(hp->host);
+    }
+  }
+  add("127.0.0.1");
+  add("::1");
+  if (wildcard) {
+    ifaddrs* addrs = nullptr;
+    if (getifaddrs(&addrs) == 0) {
+      for (ifaddrs* a = addrs; a != nullptr; a = a->ifa_next) {
+        if (a->ifa_addr == nullptr) continue;
+        char buf[INET6_ADDRSTRLEN] = {0};
+        if (a->ifa_addr->sa_family == AF_INET) {
+          inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, buf,
+                    sizeof buf);
+        } else if (a->ifa_addr->sa_family == AF_INET6) {
+          auto* in6 = reinterpret_cast<sockaddr_in6*>(a->ifa_addr);
+          if (IN6_IS_ADDR_LINKLOCAL(&in6->sin6_addr)) continue;  // needs a zone id
+          inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
+        } else {
+          continue;
+        }
+        add(buf);
+      }
+      freeifaddrs(addrs);
+    }
+  }
+  return names;
 }
 
 // The HTTP flags as HttpOptions; false (after saying why) when one is out of range.
 bool httpOptionsFrom(const Flags& flags, server::http::HttpOptions* out) {
   out->listen = flags.http_listen;
-  out->loopback_only = !flags.allow_remote_plaintext;
   out->max_connections = static_cast<size_t>(flags.http_max_connections);
   out->sse_max_followers = static_cast<size_t>(flags.http_max_followers);
   out->sse_max_queued_bytes = static_cast<uint64_t>(flags.http_follower_buffer_bytes);
@@ -116,15 +165,65 @@ int run(const Flags& flags) {
       return 2;
     }
   }
-  for (const auto& listen : flags.grpc_listen) {
-    if (!plaintextAllowed(flags, "--grpc-listen", listen, "agents")) return 2;
+  auto tls_refresh = common::parseDurationMsInRange(
+      "--tls-refresh-interval", flags.tls_refresh_interval, common::kSecondMs, common::kDayMs);
+  if (!tls_refresh.ok()) {
+    std::cerr << "musterd: " << tls_refresh.status().message() << "\n";
+    return 2;
   }
-  if (!plaintextAllowed(flags, "--http-listen", flags.http_listen, "the REST API")) return 2;
+  // Listen addresses are checked before anything is created (a typo must not leave a CA).
+  std::vector<std::pair<const char*, std::string>> listens = {{"--http-listen", flags.http_listen}};
+  for (const auto& l : flags.grpc_listen) listens.emplace_back("--grpc-listen", l);
+  for (const auto& [flag, listen] : listens) {
+    auto hp = common::splitHostPort(listen);
+    absl::Status st = hp.status();
+    if (hp.ok() && !hp->host.empty()) {
+      auto resolved = common::resolveHost(hp->host);
+      st = resolved.status();
+    }
+    if (!st.ok()) {
+      std::cerr << "musterd: " << flag << " " << listen << ": " << st.message() << "\n";
+      return 2;
+    }
+  }
+  if (flags.insecure_plaintext &&
+      !(flags.tls_cert.empty() && flags.tls_key.empty() && flags.tls_ca.empty())) {
+    std::cerr << "musterd: --insecure-plaintext turns TLS off: drop it or the --tls-* flags\n";
+    return 2;
+  }
+  if (flags.tls_renew_before_days >= flags.tls_cert_days) {
+    std::cerr << "musterd: --tls-renew-before-days must be below --tls-cert-days\n";
+    return 2;
+  }
   server::http::HttpOptions http_options;
   if (!httpOptionsFrom(flags, &http_options)) return 2;
   if (auto st = common::makeDirs(flags.data_dir, 0700); !st.ok()) {
     spdlog::error("cannot create data dir: {}", st.message());
     return 1;
+  }
+  std::shared_ptr<crypto::ServerIdentity> tls;
+  if (flags.insecure_plaintext) {
+    spdlog::warn(
+        "--insecure-plaintext: agents and the REST API are served WITHOUT TLS; credentials, "
+        "commands and output cross the network in the clear");
+  } else {
+    crypto::ServerIdentity::Options tls_options;
+    tls_options.dir = flags.data_dir + "/tls";
+    tls_options.names = certificateNames(flags);
+    tls_options.cert_file = flags.tls_cert;
+    tls_options.key_file = flags.tls_key;
+    tls_options.ca_file = flags.tls_ca;
+    tls_options.ca_key_file = flags.tls_ca_key;
+    tls_options.server_cert_days = static_cast<int>(flags.tls_cert_days);
+    tls_options.renew_before_days = static_cast<int>(flags.tls_renew_before_days);
+    auto opened = crypto::ServerIdentity::open(tls_options, common::SystemClock::instance());
+    if (!opened.ok()) {
+      spdlog::error("TLS: {}", opened.status().message());
+      return 1;
+    }
+    tls = std::move(*opened);
+    spdlog::info("TLS on the agent port and the REST API; CA sha256 {} (enrollment tokens pin it)",
+                 tls->current()->ca_sha256);
   }
   auto store = store::SqliteStore::open(flags.data_dir + "/muster.db");
   if (!store.ok()) {
@@ -161,6 +260,7 @@ int run(const Flags& flags) {
   config.heartbeat_interval_ms = *heartbeat;
   config.default_expiry_ms = *expiry;
   config.reconnect_rate_per_s = flags.reconnect_rate;
+  if (tls) config.ca_sha256 = tls->current()->ca_sha256;
   // Every agent link is a descriptor: raise the soft limit to the hard one and keep a reserve
   // for the store, HTTP clients and logs, so the agent port never runs the process dry.
   rlimit fds{};
@@ -205,6 +305,8 @@ int run(const Flags& flags) {
   link_options.max_connection_idle_ms = *idle_connection;
   link_options.max_send_queue_messages = static_cast<size_t>(flags.max_send_queue);
   link_options.max_pending_enrolls = static_cast<size_t>(flags.max_pending_enrolls);
+  link_options.tls = tls;
+  http_options.tls = tls;
   auto link = server::grpcadapter::AgentLinkServer::start(plane, blocking, link_options);
   if (!link.ok()) {
     spdlog::error("{}", link.status().message());
@@ -215,10 +317,10 @@ int run(const Flags& flags) {
     spdlog::error("{}", http.status().message());
     return 1;
   }
-  spdlog::info("musterd ready: API http://{}:{} agents {}:{} data {}",
+  spdlog::info("musterd ready: API {}://{}:{} agents {}:{} ({}) data {}", tls ? "https" : "http",
                flags.http_listen.substr(0, flags.http_listen.rfind(':')), (*http)->port(),
                flags.grpc_listen[0].substr(0, flags.grpc_listen[0].rfind(':')), (*link)->port(),
-               std::filesystem::absolute(flags.data_dir).string());
+               tls ? "TLS" : "plaintext", std::filesystem::absolute(flags.data_dir).string());
   // One line for scripts and tests that started us on port 0.
   std::cout << "musterd listening http=" << (*http)->port() << " grpc=" << (*link)->port()
             << std::endl;
@@ -228,8 +330,19 @@ int run(const Flags& flags) {
   std::condition_variable tick_cv;
   std::thread ticker([&] {
     std::unique_lock lock(tick_mu);
+    int64_t next_tls_refresh = common::SystemClock::instance().steadyMs() + *tls_refresh;
     while (!tick_cv.wait_for(lock, std::chrono::milliseconds(250), [&] { return stop.load(); })) {
       plane.tick();
+      int64_t now = common::SystemClock::instance().steadyMs();
+      if (tls && now >= next_tls_refresh) {
+        // Renew the server certificate before it expires (or reload the operator's files):
+        // new handshakes get the new one, links already up are not dropped.
+        next_tls_refresh = now + *tls_refresh;
+        if (auto renewed = tls->refresh(); !renewed.ok()) {
+          spdlog::error("TLS: cannot renew the server certificate: {} (retrying in {})",
+                        renewed.status().message(), flags.tls_refresh_interval);
+        }
+      }
     }
   });
 
@@ -350,8 +463,29 @@ int main(int argc, char** argv) {
                  "a keep-alive connection without a request, or a client not reading our "
                  "answer, is closed after this; 100ms-1h")
       ->capture_default_str();
-  app.add_flag("--allow-remote-plaintext", flags.allow_remote_plaintext,
-               "serve agents and the REST API without TLS on a non-loopback address");
+  app.add_flag("--insecure-plaintext", flags.insecure_plaintext,
+               "serve agents and the REST API WITHOUT TLS (agents need the same flag)");
+  app.add_option("--advertise", flags.advertise,
+                 "name or address agents reach musterd by, put in its own server certificate "
+                 "(repeatable; default: host name, localhost and the listen addresses)");
+  app.add_option("--tls-cert", flags.tls_cert,
+                 "the operator's server certificate (PEM, chain); with --tls-key and --tls-ca "
+                 "musterd makes none of its own and reloads these files when they change");
+  app.add_option("--tls-key", flags.tls_key, "the key of --tls-cert (PEM)");
+  app.add_option("--tls-ca", flags.tls_ca, "the CA agents pin (PEM)");
+  app.add_option("--tls-ca-key", flags.tls_ca_key,
+                 "the key of --tls-ca, to sign agents' client certificates (optional)");
+  app.add_option("--tls-cert-days", flags.tls_cert_days,
+                 "lifetime of the server certificate musterd issues itself")
+      ->check(CLI::Range(int64_t{1}, int64_t{825}))
+      ->capture_default_str();
+  app.add_option("--tls-renew-before-days", flags.tls_renew_before_days,
+                 "renew the server certificate when fewer days than this are left")
+      ->check(CLI::Range(int64_t{0}, int64_t{824}))
+      ->capture_default_str();
+  app.add_option("--tls-refresh-interval", flags.tls_refresh_interval,
+                 "how often the certificate's expiry (or the operator's files) is checked")
+      ->capture_default_str();
   app.add_option("--log-format", flags.log_format, "text or json")->capture_default_str();
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error (last wins)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)

@@ -37,6 +37,9 @@ struct Options {
   int throughput_clients = 8;
   int addresses = 1;  // loopback addresses musterd listens on (127.0.0.1 .. 127.0.0.N)
   std::vector<std::string> musterd_args;  // passed to musterd as they are
+  // plaintext (musterd --insecure-plaintext), tls, or old (a musterd from before TLS).
+  std::string link = "plaintext";
+  bool tls_resume = true;
 };
 
 double percentile(std::vector<double> v, double p) {
@@ -77,16 +80,28 @@ class LoadGen {
       targets.push_back("127.0.0." + std::to_string(k) + ":" + std::to_string(grpc_port));
       extra.insert(extra.end(), {"--grpc-listen", targets.back()});
     }
+    if (o_.link == "plaintext") extra.push_back("--insecure-plaintext");
     extra.insert(extra.end(), o_.musterd_args.begin(), o_.musterd_args.end());
     server_ = std::make_unique<ServerProcess>(o_.musterd, o_.work_dir + "/data", freeTcpPort(),
                                               grpc_port, extra);
+    bool tls = o_.link == "tls";
+    server_->setTls(tls);
+    setHttpCaFile(tls ? server_->caFile() : "");
+    security_.plaintext = !tls;
     server_->start();
+    if (tls) {
+      std::ifstream in(server_->caFile());
+      security_.ca_pem.assign(std::istreambuf_iterator<char>(in), {});
+    }
     token_ = server_->adminToken();
     auto ids = identities();
     if (ids.size() != static_cast<size_t>(o_.agents)) return fail("enrollment failed");
     for (const auto& [id, cred] : ids) host_ids_.push_back(id);
     baseline_ = sampleProc(server_->pid());
-    fleet_ = std::make_unique<SimFleet>(SimOptions{targets, 1000, 60'000}, ids);
+    SimOptions sim{targets, 1000, 60'000};
+    sim.security = security_;
+    sim.tls_resume = o_.tls_resume;
+    fleet_ = std::make_unique<SimFleet>(sim, ids);
     int rc = 0;
     // "all", one scenario, or several separated by commas ("fanout,reconnect-storm").
     auto want = [&](const char* s) {
@@ -152,8 +167,10 @@ class LoadGen {
     auto r = httpRequest("POST", server_->http() + "/api/v1/tokens", token_,
                          R"({"kind":"enroll","uses":-1,"ttl":"1h"})");
     std::string enroll_token(json::parse(r.body).at("token").as_string());
+    if (size_t dot = enroll_token.find('.'); dot != std::string::npos) enroll_token.resize(dot);
     agent::ChannelOptions copt;
     copt.target = server_->grpc();
+    copt.security = security_;
     auto channel = agent::makeChannel(copt);
     out.resize(o_.agents);
     std::atomic<int> next{0}, failures{0};
@@ -471,6 +488,7 @@ class LoadGen {
   std::unique_ptr<ServerProcess> server_;
   std::unique_ptr<SimFleet> fleet_;
   std::string token_;
+  agent::LinkSecurity security_;
   std::vector<std::string> host_ids_;
   ProcSample baseline_;
 };
@@ -500,6 +518,14 @@ int main(int argc, char** argv) {
   app.add_option("--musterd-arg", o.musterd_args,
                  "one more musterd argument, e.g. --musterd-arg=--reconnect-rate=2000 "
                  "(repeatable)");
+  app.add_option("--link", o.link,
+                 "plaintext (musterd --insecure-plaintext), tls, or old (a musterd from before "
+                 "TLS, plaintext by default)")
+      ->check(CLI::IsMember({"plaintext", "tls", "old"}))
+      ->capture_default_str();
+  app.add_option("--tls-resume", o.tls_resume,
+                 "agents resume their TLS session on reconnect (true/false)")
+      ->capture_default_str();
   app.add_option("--fanout-rounds", o.fanout_rounds)->capture_default_str();
   app.add_option("--idle-seconds", o.idle_seconds)->capture_default_str();
   app.add_option("--throughput-seconds", o.throughput_seconds)->capture_default_str();

@@ -123,9 +123,18 @@ std::string ServerProcess::adminToken() const {
   return token;
 }
 
+namespace {
+std::string& httpCaFile() {
+  static std::string ca_file;
+  return ca_file;
+}
+}  // namespace
+
+void setHttpCaFile(std::string ca_file) { httpCaFile() = std::move(ca_file); }
+
 Http httpRequest(const std::string& method, const std::string& url, const std::string& token,
                  const std::string& body) {
-  auto r = testkit::httpCall(method, url, token, body.empty() ? nullptr : &body, 120);
+  auto r = testkit::httpCall(method, url, token, body.empty() ? nullptr : &body, 120, httpCaFile());
   return Http{r.status, std::move(r.body)};
 }
 

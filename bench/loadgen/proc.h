@@ -27,7 +27,13 @@ class ServerProcess {
   void kill9();
   void stop();
   pid_t pid() const { return pid_; }
-  std::string http() const { return "http://127.0.0.1:" + std::to_string(http_port_); }
+  // https:// unless musterd runs with --insecure-plaintext (or predates TLS).
+  std::string http() const {
+    return (tls_ ? "https://127.0.0.1:" : "http://127.0.0.1:") + std::to_string(http_port_);
+  }
+  bool tls() const { return tls_; }
+  void setTls(bool tls) { tls_ = tls; }
+  std::string caFile() const { return data_dir_ + "/tls/ca.crt"; }
   std::string grpc() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
   std::string adminToken() const;
 
@@ -35,6 +41,7 @@ class ServerProcess {
   std::string binary_, data_dir_;
   int http_port_, grpc_port_;
   std::vector<std::string> extra_;
+  bool tls_ = false;
   pid_t pid_ = -1;
 };
 
@@ -42,6 +49,8 @@ struct Http {
   long status = 0;
   std::string body;
 };
+// The CA https:// requests are verified with (the loadgen talks to one musterd at a time).
+void setHttpCaFile(std::string ca_file);
 Http httpRequest(const std::string& method, const std::string& url, const std::string& token,
                  const std::string& body = "");
 int freeTcpPort();

@@ -1,6 +1,8 @@
 // SimFleet implementation.
 #include "bench/loadgen/sim_agent.h"
 
+#include <grpc/grpc_security.h>
+
 #include <algorithm>
 
 #include "muster/v1/agent.pb.h"
@@ -8,8 +10,13 @@
 namespace muster::bench {
 
 struct SimFleet::Agent {
+  ~Agent() {
+    channel.reset();
+    if (session_cache != nullptr) grpc_ssl_session_cache_destroy(session_cache);
+  }
   std::string id;
   std::string credential;
+  grpc_ssl_session_cache* session_cache = nullptr;
   std::shared_ptr<grpc::Channel> channel;
   std::mutex mu;
   std::shared_ptr<agent::LinkStream> stream;
@@ -43,6 +50,11 @@ SimFleet::SimFleet(SimOptions options, std::vector<std::pair<std::string, std::s
     agent::ChannelOptions channel;
     channel.target = options_.targets[agents_.size() % options_.targets.size()];
     channel.own_connection = true;
+    channel.security = options_.security;
+    if (!options_.security.plaintext && options_.tls_resume) {
+      a->session_cache = grpc_ssl_session_cache_create_lru(1);
+    }
+    channel.session_cache = a->session_cache;
     a->channel = agent::makeChannel(channel);
     agents_.push_back(std::move(a));
   }
@@ -147,6 +159,8 @@ void SimFleet::connect(size_t index) {
       agent::ChannelOptions options;
       options.target = options_.targets[index % options_.targets.size()];
       options.own_connection = true;
+      options.security = options_.security;
+      options.session_cache = a.session_cache;
       retired = std::move(a.channel);
       a.channel = agent::makeChannel(options);
       a.needs_new_channel = false;

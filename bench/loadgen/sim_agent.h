@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "agent/link.h"
 #include "agent/link_client.h"
 #include "common/backoff.h"
 
@@ -24,6 +25,8 @@ struct SimOptions {
   std::vector<std::string> targets;  // host:port; agents are spread across them
   int64_t backoff_base_ms = 1000;
   int64_t backoff_cap_ms = 60'000;
+  agent::LinkSecurity security;  // plaintext, or TLS with musterd's CA (and client certs)
+  bool tls_resume = true;        // each agent keeps its TLS session for its reconnects
 };
 
 struct SimStats {

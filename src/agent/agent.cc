@@ -13,8 +13,11 @@
 #include "agent/outbox.h"
 #include "agent/output_capture.h"
 #include "agent/system_info.h"
+#include "agent/tls_probe.h"
 #include "common/fmt_absl.h"
 #include "common/fs.h"
+#include "crypto/certs.h"
+#include "crypto/enroll_token.h"
 #include "crypto/secrets.h"
 #include "muster/v1/agent.pb.h"
 
@@ -139,6 +142,118 @@ void Agent::requestStop() {
   mailbox_->cv.notify_one();
 }
 
+absl::Status Agent::establishTrust() {
+  if (trust_ready_) return absl::OkStatus();
+  LinkSecurity security;
+  if (config_.insecure_plaintext) {
+    spdlog::warn("--insecure-plaintext: the link to {} is NOT encrypted", config_.server);
+    security.plaintext = true;
+    link_factory_->secure(security);
+    trust_ready_ = true;
+    return absl::OkStatus();
+  }
+  std::string pin;
+  if (!config_.enroll_token.empty()) {
+    auto token = crypto::parseEnrollToken(config_.enroll_token);
+    if (!token.ok()) return token.status();
+    pin = token->ca_sha256;
+  }
+  const std::string ca_path = config_.state_dir + "/ca.crt";
+  auto fingerprint = [](const std::string& pem) {
+    auto sha = crypto::certSha256(pem);
+    return sha.ok() ? *sha : std::string("unreadable");
+  };
+  std::string ca;
+  if (!config_.ca_file.empty()) {
+    auto read = common::readFile(config_.ca_file);
+    if (!read.ok()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--ca ", config_.ca_file, ": ", read.status().message()));
+    }
+    ca = *read;
+    if (!pin.empty() && fingerprint(ca) != pin) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("--ca ", config_.ca_file, " (sha256 ", fingerprint(ca),
+                       ") is not the CA the enrollment token pins (", pin,
+                       "): give musterd's CA (DATA/tls/ca.crt) or drop --ca"));
+    }
+  } else if (common::fileExists(ca_path)) {
+    auto read = common::readFile(ca_path);
+    if (!read.ok()) return read.status();
+    ca = *read;
+    if (!pin.empty() && fingerprint(ca) != pin) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the enrollment token pins CA sha256 ", pin, ", but this agent trusts CA ",
+          fingerprint(ca), " (", ca_path,
+          "): musterd's CA changed, or the token is from another musterd. If the CA was "
+          "replaced on purpose, remove ",
+          ca_path, " and enroll again"));
+    }
+  } else if (!pin.empty()) {
+    // Trust on the pin: read the chain the server presents, take the CA whose SHA-256 is
+    // the pin, check the server's certificate against it, keep it.
+    auto chain = fetchServerChain(config_.server, 10'000);
+    if (!chain.ok()) return chain.status();
+    auto certs = crypto::splitPemCerts(*chain);
+    if (!certs.ok()) return certs.status();
+    std::string seen;
+    for (const auto& cert : *certs) {
+      std::string sha = fingerprint(cert);
+      if (sha == pin) ca = cert;
+      absl::StrAppend(&seen, seen.empty() ? "" : ", ", sha);
+    }
+    if (ca.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "the server at ", config_.server, " does not present the CA the enrollment token pins (",
+          pin, "; it presents ", seen,
+          "): check that --server is your musterd and that the token is from it; anything "
+          "else is a machine in between posing as musterd"));
+    }
+    if (auto st = crypto::verifyServerChain(*chain, ca, targetHost(config_.server),
+                                            clock_.nowMs() / 1000);
+        !st.ok()) {
+      return st;
+    }
+    if (auto st = common::makeDirs(config_.state_dir, 0700); !st.ok()) return st;
+    if (auto st = common::writeFileAtomic(ca_path, ca, 0644); !st.ok()) return st;
+    spdlog::info("trusting musterd's CA sha256 {} (pinned by the enrollment token), kept in {}",
+                 pin, ca_path);
+  } else {
+    return absl::FailedPreconditionError(
+        "no CA to verify musterd with: enroll with the whole token `muster token create "
+        "--enroll` printed (it carries the CA's pin), or give --ca FILE (musterd's "
+        "DATA/tls/ca.crt); --insecure-plaintext only if musterd runs with it too");
+  }
+  security.ca_pem = ca;
+  ca_pem_ = ca;
+  link_factory_->secure(security);
+  trust_ready_ = true;
+  return absl::OkStatus();
+}
+
+void Agent::diagnoseTls(const absl::Status& status) {
+  if (config_.insecure_plaintext || ca_pem_.empty()) return;
+  absl::string_view message = status.message();
+  if (message.find("andshake") == absl::string_view::npos &&
+      message.find("SSL") == absl::string_view::npos &&
+      message.find("ssl") == absl::string_view::npos) {
+    return;
+  }
+  int64_t now = clock_.steadyMs();
+  if (now - last_diagnosis_ms_ < 60'000) return;
+  last_diagnosis_ms_ = now;
+  // Off the agent's thread: the probe may take its full timeout.
+  std::thread([server = config_.server, ca = ca_pem_, now_s = clock_.nowMs() / 1000] {
+    auto chain = fetchServerChain(server, 10'000);
+    if (!chain.ok()) {
+      spdlog::error("TLS link to {} failed: {}", server, chain.status().message());
+      return;
+    }
+    auto verdict = crypto::verifyServerChain(*chain, ca, targetHost(server), now_s);
+    if (!verdict.ok()) spdlog::error("TLS link to {} refused: {}", server, verdict.message());
+  }).detach();
+}
+
 absl::Status Agent::ensureEnrolled() {
   auto identity = loadIdentity(config_.state_dir);
   if (!identity.ok()) return identity.status();
@@ -165,8 +280,10 @@ absl::Status Agent::ensureEnrolled() {
         "this agent is not enrolled: start it once with --enroll-token TOKEN "
         "(create one with `muster token create --enroll`)");
   }
+  auto token = crypto::parseEnrollToken(config_.enroll_token);
+  if (!token.ok()) return token.status();
   muster::v1::EnrollRequest request;
-  request.set_token(config_.enroll_token);
+  request.set_token(token->secret);
   request.set_agent_id(*id);
   for (const auto& [k, v] : collectFacts(config_.version)) (*request.mutable_facts())[k] = v;
   for (const auto& [k, v] : config_.labels) (*request.mutable_labels())[k] = v;
@@ -207,7 +324,8 @@ absl::Status Agent::ensureEnrolled() {
 absl::Status Agent::run() {
   // Enrollment: retried with backoff while the server is unreachable; a refused token is final.
   while (true) {
-    auto st = ensureEnrolled();
+    auto st = establishTrust();
+    if (st.ok()) st = ensureEnrolled();
     if (st.ok()) break;
     if (!absl::IsUnavailable(st) && !absl::IsDeadlineExceeded(st)) return st;
     int64_t delay = backoff_.nextDelayMs();
@@ -311,6 +429,7 @@ void Agent::onLinkClosed(const std::shared_ptr<LinkStream>& link, const absl::St
     delay = backoff_.nextDelayMs();
     spdlog::warn("link to {} closed ({}: {}); reconnecting in {} ms", config_.server,
                  absl::StatusCodeToString(status.code()), status.message(), delay);
+    if (absl::IsUnavailable(status)) diagnoseTls(status);
   }
   // A fresh channel for the next attempt: the old one would keep reconnecting on gRPC's own
   // schedule (hammering a restarting server) and hold a descriptor on a full one. Our

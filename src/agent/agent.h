@@ -33,7 +33,11 @@ class LinkStream;
 struct AgentConfig {
   std::string server = "127.0.0.1:7443";
   std::string state_dir = "/var/lib/muster-agent";
-  std::string enroll_token;
+  std::string enroll_token;  // as printed by `muster token create --enroll` (with its CA pin)
+  // TLS: the CA comes from the token's pin (fetched once, kept in STATE/ca.crt) or from
+  // ca_file; plaintext only with insecure_plaintext (musterd must say so too).
+  bool insecure_plaintext = false;
+  std::string ca_file;
   // With an identity already in the state dir and enroll_token set: enroll again, proving the
   // current credential, and keep the new one (credential rotation).
   bool rotate_credential = false;
@@ -112,6 +116,13 @@ class Agent {
   std::string credential_;
   std::unique_ptr<Outbox> outbox_;
   std::unique_ptr<Link> link_factory_;
+  // Decides how the link is secured (once, before the first call); see AgentConfig.
+  absl::Status establishTrust();
+  // Logs why a TLS link failed (CA changed, name, expiry), at most once a minute.
+  void diagnoseTls(const absl::Status& status);
+  bool trust_ready_ = false;
+  std::string ca_pem_;
+  int64_t last_diagnosis_ms_ = -60'000;
   common::Backoff backoff_;
 
   // Loop thread state.

@@ -31,10 +31,21 @@ class LinkStream {
   virtual void close() = 0;
 };
 
+// How the link is secured: TLS verified against `ca_pem` (the default), or plaintext on
+// purpose. A client key and certificate are presented when given (mTLS).
+struct LinkSecurity {
+  bool plaintext = false;
+  std::string ca_pem;
+  std::string client_key_pem;
+  std::string client_cert_pem;
+};
+
 // A way to reach the server.
 class Link {
  public:
   virtual ~Link() = default;
+  // Takes effect for the next connection (reset() drops the current one).
+  virtual void secure(const LinkSecurity& security) { (void)security; }
   virtual absl::StatusOr<muster::v1::EnrollResponse> enroll(
       const muster::v1::EnrollRequest& request, int64_t deadline_ms) = 0;
   virtual std::shared_ptr<LinkStream> open(const std::string& agent_id,

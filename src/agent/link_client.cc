@@ -5,6 +5,7 @@
 // so no StartWrite can follow OnDone.
 #include "agent/link_client.h"
 
+#include <grpc/grpc_security.h>
 #include <grpcpp/grpcpp.h>
 
 #include <deque>
@@ -156,7 +157,19 @@ std::shared_ptr<grpc::Channel> makeChannel(const ChannelOptions& options) {
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 60'000);
   args.SetMaxReceiveMessageSize(4 << 20);
   if (options.own_connection) args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
-  return grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+  if (options.security.plaintext) {
+    return grpc::CreateCustomChannel(options.target, grpc::InsecureChannelCredentials(), args);
+  }
+  if (options.session_cache != nullptr) {
+    grpc_arg arg = grpc_ssl_session_cache_create_channel_arg(
+        static_cast<grpc_ssl_session_cache*>(options.session_cache));
+    args.SetPointerWithVtable(arg.key, arg.value.pointer.p, arg.value.pointer.vtable);
+  }
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = options.security.ca_pem;
+  ssl.pem_private_key = options.security.client_key_pem;
+  ssl.pem_cert_chain = options.security.client_cert_pem;
+  return grpc::CreateCustomChannel(options.target, grpc::SslCredentials(ssl), args);
 }
 
 absl::StatusOr<muster::v1::EnrollResponse> enroll(const std::shared_ptr<grpc::Channel>& channel,
@@ -184,7 +197,10 @@ std::shared_ptr<LinkStream> openStream(const std::shared_ptr<grpc::Channel>& cha
 namespace {
 class GrpcLink final : public Link {
  public:
-  explicit GrpcLink(std::string target) : target_(std::move(target)) { reset(); }
+  explicit GrpcLink(std::string target) : target_(std::move(target)) {
+    security_.plaintext = true;  // until secure(): Agent decides before its first call
+    reset();
+  }
   absl::StatusOr<muster::v1::EnrollResponse> enroll(const muster::v1::EnrollRequest& request,
                                                     int64_t deadline_ms) override {
     return agent::enroll(channel_, request, deadline_ms);
@@ -196,11 +212,24 @@ class GrpcLink final : public Link {
   void reset() override {
     ChannelOptions options;
     options.target = target_;
+    options.security = security_;
+    options.session_cache = session_cache_;
     channel_ = makeChannel(options);
+  }
+  void secure(const LinkSecurity& security) override {
+    security_ = security;
+    reset();
+  }
+  ~GrpcLink() override {
+    channel_.reset();
+    grpc_ssl_session_cache_destroy(session_cache_);
   }
 
  private:
   std::string target_;
+  LinkSecurity security_;
+  // Reconnects resume the TLS session (no full handshake after a blip).
+  grpc_ssl_session_cache* session_cache_ = grpc_ssl_session_cache_create_lru(4);
   std::shared_ptr<grpc::Channel> channel_;
 };
 }  // namespace

@@ -23,6 +23,9 @@ struct ChannelOptions {
   // (the load generator simulates many hosts in one process).
   bool own_connection = false;
   int keepalive_ms = 30'000;
+  LinkSecurity security;  // TLS unless security.plaintext
+  // TLS session cache shared by channels (resumption across reconnects); may be null.
+  void* session_cache = nullptr;
 };
 
 std::shared_ptr<grpc::Channel> makeChannel(const ChannelOptions& options);

@@ -21,6 +21,12 @@ int runMuster(int argc, char** argv) {
                  "API token (default: $MUSTER_TOKEN, then config file); visible in `ps`: prefer "
                  "--token-file or MUSTER_TOKEN");
   app.add_option("--token-file", flags.token_file, "read the API token from this file");
+  app.add_option("--ca", flags.ca_file,
+                 "CA that signed musterd's certificate (default: $MUSTER_CA, config `ca`, then "
+                 "the system's CAs); musterd's own CA is DATA/tls/ca.crt");
+  app.add_flag("--insecure-plaintext", flags.insecure_plaintext,
+               "allow an http:// server URL (musterd --insecure-plaintext): the token crosses "
+               "in the clear");
   app.add_option("--config", flags.config_path,
                  "config file with `server` and `token` (default ~/.config/muster/config.toml)");
 

@@ -80,6 +80,21 @@ absl::Status transportError(int curl_code, const std::string& url, const std::st
       return absl::UnavailableError(
           absl::StrCat("cannot connect to ", url, ": ", what,
                        ". Is musterd running there? Check --server or MUSTER_SERVER"));
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+      return absl::UnavailableError(absl::StrCat(
+          "cannot trust ", url, ": ", what,
+          ". Give the CA that signed musterd's certificate: --ca FILE, MUSTER_CA or ca = \"...\" "
+          "in the config file (musterd's own is DATA/tls/ca.crt); and use a name the "
+          "certificate carries (musterd --advertise NAME)"));
+    case CURLE_SSL_CONNECT_ERROR:
+      return absl::UnavailableError(absl::StrCat(
+          "TLS with ", url, " failed: ", what,
+          ". If musterd runs with --insecure-plaintext, use http:// and --insecure-plaintext"));
+    case CURLE_GOT_NOTHING:
+      return absl::UnavailableError(absl::StrCat(
+          "no answer from ", url, ": ", what,
+          ". musterd serves HTTPS unless started with --insecure-plaintext: use https://"));
     case CURLE_OPERATION_TIMEDOUT:
       return absl::DeadlineExceededError(absl::StrCat("no answer from ", url, " in time: ", what));
     default: return absl::UnavailableError(absl::StrCat("request to ", url, " failed: ", what));
@@ -169,6 +184,7 @@ absl::StatusOr<json::value> HttpClient::request(const char* method, const std::s
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, error_buffer);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, appendToString);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &response);
+  if (!config_.ca_file.empty()) curl_easy_setopt(curl, CURLOPT_CAINFO, config_.ca_file.c_str());
   if (body) {
     curl_easy_setopt(curl, CURLOPT_POSTFIELDS, body->data());
     curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
@@ -298,6 +314,9 @@ std::vector<absl::Status> EventFollower::run(const std::vector<std::string>& pat
     curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(t->easy, CURLOPT_LOW_SPEED_TIME, kStreamSilenceSecs);
     curl_easy_setopt(t->easy, CURLOPT_NOSIGNAL, 1L);
+    if (!config_.ca_file.empty()) {
+      curl_easy_setopt(t->easy, CURLOPT_CAINFO, config_.ca_file.c_str());
+    }
     curl_easy_setopt(t->easy, CURLOPT_ERRORBUFFER, t->error_buffer);
     curl_easy_setopt(t->easy, CURLOPT_WRITEFUNCTION, onStreamData);
     curl_easy_setopt(t->easy, CURLOPT_WRITEDATA, t.get());

@@ -14,8 +14,9 @@
 namespace muster::cli {
 
 struct ClientConfig {
-  std::string server;  // base URL, like http://127.0.0.1:7080
-  std::string token;   // bearer token
+  std::string server;   // base URL, like https://127.0.0.1:7080
+  std::string token;    // bearer token
+  std::string ca_file;  // CA that signed musterd's certificate; empty: the system's CAs
 };
 
 class HttpClient {

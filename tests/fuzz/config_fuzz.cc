@@ -69,7 +69,7 @@ void musterdConfig(std::string_view bytes) {
       ->check(CLI::Range(int64_t{1}, int64_t{1'000'000}))
       ->capture_default_str();
   app.add_option("--default-expiry", default_expiry)->capture_default_str();
-  app.add_flag("--allow-remote-plaintext", allow_remote_plaintext);
+  app.add_flag("--insecure-plaintext", allow_remote_plaintext);
   app.add_option("--log-format", log_format)->capture_default_str();
   app.add_option("--log-level", log_level)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)

@@ -258,7 +258,7 @@ def config():
           'http-listen = "0.0.0.0:7080"\n'
           'grpc-listen = ["127.0.0.1:7443", "127.0.0.2:7443"]\nheartbeat-interval = "10s"\n'
           'default-expiry = "24h"\nreconnect-rate = 500\nmax-agents = 19000\n'
-          'allow-remote-plaintext = true\nlog-format = "json"\nlog-level = ["debug", "warn"]\n')
+          'insecure-plaintext = true\nlog-format = "json"\nlog-level = ["debug", "warn"]\n')
     write(t, "musterd-bad-values", "\x01" + 'reconnect-rate = 0\nmax-agents = "many"\n')
     write(t, "musterd-unknown-key", "\x01" + "[server]\nlisten = 1\nunknown-key = true\n")
     write(t, "musterd-huge-number", "\x01" + "max-agents = 99999999999999999999999\n")

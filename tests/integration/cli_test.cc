@@ -64,7 +64,8 @@ class CliTest : public ::testing::Test {
   }
 
   std::vector<std::string> argvFor(const std::vector<std::string>& args, const std::string& token) {
-    std::vector<std::string> argv = {MUSTER_CLI_BIN, "--server", server_->httpBase(), "--token",
+    std::vector<std::string> argv = {MUSTER_CLI_BIN, "--server",        server_->httpBase(),
+                                     "--ca",         server_->caFile(), "--token",
                                      token};
     argv.insert(argv.end(), args.begin(), args.end());
     return argv;
@@ -409,7 +410,7 @@ TEST_F(CliTest, ErrorsSayWhatToDoNext) {
   EXPECT_TRUE(contains(wrong_token.err, "invalid API token")) << wrong_token.err;
   EXPECT_TRUE(contains(wrong_token.err, "admin.token")) << wrong_token.err;
 
-  Process down({MUSTER_CLI_BIN, "--server", "http://127.0.0.1:" + std::to_string(freePort()),
+  Process down({MUSTER_CLI_BIN, "--server", "https://127.0.0.1:" + std::to_string(freePort()),
                 "--token", "x", "hosts"},
                dir_.sub("cli-down"));
   EXPECT_EQ(down.wait(30s), 1);
@@ -458,9 +459,10 @@ TEST_F(CliTest, SecretEnvReachesTheProcessAndNothingElse) {
   std::ofstream(secret_file) << secret << "\n";
   std::string token_file = dir_.sub("token");
   std::ofstream(token_file) << server_->adminToken() << "\n";
-  std::vector<std::string> argv = {MUSTER_CLI_BIN, "--server", server_->httpBase(), "--token-file",
-                                   token_file, "run", "-H", "h-1", "--secret-env",
-                                   "PW=@" + secret_file, "--env", "MODE=check", "--", "sh", "-c",
+  std::vector<std::string> argv = {MUSTER_CLI_BIN, "--server", server_->httpBase(), "--ca",
+                                   server_->caFile(), "--token-file", token_file, "run", "-H",
+                                   "h-1", "--secret-env", "PW=@" + secret_file, "--env",
+                                   "MODE=check", "--", "sh", "-c",
                                    // The value in hex: the command line itself must not
                                    // hold the secret (it is returned by the API).
                                    "printf '%s:' \"$MODE\"; printf %s \"$PW\" | od -An -tx1 | "

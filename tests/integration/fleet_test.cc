@@ -240,7 +240,8 @@ TEST_F(FleetTest, UnknownCredentialIsRefusedAndTheAgentBacksOff) {
     return agent.process().err().find("server refused this agent") != std::string::npos;
   }));
   EXPECT_EQ(server_->hostStatus("h1"), "offline");
-  EXPECT_NE(server_->process().err().find("agent 'h1' is not enrolled or its credential is wrong"), std::string::npos);
+  EXPECT_NE(server_->process().err().find("agent 'h1' is not enrolled or its credential is wrong"),
+            std::string::npos);
 }
 
 TEST_F(FleetTest, BadFlagsExitWithUsageError) {

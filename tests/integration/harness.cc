@@ -128,8 +128,8 @@ boost::json::value HttpResponse::json() const {
 
 namespace {
 HttpResponse request(const std::string& method, const std::string& url, const std::string& token,
-                     const std::string* body) {
-  auto r = testkit::httpCall(method, url, token, body, 30);
+                     const std::string* body, const std::string& ca_file) {
+  auto r = testkit::httpCall(method, url, token, body, 30, ca_file);
   return HttpResponse{r.status, std::move(r.body)};
 }
 
@@ -148,6 +148,7 @@ Musterd::Musterd(const TempDir& dir, std::vector<std::string> extra_args,
       extra_args_(std::move(extra_args)),
       grpc_port_(freePort()),
       http_port_(freePort()) {
+  for (const auto& arg : extra_args_) plaintext_ = plaintext_ || arg == "--insecure-plaintext";
   start();
 }
 
@@ -188,11 +189,11 @@ int Musterd::stop() {
 }
 
 HttpResponse Musterd::get(const std::string& path) const {
-  return request("GET", httpBase() + path, admin_token_, nullptr);
+  return request("GET", httpBase() + path, admin_token_, nullptr, caFile());
 }
 
 HttpResponse Musterd::post(const std::string& path, const std::string& body) const {
-  return request("POST", httpBase() + path, admin_token_, &body);
+  return request("POST", httpBase() + path, admin_token_, &body, caFile());
 }
 
 std::string Musterd::enrollToken() {
@@ -247,6 +248,7 @@ void AgentProc::start() {
   std::vector<std::string> argv = {
       AGENT_BIN,        "--server", server_.grpcTarget(), "--state-dir", state_dir_, "--id", id_,
       "--enroll-token", token_,     "--backoff-cap",      "2s"};
+  if (server_.plaintext()) argv.push_back("--insecure-plaintext");
   argv.insert(argv.end(), extra_args_.begin(), extra_args_.end());
   process_ =
       std::make_unique<Process>(argv, dir_.sub("agent-" + id_ + "-" + std::to_string(starts_++)));

@@ -1,5 +1,7 @@
 // Integration harness: real musterd and muster-agent processes on 127.0.0.1 with temporary
-// directories, a small REST client, and bounded waits (never guessed sleeps).
+// directories, a small REST client, and bounded waits (never guessed sleeps). Both speak TLS
+// (musterd's own CA, agents pinning it through their enrollment token) unless the server is
+// given --insecure-plaintext, which the agents then get too.
 #pragma once
 
 #include <sys/types.h>
@@ -60,6 +62,8 @@ struct HttpResponse {
   boost::json::value json() const;
 };
 
+std::string readFileOr(const std::string& path, const std::string& fallback = "");
+
 class Musterd {
  public:
   // `launcher` goes before the binary (e.g. {"prlimit", "--nofile=300"}).
@@ -73,7 +77,14 @@ class Musterd {
   Process& process() { return *process_; }
 
   std::string grpcTarget() const { return "127.0.0.1:" + std::to_string(grpc_port_); }
-  std::string httpBase() const { return "http://127.0.0.1:" + std::to_string(http_port_); }
+  // https:// unless started with --insecure-plaintext.
+  std::string httpBase() const {
+    return (plaintext_ ? "http://127.0.0.1:" : "https://127.0.0.1:") + std::to_string(http_port_);
+  }
+  bool plaintext() const { return plaintext_; }
+  // musterd's own CA (empty when plaintext): what agents pin and clients verify with.
+  std::string caFile() const { return plaintext_ ? "" : data_dir_ + "/tls/ca.crt"; }
+  std::string caPem() const { return plaintext_ ? "" : readFileOr(caFile()); }
   int httpPort() const { return http_port_; }
   const std::string& adminToken() const { return admin_token_; }
   std::string dataDir() const { return data_dir_; }
@@ -98,6 +109,7 @@ class Musterd {
   std::vector<std::string> extra_args_;
   int grpc_port_;
   int http_port_;
+  bool plaintext_ = false;
   int starts_ = 0;
   std::string admin_token_;
   std::unique_ptr<Process> process_;
@@ -127,7 +139,5 @@ class AgentProc {
   int starts_ = 0;
   std::unique_ptr<Process> process_;
 };
-
-std::string readFileOr(const std::string& path, const std::string& fallback = "");
 
 }  // namespace muster::itest

@@ -22,6 +22,8 @@ class LinkAbuseTest : public ::testing::Test {
     agent::ChannelOptions options;
     options.target = server_->grpcTarget();
     options.own_connection = true;
+    options.security.plaintext = server_->plaintext();
+    options.security.ca_pem = server_->caPem();
     channel_ = agent::makeChannel(options);
     muster::v1::EnrollRequest request;
     request.set_token(server_->enrollToken());
@@ -156,6 +158,8 @@ TEST(DescriptorCeilingTest, RefusesPastTheCeilingAndRecovers) {
   agent::ChannelOptions options;
   options.target = server.grpcTarget();
   options.own_connection = true;
+  options.security.plaintext = server.plaintext();
+  options.security.ca_pem = server.caPem();
   std::string token = server.enrollToken();
   bool enrolled = waitFor(
       [&] {
@@ -181,6 +185,8 @@ TEST(AgentPortTest, ServesEveryListenAddressIncludingIpv6) {
     agent::ChannelOptions options;
     options.target = target;
     options.own_connection = true;
+    options.security.plaintext = server.plaintext();
+    options.security.ca_pem = server.caPem();
     muster::v1::EnrollRequest request;
     request.set_token(token);
     request.set_agent_id(target.rfind("ipv6", 0) == 0 ? "over-v6" : "over-v4");

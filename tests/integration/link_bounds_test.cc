@@ -63,6 +63,8 @@ class LinkBoundsTest : public ::testing::Test {
     agent::ChannelOptions options;
     options.target = server_->grpcTarget();
     options.own_connection = true;
+    options.security.plaintext = server_->plaintext();
+    options.security.ca_pem = server_->caPem();
     channel_ = agent::makeChannel(options);
     stub_ = muster::v1::AgentLink::NewStub(channel_);
     muster::v1::EnrollRequest request;

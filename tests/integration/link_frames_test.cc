@@ -130,6 +130,7 @@ TEST(LinkFramesTest, ACommandRoundTripIsOneSegmentPerMessage) {
   agent::ChannelOptions direct;
   direct.target = target;
   direct.own_connection = true;
+  direct.security.ca_pem = server.caPem();  // TLS, as agents run
   muster::v1::EnrollRequest request;
   request.set_token(server.enrollToken());
   request.set_agent_id("probe");
@@ -140,6 +141,7 @@ TEST(LinkFramesTest, ACommandRoundTripIsOneSegmentPerMessage) {
   agent::ChannelOptions proxied;
   proxied.target = proxy.target();
   proxied.own_connection = true;
+  proxied.security.ca_pem = server.caPem();
   auto channel = agent::makeChannel(proxied);
   auto inbox = std::make_shared<Inbox>();
   agent::LinkStream::Handlers handlers;

@@ -1,5 +1,5 @@
-// musterd refuses, before touching anything, listen addresses that are not loopback (judged on
-// what they resolve to) unless --allow-remote-plaintext, and limits outside their range.
+// musterd refuses listen addresses that do not resolve and limits outside their range; it
+// serves TLS on any address and plaintext only with --insecure-plaintext.
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -41,38 +41,43 @@ class MusterdFlagsTest : public ::testing::Test {
   int runs_ = 0;
 };
 
-TEST_F(MusterdFlagsTest, NonLoopbackListenersAreRefusedWithoutAllowRemotePlaintext) {
-  struct Case {
-    std::vector<std::string> args;
-    std::string says;
+TEST_F(MusterdFlagsTest, ListenAddressesThatDoNotResolveAreRefused) {
+  std::vector<std::pair<std::string, std::string>> cases = {
+      {"--http-listen", "localhost.attacker.invalid:0"},
+      {"--grpc-listen", "127.0.0.1.invalid:0"},
   };
-  std::vector<Case> cases = {
-      {{"--http-listen", "0.0.0.0:0"}, "--http-listen 0.0.0.0:0: 0.0.0.0 is every interface"},
-      {{"--http-listen", "[::]:0"}, "--http-listen [::]:0"},
-      {{"--http-listen", ":0"}, "every interface"},
-      {{"--http-listen", "localhost.attacker.invalid:0"}, "cannot resolve"},
-      {{"--grpc-listen", "0.0.0.0:0"}, "--grpc-listen 0.0.0.0:0: 0.0.0.0 is every interface"},
-      {{"--grpc-listen", "127.0.0.1.invalid:0"}, "--grpc-listen 127.0.0.1.invalid:0"},
-  };
-  for (const auto& c : cases) {
+  for (const auto& [flag, listen] : cases) {
     std::string err;
-    EXPECT_EQ(runRefused(c.args, &err), 2) << c.args[1] << ": " << err;
-    EXPECT_NE(err.find(c.says), std::string::npos) << c.args[1] << ": " << err;
-    EXPECT_NE(err.find("--allow-remote-plaintext"), std::string::npos) << err;
+    EXPECT_EQ(runRefused({flag, listen}, &err), 2) << flag << ": " << err;
+    EXPECT_NE(err.find(std::string(flag) + " " + listen), std::string::npos) << flag << ": " << err;
   }
   EXPECT_FALSE(std::filesystem::exists(dir_.sub("data"))) << "refused before creating anything";
 }
 
-TEST_F(MusterdFlagsTest, AllowRemotePlaintextServesOnEveryInterface) {
-  Process p({MUSTERD_BIN, "--data-dir", dir_.sub("data"), "--http-listen", "0.0.0.0:0",
-             "--grpc-listen", "127.0.0.1:0", "--allow-remote-plaintext"},
-            dir_.sub("musterd-open"));
-  ASSERT_TRUE(waitFor([&] {
-    return !p.running() || p.out().find("musterd listening") != std::string::npos;
-  })) << p.err();
-  ASSERT_TRUE(p.running()) << p.err();
-  p.signal(SIGTERM);
-  EXPECT_EQ(p.wait(), 0) << p.err();
+// TLS is the default on every address; plaintext needs --insecure-plaintext, and says so.
+TEST_F(MusterdFlagsTest, EveryInterfaceIsServedWithTlsAndPlaintextOnlyOnPurpose) {
+  for (bool plaintext : {false, true}) {
+    std::vector<std::string> argv = {MUSTERD_BIN,     "--data-dir", dir_.sub(plaintext ? "p" : "t"),
+                                     "--http-listen", "0.0.0.0:0",  "--grpc-listen",
+                                     "0.0.0.0:0"};
+    if (plaintext) argv.push_back("--insecure-plaintext");
+    Process p(argv, dir_.sub(plaintext ? "musterd-plain" : "musterd-tls"));
+    ASSERT_TRUE(waitFor([&] {
+      return !p.running() || p.out().find("musterd listening") != std::string::npos;
+    })) << p.err();
+    ASSERT_TRUE(p.running()) << p.err();
+    std::string err = p.err();
+    if (plaintext) {
+      EXPECT_NE(err.find("WITHOUT TLS"), std::string::npos) << err;
+      EXPECT_FALSE(std::filesystem::exists(dir_.sub("p") + "/tls/ca.crt"));
+    } else {
+      EXPECT_NE(err.find("(TLS)"), std::string::npos) << err;
+      EXPECT_NE(err.find("https://"), std::string::npos) << err;
+      EXPECT_TRUE(std::filesystem::exists(dir_.sub("t") + "/tls/ca.crt"));
+    }
+    p.signal(SIGTERM);
+    EXPECT_EQ(p.wait(), 0) << p.err();
+  }
 }
 
 TEST_F(MusterdFlagsTest, DurationsAndLimitsOutOfRangeAreRefused) {

@@ -8,6 +8,9 @@
 namespace muster::server {
 
 struct CoreConfig {
+  // SHA-256 of the agent link's CA (lower-case hex), carried by every enrollment token so
+  // that agents can pin it; empty when the link is plaintext (--insecure-plaintext).
+  std::string ca_sha256;
   int64_t heartbeat_interval_ms = 10'000;
   int missed_heartbeats_offline = 3;
   // Heartbeats (metrics, last seen) are stored in one batch at most this often; the registry

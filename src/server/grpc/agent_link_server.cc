@@ -5,6 +5,8 @@
 // no gRPC call is made under our own lock (reactions can run inline inside Start*).
 #include "server/grpc/agent_link_server.h"
 
+#include <grpc/grpc_posix.h>
+#include <grpc/grpc_security.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/server_posix.h>
 #include <spdlog/spdlog.h>
@@ -24,6 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "common/fmt_absl.h"
 #include "common/ids.h"
+#include "crypto/enroll_token.h"
 #include "muster/v1/agent.grpc.pb.h"
 #include "server/grpc/acceptor.h"
 #include "server/grpc/convert.h"
@@ -385,7 +388,9 @@ class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
     bool queued = workers_.tryPost(
         [this, reactor, request, response, peer] {
           EnrollRequest req;
-          req.token = request->token();
+          // A whole pinned token is accepted too: only its secret is checked.
+          auto token = crypto::parseEnrollToken(request->token());
+          req.token = token.ok() ? token->secret : request->token();
           req.agent_id = request->agent_id();
           req.facts.insert(request->facts().begin(), request->facts().end());
           req.labels.insert(request->labels().begin(), request->labels().end());
@@ -421,8 +426,32 @@ class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
 
 }  // namespace
 
+// The agent port's TLS: gRPC's SSL server credentials ask this for the certificate before
+// every handshake (on the accept thread, which registers handshakes one at a time); a renewed
+// snapshot of the identity becomes the certificate of the next handshake, while connections
+// already up keep theirs.
+struct TlsFetcher {
+  std::shared_ptr<crypto::ServerIdentity> identity;
+  std::atomic<uint64_t> served{0};
+
+  static grpc_ssl_certificate_config_reload_status fetch(
+      void* user, grpc_ssl_server_certificate_config** config) {
+    auto* self = static_cast<TlsFetcher*>(user);
+    auto material = self->identity->current();
+    if (!material || material->generation == self->served.load()) {
+      return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_UNCHANGED;
+    }
+    grpc_ssl_pem_key_cert_pair pair{material->key_pem.c_str(), material->chain_pem.c_str()};
+    *config = grpc_ssl_server_certificate_config_create(material->ca_pem.c_str(), &pair, 1);
+    self->served.store(material->generation);
+    return GRPC_SSL_CERTIFICATE_CONFIG_RELOAD_NEW;
+  }
+};
+
 struct AgentLinkServer::Impl {
   AgentLinkOptions options;
+  std::unique_ptr<TlsFetcher> tls;
+  grpc_server_fd_handoff* handoff = nullptr;  // owned by the gRPC server
   std::unique_ptr<AgentLinkService> service;
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<Acceptor> acceptor;
@@ -491,12 +520,36 @@ absl::StatusOr<std::unique_ptr<AgentLinkServer>> AgentLinkServer::start(
   impl->server = builder.BuildAndStart();
   if (!impl->server) return absl::InternalError("cannot start the gRPC server for agents");
   grpc::Server* server = impl->server.get();
+  std::function<void(int)> hand_off = [server](int fd) {
+    grpc::AddInsecureChannelFromFd(server, fd);
+  };
+  if (options.tls) {
+    impl->tls = std::make_unique<TlsFetcher>();
+    impl->tls->identity = options.tls;
+    // Clients without a certificate are let in (the bearer credential authenticates them);
+    // one that presents a certificate must present one our CA signed.
+    grpc_ssl_server_credentials_options* ssl_options =
+        grpc_ssl_server_credentials_create_options_using_config_fetcher(
+            GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY, &TlsFetcher::fetch, impl->tls.get());
+    grpc_server_credentials* creds = grpc_ssl_server_credentials_create_with_options(ssl_options);
+    if (creds != nullptr) {
+      impl->handoff = grpc_server_fd_handoff_create(
+          server->c_server(), creds,
+          static_cast<int>(std::min<int64_t>(options.handshake_timeout_ms, INT32_MAX)));
+      grpc_server_credentials_release(creds);  // the hand-off holds its own reference
+    }
+    if (impl->handoff == nullptr) {
+      impl->server->Shutdown(std::chrono::system_clock::now());
+      return absl::InternalError("cannot set up TLS on the agent port (see the log above)");
+    }
+    grpc_server_fd_handoff* handoff = impl->handoff;
+    hand_off = [handoff](int fd) { grpc_server_fd_handoff_add(handoff, fd); };
+  }
   Acceptor::Options accept_options;
   accept_options.listen = options.listen;
   accept_options.fd_ceiling = options.fd_ceiling;
-  auto acceptor = Acceptor::start(
-      accept_options, [server](int fd) { grpc::AddInsecureChannelFromFd(server, fd); },
-      [&plane] { plane.noteConnectionRefused(); });
+  auto acceptor = Acceptor::start(accept_options, std::move(hand_off),
+                                  [&plane] { plane.noteConnectionRefused(); });
   if (!acceptor.ok()) {
     impl->server->Shutdown(std::chrono::system_clock::now());
     return acceptor.status();
@@ -517,6 +570,8 @@ void AgentLinkServer::shutdown(int64_t deadline_ms) {
   impl_->server->Shutdown(std::chrono::system_clock::now() +
                           std::chrono::milliseconds(deadline_ms));
   impl_->server.reset();
+  if (impl_->handoff != nullptr) grpc_server_fd_handoff_destroy(impl_->handoff);
+  impl_->handoff = nullptr;
 }
 
 }  // namespace muster::server::grpcadapter

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/worker_pool.h"
+#include "crypto/server_identity.h"
 #include "server/core/control_plane.h"
 
 namespace muster::server::grpcadapter {
@@ -31,6 +32,10 @@ struct AgentLinkOptions {
   // Enroll calls waiting for a worker; past it RESOURCE_EXHAUSTED (an Enroll flood is
   // refused, not queued for hours).
   size_t max_pending_enrolls = 256;
+  // TLS on the agent port (musterd's default); null: plaintext (--insecure-plaintext).
+  std::shared_ptr<crypto::ServerIdentity> tls;
+  // A TLS handshake not finished within this is dropped (its descriptor freed).
+  int64_t handshake_timeout_ms = 10'000;
 };
 
 class AgentLinkServer {

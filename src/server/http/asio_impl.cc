@@ -2,3 +2,4 @@
 // BOOST_BEAST_SEPARATE_COMPILATION are set on the muster_server_http target and its users).
 #include <boost/asio/impl/src.hpp>
 #include <boost/beast/src.hpp>
+#include <boost/asio/ssl/impl/src.hpp>

@@ -5,6 +5,7 @@
 
 #include <array>
 #include <boost/asio/post.hpp>
+#include <boost/beast/core/detect_ssl.hpp>
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
@@ -70,6 +71,17 @@ void noteTimeout(ServerState& state, TimeoutPhase phase) {
         "http: closed a connection: {} within {} ms ({}): a slow or stuck client, or a "
         "slowloris attack ({} more timeouts since the last message)",
         what, ms, flag, skipped);
+  }
+}
+
+void noteTlsFailure(ServerState& state, const std::string& why) {
+  state.transport().tls_failures.fetch_add(1, std::memory_order_relaxed);
+  uint64_t skipped = 0;
+  if (state.tls_log.allow(&skipped)) {
+    spdlog::warn(
+        "http: a client's TLS handshake failed ({}): a client without the CA, or speaking "
+        "plain HTTP to the HTTPS port ({} more since the last message)",
+        why, skipped);
   }
 }
 
@@ -228,6 +240,42 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
   auto& stream = conn->stream();
   auto& buffer = conn->buffer();
   bool first = true;
+  if (stream.tls()) {
+    // The handshake shares the first request's header deadline (a client that connects
+    // and never finishes it is a slowloris too).
+    stream.expires_at(conn->acceptedAt() + milliseconds(options.header_timeout_ms));
+    auto [dec, is_tls] = co_await beast::async_detect_ssl(stream.tcp(), buffer, kTuple);
+    if (dec) {
+      if (dec == beast::error::timeout) noteTimeout(state, TimeoutPhase::kHeader);
+      co_return;
+    }
+    if (!is_tls) {
+      // Plain HTTP on the HTTPS port: say so in plain HTTP rather than hang up.
+      noteTlsFailure(state, "plain HTTP");
+      ApiReply reply =
+          errorReply(400, "tls_required",
+                     "this port serves HTTPS (musterd's default): use https:// and musterd's CA "
+                     "(muster --ca DATA/tls/ca.crt)");
+      bhttp::response<bhttp::string_body> res{bhttp::status::bad_request, 11};
+      res.set(bhttp::field::server, "musterd");
+      res.set(bhttp::field::content_type, reply.content_type);
+      res.keep_alive(false);
+      res.body() = std::move(reply.body);
+      res.prepare_payload();
+      stream.expires_after(std::chrono::seconds(1));
+      co_await bhttp::async_write(stream.tcp(), res, kTuple);
+      stream.close();
+      co_return;
+    }
+    auto [ec, used] = co_await stream.tlsStream().async_handshake(asio::ssl::stream_base::server,
+                                                                  buffer.data(), kTuple);
+    if (ec) {
+      if (ec == beast::error::timeout) noteTimeout(state, TimeoutPhase::kHeader);
+      noteTlsFailure(state, ec.message());
+      co_return;
+    }
+    buffer.consume(used);
+  }
 
   while (!conn->stop_requested) {
     // The header deadline runs from accept for the first request (a client that connects

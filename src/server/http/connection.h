@@ -6,11 +6,11 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <chrono>
 #include <memory>
 
 #include "server/http/api.h"
+#include "server/http/http_stream.h"
 #include "server/http/server_state.h"
 
 namespace muster::server::http {
@@ -36,7 +36,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   ServerState& state() { return *state_; }
   const std::shared_ptr<ServerState>& sharedState() { return state_; }
-  beast::tcp_stream& stream() { return stream_; }
+  HttpStream& stream() { return stream_; }
   beast::flat_buffer& buffer() { return buffer_; }
   std::chrono::steady_clock::time_point acceptedAt() const { return accepted_at_; }
 
@@ -49,7 +49,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   std::shared_ptr<ServerState> state_;
-  beast::tcp_stream stream_;
+  HttpStream stream_;
   asio::steady_timer drop_timer_;
   beast::flat_buffer buffer_;
   const std::chrono::steady_clock::time_point accepted_at_;
@@ -58,6 +58,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 enum class TimeoutPhase { kHeader, kBody, kIdle, kWrite };
 // Counts a connection closed by a timeout (and logs it, rate-limited).
 void noteTimeout(ServerState& state, TimeoutPhase phase);
+// Counts a failed TLS handshake (and logs it, rate-limited).
+void noteTlsFailure(ServerState& state, const std::string& why);
 
 // Serves requests until the client leaves, a timeout fires or the server stops.
 asio::awaitable<void> serveConnection(std::shared_ptr<Connection> connection);

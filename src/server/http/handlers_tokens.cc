@@ -1,6 +1,7 @@
 // Tokens: create (enrollment tokens for agents, API tokens with roles for operators), list
 // (never secrets or hashes) and revoke.
 #include "absl/strings/str_cat.h"
+#include "crypto/enroll_token.h"
 #include "server/http/api_json.h"
 #include "server/http/handlers.h"
 
@@ -17,7 +18,14 @@ ApiReply createEnrollToken(Context& ctx, const TokenRequest& request) {
   boost::json::object body;
   body["id"] = token->record.id;
   body["kind"] = "enroll";
-  body["token"] = token->secret;
+  // The token carries the CA's pin: an agent holding only the token can trust the server.
+  const std::string& pin = ctx.plane.config().ca_sha256;
+  body["token"] = crypto::formatEnrollToken(token->secret, pin);
+  if (pin.empty()) {
+    body["ca_sha256"] = nullptr;
+  } else {
+    body["ca_sha256"] = pin;
+  }
   body["uses"] = token->record.uses_left;
   if (token->record.expires_at_ms > 0) {
     body["expires_at"] = rfc3339Ms(token->record.expires_at_ms);

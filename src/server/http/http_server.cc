@@ -122,6 +122,31 @@ void noteRefusedConnection(ServerState& state) {
   }
 }
 
+}  // namespace
+
+std::shared_ptr<asio::ssl::context> ServerState::tlsContext() {
+  auto material = options.tls->current();
+  std::lock_guard lock(tls_mu);
+  if (tls_context && material->generation == tls_generation) return tls_context;
+  auto context = std::make_shared<asio::ssl::context>(asio::ssl::context::tls_server);
+  boost::system::error_code ec;
+  context->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                           asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                           asio::ssl::context::no_tlsv1_1,
+                       ec);
+  if (!ec) context->use_certificate_chain(asio::buffer(material->chain_pem), ec);
+  if (!ec) context->use_private_key(asio::buffer(material->key_pem), asio::ssl::context::pem, ec);
+  if (ec) {
+    spdlog::error("http: cannot load the TLS certificate: {}", ec.message());
+    return tls_context;  // the previous one, if any, keeps serving
+  }
+  tls_context = std::move(context);
+  tls_generation = material->generation;
+  return tls_context;
+}
+
+namespace {
+
 asio::awaitable<void> acceptLoop(std::shared_ptr<ServerState> state,
                                  std::shared_ptr<tcp::acceptor> acceptor,
                                  asio::io_context::executor_type io) {
@@ -141,6 +166,14 @@ asio::awaitable<void> acceptLoop(std::shared_ptr<ServerState> state,
     boost::system::error_code ignored;
     socket.set_option(tcp::no_delay(true), ignored);
     auto connection = std::make_shared<Connection>(state, std::move(socket));
+    if (state->options.tls) {
+      auto context = state->tlsContext();
+      if (!context) {
+        connection->stream().close();
+        continue;
+      }
+      connection->stream().useTls(std::move(context));
+    }
     if (!state->tryAddConnection(connection)) {
       noteRefusedConnection(*state);
       asio::co_spawn(connection->stream().get_executor(), refuseConnection(connection),
@@ -201,11 +234,9 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(ControlPlane& plan
   }
   tcp::endpoint bound = acceptor.local_endpoint(ec);
   if (!ec && options_loopback_only && !common::isLoopbackAddress(bound.address().to_string())) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "refusing to serve the REST API in plaintext on ", bound.address().to_string(), " (",
-        listen,
-        "), which is not a loopback address: TLS is not configured yet; listen on 127.0.0.1, "
-        "or pass --allow-remote-plaintext to serve it in plaintext on purpose"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("refusing to serve the REST API on ", bound.address().to_string(), " (",
+                     listen, "), which is not a loopback address (loopback_only)"));
   }
   impl->port = bound.port();
   impl->work.emplace(impl->ioc.get_executor());

@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "common/worker_pool.h"
+#include "crypto/server_identity.h"
 #include "server/core/control_plane.h"
 
 namespace muster::server::http {
@@ -18,9 +19,12 @@ namespace muster::server::http {
 struct HttpOptions {
   std::string listen = "127.0.0.1:7080";  // HOST:PORT; port 0 picks a free one
   int threads = 1;                        // io threads (never block; blocking work hops out)
-  // Refuse to start unless the address actually bound is loopback (musterd sets it unless
-  // --allow-remote-plaintext): checked on the socket, so no resolver answer can sneak past.
+  // Refuse to start unless the address actually bound is loopback: checked on the socket,
+  // so no resolver answer can sneak past.
   bool loopback_only = false;
+  // HTTPS with this identity's certificate (renewals take effect for new connections);
+  // null: plaintext (musterd --insecure-plaintext).
+  std::shared_ptr<crypto::ServerIdentity> tls;
   uint64_t max_body_bytes = 1 << 20;  // --http-max-body-bytes; larger request bodies get 413
   // --http-max-connections: one more is answered 503 and closed. Event streams count too.
   size_t max_connections = 1024;

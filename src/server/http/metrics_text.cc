@@ -165,6 +165,9 @@ ApiReply metricsReply(ControlPlane& plane, const RequestStats* stats) {
     out.sample("muster_http_timeouts_total", "phase=\"body\"", get(t.body_timeouts));
     out.sample("muster_http_timeouts_total", "phase=\"idle\"", get(t.idle_timeouts));
     out.sample("muster_http_timeouts_total", "phase=\"write\"", get(t.write_timeouts));
+    out.family("muster_http_tls_handshake_failures_total", "counter",
+               "HTTPS handshakes that failed (no CA, plain HTTP on the HTTPS port, timeouts)");
+    out.sample("muster_http_tls_handshake_failures_total", "", get(t.tls_failures));
     out.family("muster_sse_followers", "gauge", "Live output event streams (?follow=1).");
     out.sample("muster_sse_followers", "", get(t.followers));
     out.family("muster_sse_followers_refused_total", "counter",

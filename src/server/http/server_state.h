@@ -8,6 +8,7 @@
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/ssl/context.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <condition_variable>
 #include <memory>
@@ -62,12 +63,20 @@ struct ServerState {
   common::Executor& workers;
   const HttpOptions options;
   std::atomic<bool> stopping{false};
+
+  // The TLS context of the identity's current certificate (made again after a renewal);
+  // null without TLS or when the certificate cannot be loaded.
+  std::shared_ptr<asio::ssl::context> tlsContext();
+  std::mutex tls_mu;
+  std::shared_ptr<asio::ssl::context> tls_context;  // guarded by tls_mu
+  uint64_t tls_generation = 0;                      // guarded by tls_mu
   std::atomic<int> refusing{0};  // connections being answered 503 (over max_connections)
   // One warning per 10 s and limit, however hard a flood pushes.
   common::RateLimitedLog connections_log;
   common::RateLimitedLog followers_log;
   common::RateLimitedLog drops_log;
   common::RateLimitedLog timeouts_log;
+  common::RateLimitedLog tls_log;
 
   TransportStats& transport() { return stats.transport; }
   // A place for one more event stream; empty (false) at sse_max_followers.

@@ -80,6 +80,7 @@ class AgentLinkTest : public ::testing::Test {
     config.enroll_token = "mst_enroll_fake";
     config.id = "fake-1";
     config.flush_timeout_ms = 100;
+    config.insecure_plaintext = true;  // a fake link in memory: nothing to secure
     auto agent =
         Agent::create(config, common::SystemClock::instance(), std::make_unique<FakeLink>(wire_));
     EXPECT_TRUE(agent.ok()) << agent.status();
