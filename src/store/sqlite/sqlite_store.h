@@ -23,7 +23,7 @@ class Checkpointer;
 // The statement SqliteStore::listCommands runs for `filter` (parameters ?1 run, ?2 host,
 // ?3 state, ?4 before id, ?5 limit); tests check its query plan.
 std::string listCommandsSql(const CommandFilter& filter);
-// The statement SqliteStore::listEvents runs for `query`; tests check its query plan.
+// The statement SqliteStore::listEvents runs for `query` (one per combination of filters).
 std::string listEventsSql(const model::EventQuery& query);
 }  // namespace sqlite
 
