@@ -43,7 +43,8 @@ struct Flags {
   std::vector<std::string> grpc_listen = {"127.0.0.1:7443"};
   std::string heartbeat_interval = "10s";
   std::string default_expiry = "24h";
-  int64_t max_agents = 0;  // 0: the descriptor limit minus a reserve
+  std::string events_retention = "90d";  // 0 or "forever": never swept
+  int64_t max_agents = 0;                // 0: the descriptor limit minus a reserve
   int64_t reconnect_rate = 1000;
   // Bounds on what agents can fill (docs/architecture.md, "Bounds").
   std::string stuck_write_timeout = "60s";
@@ -159,7 +160,14 @@ int run(const Flags& flags) {
                                                   100, common::kHourMs);
   auto expiry = common::parseDurationMsInRange("--default-expiry", flags.default_expiry,
                                                common::kSecondMs, common::kMaxExpiryMs);
-  for (const auto* parsed : {&heartbeat, &expiry}) {
+  // The janitor sweeps hourly: less than a day of audit log would be gone before anyone
+  // looked at it.
+  auto retention =
+      flags.events_retention == "0" || flags.events_retention == "forever"
+          ? absl::StatusOr<int64_t>(0)
+          : common::parseDurationMsInRange("--events-retention", flags.events_retention,
+                                           common::kDayMs, common::kMaxDurationMs);
+  for (const auto* parsed : {&heartbeat, &expiry, &retention}) {
     if (!parsed->ok()) {
       std::cerr << "musterd: " << parsed->status().message() << "\n";
       return 2;
@@ -259,6 +267,7 @@ int run(const Flags& flags) {
       config.redelivery_window_messages, static_cast<size_t>(flags.max_send_queue) / 2);
   config.heartbeat_interval_ms = *heartbeat;
   config.default_expiry_ms = *expiry;
+  config.events_retention_ms = *retention;
   config.reconnect_rate_per_s = flags.reconnect_rate;
   if (tls) config.ca_sha256 = tls->current()->ca_sha256;
   // Every agent link is a descriptor: raise the soft limit to the hard one and keep a reserve
@@ -283,8 +292,10 @@ int run(const Flags& flags) {
   common::WorkerPool blocking(4, "musterd-work");
   common::WorkerPool slow_path(1, "musterd-slow");
   common::WorkerPool fanout(2, "musterd-fanout");
+  common::WorkerPool janitor(1, "musterd-janitor");
   server::ControlPlane plane(**store, slow_path, common::SystemClock::instance(), config);
   plane.commands().setFanoutExecutor(&fanout);
+  plane.janitor().setExecutor(&janitor);
   if (auto st = plane.start(); !st.ok()) {
     spdlog::error("cannot load state: {}", st.message());
     return 1;
@@ -354,6 +365,7 @@ int run(const Flags& flags) {
   sigwait(&signals, &sig);
   spdlog::info("received {}, draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
   plane.stopAccepting();
+  plane.janitor().stop();
   (*http)->shutdown();
   (*link)->shutdown(2000);
   {
@@ -365,6 +377,7 @@ int run(const Flags& flags) {
   plane.flush();
   slow_path.shutdown();
   fanout.shutdown();
+  janitor.shutdown();
   blocking.shutdown();
   if (auto st = (*store)->flush(); !st.ok()) spdlog::error("final flush: {}", st.message());
   spdlog::info("musterd stopped");
@@ -412,6 +425,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--default-expiry", flags.default_expiry,
                  "how long a command waits for an offline host")
+      ->capture_default_str();
+  app.add_option("--events-retention", flags.events_retention,
+                 "audit events are kept this long (at least 1d), swept hourly; 0 or forever "
+                 "keeps them all")
       ->capture_default_str();
   app.add_option("--stuck-write-timeout", flags.stuck_write_timeout,
                  "an agent stream whose write makes no progress this long is cancelled (0: off)")

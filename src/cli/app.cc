@@ -35,6 +35,7 @@ int runMuster(int argc, char** argv) {
   registerCommandCommands(app, &runners);
   registerRunCommands(app, &runners);
   registerTokenCommands(app, &runners);
+  registerEventCommands(app, &runners);
 
   try {
     app.parse(argc, argv);

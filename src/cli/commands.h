@@ -23,5 +23,7 @@ void registerCommandCommands(CLI::App& app, std::vector<Runner>* runners);
 // `run` (and `run show`).
 void registerRunCommands(CLI::App& app, std::vector<Runner>* runners);
 void registerTokenCommands(CLI::App& app, std::vector<Runner>* runners);
+// `events` (the audit log).
+void registerEventCommands(CLI::App& app, std::vector<Runner>* runners);
 
 }  // namespace muster::cli

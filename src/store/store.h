@@ -16,6 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "model/command.h"
+#include "model/event.h"
 #include "model/host.h"
 
 namespace muster::store {
@@ -136,14 +137,25 @@ struct InsertApiToken {
 struct RevokeApiToken {
   std::string token_id;  // rows == 0 when unknown
 };
+// One audit event (server/core/audit.h).
+struct InsertEvent {
+  model::Event event;
+};
+// Deletes at most `max_rows` of the oldest events stored before `before_ms` (rows: how many):
+// the janitor sweeps in bounded batches, so no single transaction holds the writer for long.
+struct DeleteEventsBefore {
+  int64_t before_ms = 0;
+  int64_t max_rows = 1000;
+};
 // Writes nothing: its `done` runs once every mutation queued before it was applied (in the
 // same or an earlier transaction); an ack that must follow earlier writes waits on it.
 struct Barrier {};
 
-using Mutation = std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, RecordHeartbeats,
-                              InsertRun, InsertCommands, UpdateCommand, UpdateCommands,
-                              MarkDispatched, AppendOutput, InsertEnrollToken, ConsumeEnrollToken,
-                              RevokeEnrollToken, InsertApiToken, RevokeApiToken, Barrier>;
+using Mutation =
+    std::variant<UpsertHost, SetHostStatus, RecordHeartbeat, RecordHeartbeats, InsertRun,
+                 InsertCommands, UpdateCommand, UpdateCommands, MarkDispatched, AppendOutput,
+                 InsertEnrollToken, ConsumeEnrollToken, RevokeEnrollToken, InsertApiToken,
+                 RevokeApiToken, InsertEvent, DeleteEventsBefore, Barrier>;
 
 struct WriteResult {
   absl::Status status;
@@ -202,6 +214,8 @@ class Store {
   virtual absl::StatusOr<std::optional<ApiToken>> findApiTokenByHash(
       const std::string& token_hash) = 0;
   virtual absl::StatusOr<std::vector<ApiToken>> listApiTokens() = 0;
+  // A page of the audit log (model::EventQuery: newest first, or oldest first after an id).
+  virtual absl::StatusOr<std::vector<model::Event>> listEvents(const model::EventQuery& query) = 0;
 
   // Store reachable and migrations applied (readiness).
   virtual absl::Status ping() = 0;

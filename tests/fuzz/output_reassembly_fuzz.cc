@@ -89,6 +89,9 @@ class OutputStore final : public store::Store {
     return unused();
   }
   absl::StatusOr<std::vector<store::ApiToken>> listApiTokens() override { return unused(); }
+  absl::StatusOr<std::vector<model::Event>> listEvents(const model::EventQuery&) override {
+    return unused();
+  }
   absl::Status ping() override { return absl::OkStatus(); }
   store::StoreStats stats() const override { return {}; }
 

@@ -304,6 +304,38 @@ TEST_F(CliTest, CommandListPagesWithACursor) {
   EXPECT_TRUE(contains(human.out, "(more: add --cursor " + created[3] + ")")) << human.out;
 }
 
+TEST_F(CliTest, EventsShowTheAuditLogAndFollowIt) {
+  startAgents({{"ev-1", {}}});
+  ASSERT_EQ(muster({"run", "-H", "ev-1", "--detach", "--", "true"}).code, 0);
+
+  CliResult link = muster({"events", "--kind", "link", "--json"});
+  ASSERT_EQ(link.code, 0) << describe(link);
+  boost::system::error_code ec;
+  auto first = boost::json::parse(link.out.substr(0, link.out.find('\n')), ec);
+  ASSERT_FALSE(ec) << link.out;
+  EXPECT_EQ(str(first, "kind"), "link.enrolled");
+  EXPECT_EQ(str(first, "actor"), "ev-1");
+
+  CliResult table = muster({"events"});
+  ASSERT_EQ(table.code, 0) << describe(table);
+  EXPECT_TRUE(contains(table.out, "KIND")) << table.out;
+  EXPECT_TRUE(contains(table.out, "api.command.create")) << table.out;
+  CliResult none = muster({"events", "--host", "nobody"});
+  EXPECT_TRUE(contains(none.out, "no events match")) << describe(none);
+  CliResult bad = muster({"events", "--since", "yesterday"});
+  EXPECT_EQ(bad.code, 1) << describe(bad);
+  EXPECT_TRUE(contains(bad.err, "since")) << describe(bad);
+
+  auto follower = musterAsync({"events", "--follow", "--json", "--kind", "link", "--limit", "5"});
+  ASSERT_TRUE(waitFor([&] { return contains(follower->out(), "link.enrolled"); }))
+      << follower->err();
+  ASSERT_EQ(muster({"host", "rm", "ev-1"}).code, 0);
+  EXPECT_TRUE(waitFor([&] { return contains(follower->out(), "link.revoked"); }))
+      << follower->out() << follower->err();
+  follower->signal(SIGINT);
+  EXPECT_EQ(follower->wait(10s), 0) << follower->err();
+}
+
 TEST_F(CliTest, RolesDecideWhatATokenMayDo) {
   startAgents({{"r-1", {}}});
   CliResult viewer_created = muster({"token", "create", "--role", "viewer", "--name", "alice"});

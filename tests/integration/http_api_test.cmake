@@ -5,6 +5,7 @@ include(GoogleTest)
 add_executable(muster_http_api_test
   ${CMAKE_CURRENT_LIST_DIR}/http_admin_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/http_api_test.cc
+  ${CMAKE_CURRENT_LIST_DIR}/http_audit_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/http_events_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/http_transport_test.cc)
 target_link_libraries(muster_http_api_test PRIVATE

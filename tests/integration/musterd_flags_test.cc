@@ -91,6 +91,9 @@ TEST_F(MusterdFlagsTest, DurationsAndLimitsOutOfRangeAreRefused) {
       {{"--http-max-connections", "10", "--http-max-followers", "20"}, "--http-max-followers"},
       {{"--http-max-connections", "0"}, "--http-max-connections"},
       {{"--http-follower-buffer-bytes", "100"}, "--http-follower-buffer-bytes"},
+      {{"--events-retention", "1h"}, "--events-retention"},  // swept hourly: at least 1d
+      {{"--events-retention", "-5d"}, "--events-retention"},
+      {{"--events-retention", "never"}, "--events-retention"},
   };
   for (const auto& [args, says] : cases) {
     std::string err;

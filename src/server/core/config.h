@@ -57,6 +57,8 @@ struct CoreConfig {
   // Label keys agents may set for themselves (at enrollment and in every Hello); empty: any.
   // Labels from an enrollment token or an operator are pinned and never replaced by agents.
   std::set<std::string> agent_label_keys;
+  // Audit events older than this are swept by the janitor (hourly); 0 keeps them forever.
+  int64_t events_retention_ms = 90 * 24 * 3600 * 1000LL;
 };
 
 }  // namespace muster::server

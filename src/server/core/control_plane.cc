@@ -16,15 +16,35 @@ ControlPlane::ControlPlane(store::Store& store, common::Executor& slow_path,
                            const common::Clock& clock, CoreConfig config)
     : clock_(clock),
       config_(config),
+      audit_(store, clock, config_.max_store_backlog),
+      janitor_(clock),
       hosts_(store, clock, config_),
       commands_(store, hosts_, bus_, slow_path, clock, config_),
-      enrollment_(store, hosts_, clock),
+      enrollment_(store, hosts_, clock, audit_),
       auth_(store, clock),
-      queries_(store, commands_) {}
+      queries_(store, commands_) {
+  janitor_.add(SweepTask{
+      .name = "events",
+      .retention_ms = config_.events_retention_ms,
+      .sweep_batch = [&store](int64_t cutoff_ms, int64_t max_rows) -> absl::StatusOr<int64_t> {
+        auto r = store.writeAndWait(
+            store::DeleteEventsBefore{.before_ms = cutoff_ms, .max_rows = max_rows});
+        if (!r.status.ok()) return r.status;
+        return r.rows;
+      },
+      .batch_rows = 1000});
+}
 
-absl::StatusOr<model::Host> ControlPlane::decommission(const std::string& host_id) {
+absl::StatusOr<model::Host> ControlPlane::decommission(const std::string& host_id,
+                                                       const Actor& by) {
   auto host = hosts_.revoke(host_id);
   if (!host.ok()) return host.status();
+  audit_.record(AuditRecord{.kind = event_kind::kLinkRevoked,
+                            .actor = by,
+                            .target = host_id,
+                            .host_id = host_id,
+                            .result = kResultOk,
+                            .detail = {}});
   commands_.cancelAllForHost(host_id, "host decommissioned");
   return host;
 }
@@ -51,7 +71,19 @@ absl::Status ControlPlane::openStream(const std::shared_ptr<Session>& session,
                                                    session->agentId().substr(0, 140),
                                                    "': ids match [A-Za-z0-9._-]{1,128}"));
   }
-  return hosts_.openStream(session, credential);
+  absl::Status st = hosts_.openStream(session, credential);
+  if (absl::IsUnauthenticated(st) || absl::IsPermissionDenied(st)) {
+    // A revoked agent retries every 5 minutes, a wrong one may loop: rate-limited per id.
+    audit_.recordLimited(
+        absl::StrCat("stream:", session->agentId()),
+        AuditRecord{.kind = event_kind::kLinkRefused,
+                    .actor = Actor{.name = session->agentId(), .id = "", .source = ""},
+                    .target = session->agentId(),
+                    .host_id = session->agentId(),
+                    .result = absl::IsUnauthenticated(st) ? "unauthenticated" : "permission_denied",
+                    .detail = {{"stage", "stream"}, {"message", std::string(st.message())}}});
+  }
+  return st;
 }
 
 absl::Status ControlPlane::onHello(const std::shared_ptr<Session>& session,
@@ -157,6 +189,7 @@ void ControlPlane::onDisconnect(const Session& session, const absl::Status& why)
 }
 
 void ControlPlane::tick() {
+  janitor_.tick();
   hosts_.flushHeartbeats(config_.heartbeat_flush_ms);
   std::vector<std::shared_ptr<Session>> silent = hosts_.takeSilentPending(config_.hello_timeout_ms);
   for (const auto& s : silent) {

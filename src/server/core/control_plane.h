@@ -15,10 +15,12 @@
 #include "absl/status/status.h"
 #include "common/clock.h"
 #include "common/worker_pool.h"
+#include "server/core/audit.h"
 #include "server/core/command_service.h"
 #include "server/core/config.h"
 #include "server/core/enrollment.h"
 #include "server/core/host_registry.h"
+#include "server/core/janitor.h"
 #include "server/core/operator_auth.h"
 #include "server/core/output_bus.h"
 #include "server/core/queries.h"
@@ -40,8 +42,13 @@ class ControlPlane {
   CommandService& commands() { return commands_; }
   Enrollment& enrollment() { return enrollment_; }
   OperatorAuth& auth() { return auth_; }
-  // Revokes the host's credential, ends its stream and cancels its open commands. Blocking.
-  absl::StatusOr<model::Host> decommission(const std::string& host_id);
+  // Revokes the host's credential, ends its stream and cancels its open commands (recorded
+  // as link.revoked by `by`). Blocking.
+  absl::StatusOr<model::Host> decommission(const std::string& host_id, const Actor& by = {});
+  // The audit log: API adapters and the TLS code record through it.
+  Audit& audit() { return audit_; }
+  // Sweeps of old data (hourly, from tick()); give it an executor to run on.
+  Janitor& janitor() { return janitor_; }
   OutputBus& bus() { return bus_; }
   // Counters and rate-limited logs of the bounds peers run into; transports report theirs too.
   Limits& limits() { return commands_.metrics().limits; }
@@ -95,6 +102,8 @@ class ControlPlane {
  private:
   const common::Clock& clock_;
   CoreConfig config_;
+  Audit audit_;
+  Janitor janitor_;
   OutputBus bus_;
   HostRegistry hosts_;
   CommandService commands_;

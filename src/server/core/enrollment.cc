@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "common/fmt_absl.h"
 #include "common/ids.h"
@@ -10,8 +11,22 @@
 
 namespace muster::server {
 
-Enrollment::Enrollment(store::Store& store, HostRegistry& hosts, const common::Clock& clock)
-    : store_(store), hosts_(hosts), clock_(clock) {}
+Enrollment::Enrollment(store::Store& store, HostRegistry& hosts, const common::Clock& clock,
+                       Audit& audit)
+    : store_(store), hosts_(hosts), clock_(clock), audit_(audit) {}
+
+void Enrollment::noteRefused(const std::string& agent_id, const std::string& source,
+                             const absl::Status& why) {
+  // The reason is the status code's name, as the REST API spells it ("already_exists").
+  audit_.recordLimited(
+      source.empty() ? absl::StrCat("enroll-id:", agent_id) : absl::StrCat("enroll:", source),
+      AuditRecord{.kind = event_kind::kLinkRefused,
+                  .actor = Actor{.name = agent_id, .id = "", .source = source},
+                  .target = agent_id,
+                  .host_id = common::isValidAgentId(agent_id) ? agent_id : "",
+                  .result = absl::AsciiStrToLower(absl::StatusCodeToString(why.code())),
+                  .detail = {{"stage", "enroll"}, {"message", std::string(why.message())}}});
+}
 
 absl::StatusOr<NewEnrollToken> Enrollment::createToken(int64_t uses, int64_t ttl_ms,
                                                        model::StringMap labels,
@@ -75,15 +90,28 @@ absl::StatusOr<std::string> Enrollment::enroll(const EnrollRequest& request) {
     if (!enrolling_.insert(request.agent_id).second) {
       absl::Status busy = absl::AlreadyExistsError(
           absl::StrCat("host '", request.agent_id.substr(0, 140), "' is being enrolled right now"));
+      noteRefused(request.agent_id, request.source, busy);
       return busy;
     }
   }
-  auto credential = enrollChecked(request);
+  const char* kind = event_kind::kLinkEnrolled;
+  std::string token_id;
+  auto credential = enrollChecked(request, &kind, &token_id);
   {
     std::lock_guard lock(mu_);
     enrolling_.erase(request.agent_id);
   }
-  if (credential.ok()) return credential;
+  if (credential.ok()) {
+    audit_.record(
+        AuditRecord{.kind = kind,
+                    .actor = Actor{.name = request.agent_id, .id = "", .source = request.source},
+                    .target = request.agent_id,
+                    .host_id = request.agent_id,
+                    .result = kResultOk,
+                    .detail = {{"token_id", token_id}}});
+    return credential;
+  }
+  noteRefused(request.agent_id, request.source, credential.status());
   if (absl::IsUnavailable(credential.status()) || absl::IsInternal(credential.status()) ||
       absl::IsDataLoss(credential.status())) {
     spdlog::error("enrollment of '{}' from {} failed: {}", request.agent_id.substr(0, 140),
@@ -122,7 +150,8 @@ void Enrollment::logRefusal(const EnrollRequest& request, const absl::Status& wh
                suppressed ? absl::StrCat(" (and ", suppressed, " more from there since)") : "");
 }
 
-absl::StatusOr<std::string> Enrollment::enrollChecked(const EnrollRequest& request) {
+absl::StatusOr<std::string> Enrollment::enrollChecked(const EnrollRequest& request,
+                                                      const char** kind, std::string* token_id) {
   if (!common::isValidAgentId(request.agent_id)) {
     return absl::InvalidArgumentError(
         absl::StrCat("invalid agent id '", request.agent_id.substr(0, 140),
@@ -140,6 +169,7 @@ absl::StatusOr<std::string> Enrollment::enrollChecked(const EnrollRequest& reque
     return absl::UnauthenticatedError(absl::StrCat("unknown enrollment token", kHint));
   }
   const auto& t = **token;
+  *token_id = t.id;
   if (t.revoked)
     return absl::PermissionDeniedError(absl::StrCat("enrollment token revoked", kHint));
   if (t.expires_at_ms > 0 && clock_.nowMs() >= t.expires_at_ms) {
@@ -158,11 +188,17 @@ absl::StatusOr<std::string> Enrollment::enrollChecked(const EnrollRequest& reque
   // Who may take the id: anyone if it is new or revoked; a token made for the host
   // (re-imaging) or the agent holding the host's current credential (rotation) if not.
   auto admit = [&](const model::Host* existing) -> absl::Status {
+    // The last call (atomic with the change) says which way the id was taken.
+    *kind = event_kind::kLinkEnrolled;
     if (existing == nullptr || existing->status == model::HostStatus::kRevoked) {
       return absl::OkStatus();
     }
-    if (t.host_id == request.agent_id) return absl::OkStatus();
+    if (t.host_id == request.agent_id) {
+      *kind = event_kind::kLinkReenrolled;
+      return absl::OkStatus();
+    }
     if (!presented.empty() && crypto::constantTimeEquals(presented, existing->credential_hash)) {
+      *kind = event_kind::kLinkCredentialRotated;
       return absl::OkStatus();
     }
     // The same agent asking again (it did not get the reply) before it ever connected.

@@ -10,6 +10,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "common/clock.h"
+#include "server/core/audit.h"
 #include "server/core/host_registry.h"
 #include "store/store.h"
 
@@ -35,7 +36,9 @@ struct EnrollRequest {
 
 class Enrollment {
  public:
-  Enrollment(store::Store& store, HostRegistry& hosts, const common::Clock& clock);
+  // Every enrollment is recorded in `audit` (link.enrolled, link.reenrolled,
+  // link.credential_rotated), refusals as link.refused, rate-limited per source.
+  Enrollment(store::Store& store, HostRegistry& hosts, const common::Clock& clock, Audit& audit);
 
   // uses: -1 for unlimited. ttl_ms: 0 for no expiry. host_id: the token enrolls that host
   // only, and may replace its credential while it is enrolled (re-imaging a machine).
@@ -50,14 +53,20 @@ class Enrollment {
   // refusal consumes no use of the token. Refusals are logged at most once per 10 s per
   // source.
   absl::StatusOr<std::string> enroll(const EnrollRequest& request);
+  // A transport refused an Enroll before it reached enroll() (its backlog was full, the
+  // request too large): recorded like any refusal.
+  void noteRefused(const std::string& agent_id, const std::string& source, const absl::Status& why);
 
  private:
-  absl::StatusOr<std::string> enrollChecked(const EnrollRequest& request);
+  // `kind`: the event kind of a successful enrollment.
+  absl::StatusOr<std::string> enrollChecked(const EnrollRequest& request, const char** kind,
+                                            std::string* token_id);
   void logRefusal(const EnrollRequest& request, const absl::Status& why);
 
   store::Store& store_;
   HostRegistry& hosts_;
   const common::Clock& clock_;
+  Audit& audit_;
   std::mutex mu_;  // the refusal log and the ids being enrolled
   // Source -> when its last refusal was logged, and refusals since (bounded: cleared when
   // it holds more than 4,096 sources).

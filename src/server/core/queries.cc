@@ -135,4 +135,8 @@ StoreHealth Queries::storeHealth() const {
                      s.last_commit_ms, s.last_batch_size, store_.pendingWrites()};
 }
 
+absl::StatusOr<std::vector<model::Event>> Queries::events(const model::EventQuery& query) {
+  return store_.listEvents(query);
+}
+
 }  // namespace muster::server

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "model/command.h"
+#include "model/event.h"
 #include "model/host.h"
 
 namespace muster::store {
@@ -110,6 +111,9 @@ class Queries {
 
   absl::StatusOr<std::vector<EnrollTokenView>> enrollTokens();
   absl::StatusOr<std::vector<ApiTokenView>> apiTokens();
+  // A page of the audit log (newest first; oldest first after `after_id`). Events recorded
+  // but not yet committed are not in it: settle() first to see them.
+  absl::StatusOr<std::vector<model::Event>> events(const model::EventQuery& query);
 
   // The store is reachable and migrated (readiness).
   absl::Status ready();

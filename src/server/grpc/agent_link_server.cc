@@ -411,8 +411,10 @@ class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
       plane_.limits().hit(Limit::kEnrollBacklog, plane_.clock().steadyMs(),
                           absl::StrCat("enrollment backlog full (", options_.max_pending_enrolls,
                                        " waiting): refusing Enroll calls with RESOURCE_EXHAUSTED"));
-      reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                                   "server busy enrolling other agents: retry in a few seconds"));
+      absl::Status busy = absl::ResourceExhaustedError(
+          "server busy enrolling other agents: retry in a few seconds");
+      plane_.enrollment().noteRefused(request->agent_id(), peer, busy);
+      reactor->Finish(toGrpc(busy));
     }
     return reactor;
   }

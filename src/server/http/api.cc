@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <boost/json/parse.hpp>
 #include <boost/url/parse.hpp>
 #include <exception>
 
@@ -66,6 +67,7 @@ RouteMatch matchRoute(const std::vector<std::string>& s, const std::string& meth
     return {post ? Route::kCreateToken : Route::kListTokens, "GET, POST", get || post};
   }
   if (is(2, "tokens")) return {Route::kRevokeToken, "DELETE", del};
+  if (is(1, "events")) return {Route::kListEvents, "GET", get};
   return {};
 }
 
@@ -80,6 +82,8 @@ Role requiredRole(Route route, std::string_view* action) {
     case Route::kCreateToken: *action = "creating tokens"; return Role::kAdmin;
     case Route::kListTokens: *action = "listing tokens"; return Role::kAdmin;
     case Route::kRevokeToken: *action = "revoking tokens"; return Role::kAdmin;
+    // Who did what from where, token names, refused enrollments: as sensitive as the tokens.
+    case Route::kListEvents: *action = "reading the audit log"; return Role::kAdmin;
     default: *action = "reading"; return Role::kViewer;
   }
 }
@@ -97,6 +101,24 @@ const char* pathIdKind(Route route) {
     case Route::kCancelRun: return "run";
     case Route::kRevokeToken: return "token";
     default: return nullptr;
+  }
+}
+
+bool isMutating(std::string_view method) {
+  return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE";
+}
+
+// The audit kind of a mutating route; api.unknown for one that matched none (404, 405).
+const char* auditKind(Route route) {
+  switch (route) {
+    case Route::kCreateCommands: return event_kind::kCommandCreate;
+    case Route::kCancelCommand: return event_kind::kCommandCancel;
+    case Route::kCancelRun: return event_kind::kRunCancel;
+    case Route::kSetHostLabels: return event_kind::kHostLabels;
+    case Route::kDeleteHost: return event_kind::kHostDelete;
+    case Route::kCreateToken: return event_kind::kTokenCreate;
+    case Route::kRevokeToken: return event_kind::kTokenDelete;
+    default: return event_kind::kApiUnknown;
   }
 }
 
@@ -139,6 +161,8 @@ std::string_view routeName(Route route) {
     case Route::kListTokens: return "GET /api/v1/tokens";
     case Route::kRevokeToken: return "DELETE /api/v1/tokens/{id}";
     case Route::kMetrics: return "GET /metrics";
+    case Route::kListEvents: return "GET /api/v1/events";
+    case Route::kFollowEvents: return "GET /api/v1/events (follow)";
     case Route::kCount: break;
   }
   return "unknown";
@@ -159,19 +183,71 @@ std::optional<ApiReply> Api::tryInline(const ApiRequest& request, Route* route) 
   return std::nullopt;
 }
 
+struct Api::Caller {
+  bool api_path = false;  // under /api/v1
+  std::optional<Principal> principal;
+  std::string path_id;  // the id segment of the route, when it has one
+  std::string path;     // for api.unknown
+};
+
 ApiReply Api::handle(const ApiRequest& request, Route* route) {
   *route = Route::kUnknown;
+  Caller caller;
+  ApiReply reply;
   try {
-    return dispatch(request, route);
+    reply = dispatch(request, route, &caller);
   } catch (const std::exception& e) {
     spdlog::error("http: {} {} failed with an exception: {}", request.method,
                   request.target.substr(0, 200), e.what());
-    return errorReply(500, "internal",
-                      "internal error while handling the request; see the server log");
+    reply = errorReply(500, "internal",
+                       "internal error while handling the request; see the server log");
   }
+  if (caller.api_path && isMutating(request.method)) {
+    try {
+      recordAudit(request, *route, caller, reply);
+    } catch (const std::exception& e) {
+      spdlog::error("http: recording the audit event of {} {} failed: {}", request.method,
+                    request.target.substr(0, 200), e.what());
+    }
+  }
+  return reply;
 }
 
-ApiReply Api::dispatch(const ApiRequest& request, Route* route) {
+void Api::recordAudit(const ApiRequest& request, Route route, const Caller& caller,
+                      const ApiReply& reply) {
+  AuditRecord r;
+  r.kind = auditKind(route);
+  if (caller.principal) {
+    r.actor.name = caller.principal->name;
+    r.actor.id = caller.principal->token_id;
+  }
+  r.actor.source = request.peer;
+  r.target = reply.audit_target.empty() ? caller.path_id : reply.audit_target;
+  r.host_id = reply.audit_host;
+  if (r.host_id.empty() && (route == Route::kSetHostLabels || route == Route::kDeleteHost)) {
+    r.host_id = caller.path_id;
+  }
+  r.result = absl::StrCat(reply.status);
+  r.detail = reply.audit_detail;
+  if (r.kind == std::string_view(event_kind::kApiUnknown)) {
+    r.detail["method"] = request.method.substr(0, 16);
+    r.detail["path"] = caller.path.substr(0, 200);
+  }
+  if (reply.status >= 400) {
+    boost::system::error_code ec;
+    boost::json::value body = boost::json::parse(reply.body, ec);
+    if (!ec && body.is_object()) {
+      if (const auto* error = body.as_object().if_contains("error"); error && error->is_object()) {
+        if (const auto* m = error->as_object().if_contains("message"); m && m->is_string()) {
+          r.detail["error"] = std::string(m->as_string());
+        }
+      }
+    }
+  }
+  plane_.audit().record(std::move(r));
+}
+
+ApiReply Api::dispatch(const ApiRequest& request, Route* route, Caller* caller) {
   auto url = boost::urls::parse_origin_form(request.target);
   if (!url) {
     return errorReply(400, "invalid_argument", "malformed request target");
@@ -202,10 +278,15 @@ ApiReply Api::dispatch(const ApiRequest& request, Route* route) {
   }
 
   segments.erase(segments.begin(), segments.begin() + 2);
+  caller->api_path = true;
+  for (const auto& seg : segments) absl::StrAppend(&caller->path, "/", seg.substr(0, 64));
   // The route is known before authentication (for the counters), but answered only after
   // it, so without a valid token nothing about the API is revealed.
   RouteMatch match = matchRoute(segments, request.method);
   *route = match.route;
+  if (const char* kind = pathIdKind(match.route); kind && checkId(kind, segments[1]).ok()) {
+    caller->path_id = segments[1];
+  }
 
   absl::string_view auth = request.authorization;
   if (auth.size() < 7 || !absl::EqualsIgnoreCase(auth.substr(0, 7), "bearer ")) {
@@ -216,6 +297,7 @@ ApiReply Api::dispatch(const ApiRequest& request, Route* route) {
   std::string_view bearer = toStd(absl::StripAsciiWhitespace(auth.substr(7)));
   auto principal = plane_.auth().authenticate(bearer);
   if (!principal.ok()) return errorReply(principal.status());
+  caller->principal = *principal;
 
   if (match.route == Route::kUnknown) {
     std::vector<std::string> full = {"api", "v1"};
@@ -255,6 +337,11 @@ ApiReply Api::dispatch(const ApiRequest& request, Route* route) {
     case Route::kCreateToken: return createToken(ctx);
     case Route::kListTokens: return listTokens(ctx);
     case Route::kRevokeToken: return revokeToken(ctx, seg[1]);
+    case Route::kListEvents: {
+      bool follow = wantsFollow(ctx);
+      if (follow) *route = Route::kFollowEvents;
+      return listEvents(ctx, follow);
+    }
     default: return notFound(seg);
   }
 }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "model/event.h"
 #include "server/core/control_plane.h"
 
 namespace muster::server::http {
@@ -33,6 +34,8 @@ enum class Route {
   kListTokens,
   kRevokeToken,
   kMetrics,
+  kListEvents,
+  kFollowEvents,
   kCount,  // number of routes, not a route
 };
 std::string_view routeName(Route route);
@@ -43,8 +46,9 @@ struct ApiRequest {
   std::string authorization;
   std::string idempotency_key;
   std::string accept;
-  std::string last_event_id;  // an event stream resuming: "STDOUT_OFFSET,STDERR_OFFSET"
+  std::string last_event_id;  // an event stream resuming (output: "STDOUT,STDERR"; events: an id)
   std::string body;
+  std::string peer;  // the client's address ("127.0.0.1:53412"), for the audit log
 };
 
 // Switches the connection to a Server-Sent Events stream of a command's output.
@@ -57,16 +61,30 @@ struct FollowSpec {
   uint64_t stderr_offset = 0;
 };
 
+// Switches the connection to a Server-Sent Events stream of the audit log: the stored events
+// after `query.after_id` (if any), then live ones, each matching the query's filters.
+struct EventFollowSpec {
+  model::EventQuery query;
+};
+
 struct ApiReply {
   int status = 200;
   std::string body;
   std::string content_type = "application/json";
   std::vector<std::pair<std::string, std::string>> headers;
   std::optional<FollowSpec> follow;
+  std::optional<EventFollowSpec> follow_events;
+  // For the audit event of a mutating call, where the path does not say it all: what was
+  // created (a run, a token), the host concerned, and a little detail.
+  std::string audit_target;
+  std::string audit_host;
+  model::StringMap audit_detail;
 };
 
 class RequestStats;
 
+// Every POST, PUT, PATCH and DELETE under /api/v1 is recorded in the audit log once answered
+// (refusals too: 401, 403, 404, 4xx, with the status as the result).
 // Every /api/v1 request is authenticated with an operator token (ControlPlane::auth()) and
 // checked against the role its route needs: viewer reads, operator also runs and cancels
 // commands, admin also manages tokens and hosts. /healthz, /readyz and /metrics need none.
@@ -83,7 +101,10 @@ class Api {
   ControlPlane& plane() { return plane_; }
 
  private:
-  ApiReply dispatch(const ApiRequest& request, Route* route);
+  struct Caller;  // who called, as far as dispatch found out
+  ApiReply dispatch(const ApiRequest& request, Route* route, Caller* caller);
+  void recordAudit(const ApiRequest& request, Route route, const Caller& caller,
+                   const ApiReply& reply);
 
   ControlPlane& plane_;
   const RequestStats* stats_;

@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "common/duration.h"
 #include "model/command.h"
+#include "model/event.h"
 #include "model/host.h"
 #include "server/core/command_service.h"
 #include "server/core/operator_auth.h"
@@ -34,6 +35,12 @@ boost::json::object commandJson(const model::Command& command);
 // Token records without their hashes; `state` is active, revoked, expired (or used_up).
 boost::json::object apiTokenJson(const ApiTokenView& token, int64_t now_ms);
 boost::json::object enrollTokenJson(const EnrollTokenView& token, int64_t now_ms);
+
+// An audit event; empty actor, source, target and host are null (handlers_events.cc).
+boost::json::object eventJson(const model::Event& event);
+// RFC 3339 with a Z or a +hh:mm / -hh:mm offset, optional fraction ("2026-11-23T20:01:44Z",
+// "2026-11-23T21:01:44.210+01:00") to Unix ms; InvalidArgument otherwise.
+absl::StatusOr<int64_t> parseRfc3339Ms(std::string_view text);
 
 int httpStatusFor(const absl::Status& status);
 // "invalid_argument", "not_found", ...

@@ -379,6 +379,15 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
     request.accept = std::string(req[bhttp::field::accept]);
     request.last_event_id = std::string(req["Last-Event-ID"]);
     request.body = std::move(req.body());
+    {
+      boost::system::error_code ec;
+      auto remote = stream.socket().remote_endpoint(ec);
+      if (!ec) {
+        std::string address = remote.address().to_string();
+        request.peer = remote.address().is_v6() ? absl::StrCat("[", address, "]:", remote.port())
+                                                : absl::StrCat(address, ":", remote.port());
+      }
+    }
     bool keep_alive = req.keep_alive();
     bool head = req.method() == bhttp::verb::head;
 
@@ -399,6 +408,18 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
       reply = std::move(answer.second);
     }
 
+    if (reply.follow_events) {
+      if (FollowerSlot slot = state.tryAcquireFollower()) {
+        state.stats.record(route, 200);
+        bool reusable = co_await serveEventFollow(conn, *std::move(reply.follow_events), keep_alive,
+                                                  std::move(slot));
+        conn->busy = false;
+        if (!reusable) break;
+        continue;
+      }
+      noteRefusedFollower(state);
+      reply = followersFull(state);
+    }
     if (reply.follow) {
       if (FollowerSlot slot = state.tryAcquireFollower()) {
         state.stats.record(route, 200);

@@ -6,8 +6,11 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/json/value.hpp>
 #include <chrono>
 #include <memory>
+#include <string>
+#include <string_view>
 
 #include "server/http/api.h"
 #include "server/http/http_stream.h"
@@ -71,5 +74,21 @@ asio::awaitable<void> refuseConnection(std::shared_ptr<Connection> connection);
 // `end` event). True when the connection may serve another request afterwards.
 asio::awaitable<bool> serveFollow(std::shared_ptr<Connection> connection, FollowSpec spec,
                                   bool keep_alive, FollowerSlot slot);
+
+// Streams the audit log as Server-Sent Events (stored events after the resume id, then live
+// ones). True when the connection may serve another request afterwards.
+asio::awaitable<bool> serveEventFollow(std::shared_ptr<Connection> connection, EventFollowSpec spec,
+                                       bool keep_alive, FollowerSlot slot);
+
+// --- shared by the event streams (sse_follow.cc) ---
+// One event: "id: ID\n" (when given), "event: NAME\n", "data: JSON\n\n".
+std::string sseEvent(std::string_view name, const boost::json::value& data,
+                     std::string_view id = {});
+// Sends `text` as one HTTP chunk. False when the client is gone, or was cut off.
+asio::awaitable<bool> sendChunk(std::shared_ptr<Connection> conn, std::string text);
+// Ends the chunked body.
+asio::awaitable<bool> sendLastChunk(std::shared_ptr<Connection> conn);
+// Sets conn->peer_gone (and wakes conn->event_timer) when the client closes its end.
+void watchForHangUp(const std::shared_ptr<Connection>& conn);
 
 }  // namespace muster::server::http

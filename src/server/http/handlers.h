@@ -53,6 +53,9 @@ ApiReply listTokens(Context& ctx);
 // Revokes an API token or an enrollment token, whichever has the id.
 ApiReply revokeToken(Context& ctx, const std::string& id);
 
+// GET /api/v1/events: a page of the audit log, or (follow) the hand-over to an event stream.
+ApiReply listEvents(Context& ctx, bool follow);
+
 // GET /metrics: Prometheus text exposition format 0.0.4.
 ApiReply metricsReply(ControlPlane& plane, const RequestStats* stats);
 

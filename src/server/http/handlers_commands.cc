@@ -2,6 +2,7 @@
 #include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "server/http/api_json.h"
 #include "server/http/handlers.h"
 
@@ -47,14 +48,31 @@ ApiReply createCommands(Context& ctx) {
   auto request =
       parseCreateRunBody(ctx.request.body, ctx.request.idempotency_key, ctx.principal.name);
   if (!request.ok()) return errorReply(request.status());
+  // For the audit event: the targets, never the environment (secret_env).
+  model::StringMap detail;
+  if (!request->selector.empty()) detail["selector"] = request->selector;
+  if (!request->host_ids.empty()) detail["hosts"] = absl::StrJoin(request->host_ids, ",");
+  if (detail.count("hosts") && detail["hosts"].size() > 400) detail["hosts"].resize(400);
+  std::string single_host = request->host_ids.size() == 1 ? request->host_ids[0] : "";
   auto result = ctx.plane.commands().createRun(*std::move(request));
-  if (!result.ok()) return errorReply(result.status());
+  if (!result.ok()) {
+    ApiReply reply = errorReply(result.status());
+    reply.audit_detail = std::move(detail);
+    reply.audit_host = std::move(single_host);
+    return reply;
+  }
   boost::json::object body;
   body["run_id"] = result->run_id;
   body["replayed"] = result->replayed;
   body["summary"] = summaryJson(result->commands);
   if (!*summary_only) body["commands"] = commandsJson(result->commands);
-  return jsonReply(result->replayed ? 200 : 201, body);
+  ApiReply reply = jsonReply(result->replayed ? 200 : 201, body);
+  reply.audit_target = result->run_id;
+  reply.audit_host = std::move(single_host);
+  detail["commands"] = absl::StrCat(result->commands.size());
+  if (result->replayed) detail["replayed"] = "true";
+  reply.audit_detail = std::move(detail);
+  return reply;
 }
 
 ApiReply getCommand(Context& ctx, const std::string& id) {
@@ -106,7 +124,10 @@ ApiReply listCommands(Context& ctx) {
 ApiReply cancelCommand(Context& ctx, const std::string& id) {
   auto command = ctx.plane.commands().cancel(id, cancelReason(ctx));
   if (!command.ok()) return errorReply(command.status());
-  return jsonReply(200, commandJson(*command));
+  ApiReply reply = jsonReply(200, commandJson(*command));
+  reply.audit_host = command->host_id;
+  reply.audit_detail["state"] = std::string(model::toString(command->state));
+  return reply;
 }
 
 ApiReply getRun(Context& ctx, const std::string& id) {
@@ -133,7 +154,9 @@ ApiReply cancelRun(Context& ctx, const std::string& id) {
   boost::json::object body;
   body["run_id"] = id;
   body["commands"] = commandsJson(*cancelled);
-  return jsonReply(200, body);
+  ApiReply reply = jsonReply(200, body);
+  reply.audit_detail["cancelled"] = absl::StrCat(cancelled->size());
+  return reply;
 }
 
 }  // namespace muster::server::http

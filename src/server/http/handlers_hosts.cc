@@ -3,6 +3,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "model/selector.h"
 #include "server/http/api_json.h"
 #include "server/http/handlers.h"
@@ -84,13 +85,20 @@ ApiReply getHost(Context& ctx, const std::string& id) {
 ApiReply setHostLabels(Context& ctx, const std::string& id) {
   auto change = parseLabelBody(ctx.request.body);
   if (!change.ok()) return errorReply(change.status());
+  model::StringMap detail;
+  for (const auto& [k, v] : change->set)
+    absl::StrAppend(&detail["set"], detail["set"].empty() ? "" : ",", k, "=", v);
+  if (!change->remove.empty()) detail["remove"] = absl::StrJoin(change->remove, ",");
   auto host = ctx.plane.hosts().setLabels(id, change->set, change->remove);
-  if (!host.ok()) return errorReply(host.status());
-  return jsonReply(200, hostJson(*host));
+  ApiReply reply = host.ok() ? jsonReply(200, hostJson(*host)) : errorReply(host.status());
+  reply.audit_detail = std::move(detail);
+  return reply;
 }
 
 ApiReply deleteHost(Context& ctx, const std::string& id) {
-  auto host = ctx.plane.decommission(id);
+  auto host = ctx.plane.decommission(
+      id,
+      Actor{.name = ctx.principal.name, .id = ctx.principal.token_id, .source = ctx.request.peer});
   if (!host.ok()) return errorReply(host.status());
   return jsonReply(200, hostJson(*host));
 }

@@ -40,7 +40,11 @@ ApiReply createEnrollToken(Context& ctx, const TokenRequest& request) {
   } else {
     body["host"] = token->record.host_id;
   }
-  return jsonReply(201, body);
+  ApiReply reply = jsonReply(201, body);
+  reply.audit_target = token->record.id;
+  reply.audit_host = token->record.host_id;
+  reply.audit_detail = {{"kind", "enroll"}, {"uses", absl::StrCat(token->record.uses_left)}};
+  return reply;
 }
 
 ApiReply createApiToken(Context& ctx, const TokenRequest& request) {
@@ -49,7 +53,11 @@ ApiReply createApiToken(Context& ctx, const TokenRequest& request) {
   if (!token.ok()) return errorReply(token.status());
   boost::json::object body = apiTokenJson(tokenView(token->record), ctx.plane.clock().nowMs());
   body["token"] = token->secret;
-  return jsonReply(201, body);
+  ApiReply reply = jsonReply(201, body);
+  reply.audit_target = token->record.id;
+  reply.audit_detail = {
+      {"kind", "api"}, {"role", token->record.role}, {"name", token->record.name}};
+  return reply;
 }
 
 }  // namespace
@@ -93,7 +101,9 @@ ApiReply revokeToken(Context& ctx, const std::string& id) {
   body["id"] = id;
   body["kind"] = kind;
   body["revoked"] = true;
-  return jsonReply(200, body);
+  ApiReply reply = jsonReply(200, body);
+  reply.audit_detail["kind"] = kind;
+  return reply;
 }
 
 }  // namespace muster::server::http

@@ -108,6 +108,30 @@ ApiReply metricsReply(ControlPlane& plane, const RequestStats* stats) {
   out.sample("muster_dispatch_to_result_seconds_sum", "", latency.sum);
   out.sample("muster_dispatch_to_result_seconds_count", "", latency.count);
 
+  // Every family is listed from the start (0), so a rate() never sees one appear.
+  std::map<std::string, uint64_t> audited = plane.audit().recordedByFamily();
+  for (const char* family : {"api", "api.command", "api.run", "api.host", "api.token", "link"}) {
+    audited.try_emplace(family, 0);
+  }
+  out.family("muster_audit_events_total", "counter",
+             "Audit events recorded since start, by kind family (api.command, link, ...).");
+  for (const auto& [family, n] : audited) {
+    out.sample("muster_audit_events_total", absl::StrCat("family=\"", family, "\""), n);
+  }
+  out.family("muster_audit_events_dropped_total", "counter",
+             "Audit events not stored because the store writer's backlog was full.");
+  out.sample("muster_audit_events_dropped_total", "", plane.audit().dropped());
+  out.family("muster_audit_event_write_failures_total", "counter",
+             "Audit events the store failed to write.");
+  out.sample("muster_audit_event_write_failures_total", "", plane.audit().writeFailures());
+  out.family("muster_janitor_swept_total", "counter",
+             "Rows removed by the janitor's sweeps since start, by task.");
+  for (const auto& [task, n] : plane.janitor().sweptByTask()) {
+    out.sample("muster_janitor_swept_total", absl::StrCat("task=\"", task, "\""), n);
+  }
+  out.family("muster_janitor_runs_total", "counter", "Janitor sweeps run since start.");
+  out.sample("muster_janitor_runs_total", "", plane.janitor().runs());
+
   StoreHealth store = plane.queries().storeHealth();
   out.family("muster_store_commit_seconds", "gauge",
              "Duration of the store's last write transaction (commit included).");

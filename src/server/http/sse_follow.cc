@@ -25,10 +25,64 @@
 #include "server/http/connection.h"
 
 namespace muster::server::http {
-namespace {
 
 namespace bhttp = boost::beast::http;
 using std::chrono::milliseconds;
+
+std::string sseEvent(std::string_view name, const boost::json::value& data, std::string_view id) {
+  std::string out;
+  if (!id.empty()) absl::StrAppend(&out, "id: ", toAbsl(id), "\n");
+  absl::StrAppend(&out, "event: ", toAbsl(name), "\ndata: ", boost::json::serialize(data), "\n\n");
+  return out;
+}
+
+namespace {
+// Writes `buffers` to the event stream. False when the client is gone, or was cut off.
+template <typename Buffers>
+asio::awaitable<bool> writeEvents(std::shared_ptr<Connection> conn, Buffers buffers) {
+  conn->stream().expires_after(milliseconds(conn->state().options.idle_timeout_ms));
+  conn->event_write_pending = true;
+  auto [ec, n] = co_await asio::async_write(conn->stream(), buffers, kTuple);
+  conn->event_write_pending = false;
+  if (ec == beast::error::timeout) noteTimeout(conn->state(), TimeoutPhase::kWrite);
+  co_return !ec;
+}
+}  // namespace
+
+// Sends `text` as one HTTP chunk. False when the client is gone.
+asio::awaitable<bool> sendChunk(std::shared_ptr<Connection> conn, std::string text) {
+  if (text.empty()) co_return true;
+  co_return co_await writeEvents(conn, bhttp::make_chunk(asio::buffer(text)));
+}
+
+asio::awaitable<bool> sendLastChunk(std::shared_ptr<Connection> conn) {
+  co_return co_await writeEvents(conn, bhttp::make_chunk_last());
+}
+
+// Wakes the stream when the client closes its end: a quiet stream would otherwise notice
+// only at its next keep-alive write, and hold its follower place until then.
+void watchForHangUp(const std::shared_ptr<Connection>& conn) {
+  auto& socket = conn->stream().socket();
+  socket.async_wait(asio::ip::tcp::socket::wait_read, [weak = std::weak_ptr<Connection>(conn)](
+                                                          const boost::system::error_code& ec) {
+    if (ec) return;
+    auto self = weak.lock();
+    if (!self) return;
+    char byte;
+    ssize_t n = ::recv(self->stream().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+    // Bytes (a pipelined request) wait for the stream to end; EOF or an
+    // error means the client is gone.
+    if (n > 0) return;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      watchForHangUp(self);
+      return;
+    }
+    self->peer_gone = true;
+    if (self->event_timer) self->event_timer->cancel();
+  });
+}
+
+namespace {
 
 constexpr uint64_t kStoredPageBytes = 1 << 20;
 // A follower that fell behind while a write to it was stuck gets this long for that write
@@ -121,14 +175,6 @@ struct StreamState {
   uint64_t sent;  // the client has every byte before this offset (or its truncation marker)
 };
 
-std::string sseEvent(std::string_view name, const boost::json::value& data,
-                     std::string_view id = {}) {
-  std::string out;
-  if (!id.empty()) absl::StrAppend(&out, "id: ", toAbsl(id), "\n");
-  absl::StrAppend(&out, "event: ", toAbsl(name), "\ndata: ", boost::json::serialize(data), "\n\n");
-  return out;
-}
-
 // What one event stream has sent so far; lives in serveFollow's frame.
 struct Follow {
   std::string command_id;
@@ -175,23 +221,6 @@ void addChunk(Follow& f, StreamState& s, uint64_t offset, std::string_view data)
   std::string text = s.utf8.take(piece->data);
   uint64_t end = piece->offset + piece->data.size();
   if (!text.empty()) f.output(s, start, text, 0, end - s.utf8.carried());
-}
-
-// Writes `buffers` to the event stream. False when the client is gone, or was cut off.
-template <typename Buffers>
-asio::awaitable<bool> writeEvents(std::shared_ptr<Connection> conn, Buffers buffers) {
-  conn->stream().expires_after(milliseconds(conn->state().options.idle_timeout_ms));
-  conn->event_write_pending = true;
-  auto [ec, n] = co_await asio::async_write(conn->stream(), buffers, kTuple);
-  conn->event_write_pending = false;
-  if (ec == beast::error::timeout) noteTimeout(conn->state(), TimeoutPhase::kWrite);
-  co_return !ec;
-}
-
-// Sends `text` as one HTTP chunk. False when the client is gone.
-asio::awaitable<bool> sendChunk(std::shared_ptr<Connection> conn, std::string text) {
-  if (text.empty()) co_return true;
-  co_return co_await writeEvents(conn, bhttp::make_chunk(asio::buffer(text)));
 }
 
 // Reads stored output of one stream from the cursor up to `until` (or the end) and appends
@@ -267,29 +296,6 @@ asio::awaitable<bool> finishWith(std::shared_ptr<Connection> conn, Follow* follo
   if (!co_await sendPending(conn, follow)) co_return false;
   if (!co_await writeEvents(conn, bhttp::make_chunk_last())) co_return false;
   co_return follow->keep_alive && !conn->stop_requested;
-}
-
-// Wakes the stream when the client closes its end: a quiet stream would otherwise notice
-// only at its next keep-alive write, and hold its follower place until then.
-void watchForHangUp(const std::shared_ptr<Connection>& conn) {
-  auto& socket = conn->stream().socket();
-  socket.async_wait(asio::ip::tcp::socket::wait_read, [weak = std::weak_ptr<Connection>(conn)](
-                                                          const boost::system::error_code& ec) {
-    if (ec) return;
-    auto self = weak.lock();
-    if (!self) return;
-    char byte;
-    ssize_t n = ::recv(self->stream().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    // Bytes (a pipelined request) wait for the stream to end; EOF or an
-    // error means the client is gone.
-    if (n > 0) return;
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      watchForHangUp(self);
-      return;
-    }
-    self->peer_gone = true;
-    if (self->event_timer) self->event_timer->cancel();
-  });
 }
 
 struct Unsubscribe {

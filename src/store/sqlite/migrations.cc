@@ -140,12 +140,35 @@ ALTER TABLE hosts ADD COLUMN enroll_attempt_hash TEXT NOT NULL DEFAULT '';
 ALTER TABLE commands ADD COLUMN exec_secret_env TEXT NOT NULL DEFAULT '{}';
 )sql";
 
+// The audit log (server/core/audit.h). Ids are ULIDs, so the primary key is time order and
+// every listing walks it backwards; each filter has an (x, id) index for the same walk.
+// host_id and actor are '' when there is none: partial indexes keep those rows out.
+constexpr const char* kSchemaV6 = R"sql(
+CREATE TABLE events (
+  id       TEXT NOT NULL PRIMARY KEY,
+  at_ms    INTEGER NOT NULL,
+  kind     TEXT NOT NULL,
+  actor    TEXT NOT NULL DEFAULT '',
+  actor_id TEXT NOT NULL DEFAULT '',
+  source   TEXT NOT NULL DEFAULT '',
+  target   TEXT NOT NULL DEFAULT '',
+  host_id  TEXT NOT NULL DEFAULT '',
+  result   TEXT NOT NULL DEFAULT '',
+  detail   TEXT NOT NULL DEFAULT '{}'
+) STRICT;
+CREATE INDEX events_kind ON events (kind, id);
+CREATE INDEX events_host ON events (host_id, id) WHERE host_id <> '';
+CREATE INDEX events_actor ON events (actor, id) WHERE actor <> '';
+CREATE INDEX events_at ON events (at_ms);
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "hosts, runs, commands, command_output, enroll_tokens", kSchemaV1},
     {2, "api_tokens", kSchemaV2},
     {3, "runs.pending_targets (runs stored in slices)", kSchemaV3},
     {4, "large runs out of the per-host command index", kSchemaV4},
     {5, "host-bound enrollment tokens, pinned host labels, secret env", kSchemaV5},
+    {6, "events (the audit log)", kSchemaV6},
 };
 
 absl::Status applyOne(Connection& conn, const Migration& m, int64_t now_ms) {

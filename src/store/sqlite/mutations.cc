@@ -289,6 +289,24 @@ class Applier {
         absl::StrCat("storing API token ", m.token.id));
   }
 
+  absl::StatusOr<int64_t> operator()(const InsertEvent& m) {
+    static const std::string sql = absl::StrCat("INSERT INTO events (", kEventColumns, ") VALUES (",
+                                                placeholders(kEventColumnCount), ")");
+    return runStatement(
+        conn_, sql, [&](Stmt& s) { bindEvent(s, m.event); },
+        absl::StrCat("storing audit event ", m.event.id, " (", m.event.kind, ")"));
+  }
+
+  absl::StatusOr<int64_t> operator()(const DeleteEventsBefore& m) {
+    // Oldest first by the at_ms index; LIMIT bounds the transaction.
+    return runStatement(
+        conn_,
+        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE at_ms < ?1 "
+        "ORDER BY at_ms LIMIT ?2)",
+        [&](Stmt& s) { s.bindInt(1, m.before_ms).bindInt(2, m.max_rows); },
+        "sweeping old audit events");
+  }
+
   absl::StatusOr<int64_t> operator()(const Barrier&) { return 0; }
   absl::StatusOr<int64_t> operator()(const RevokeApiToken& m) {
     return runStatement(

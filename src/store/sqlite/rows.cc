@@ -153,6 +153,19 @@ void bindApiToken(Stmt& stmt, const ApiToken& t) {
       .bindInt(8, t.revoked ? 1 : 0);
 }
 
+void bindEvent(Stmt& stmt, const model::Event& e) {
+  stmt.bindText(1, e.id)
+      .bindInt(2, e.at_ms)
+      .bindText(3, e.kind)
+      .bindText(4, e.actor)
+      .bindText(5, e.actor_id)
+      .bindText(6, e.source)
+      .bindText(7, e.target)
+      .bindText(8, e.host_id)
+      .bindText(9, e.result)
+      .bindText(10, encodeStringMap(e.detail));
+}
+
 absl::StatusOr<model::Host> hostFromRow(const Stmt& s) {
   model::Host h;
   h.id = s.columnText(0);
@@ -268,6 +281,26 @@ absl::StatusOr<ApiToken> apiTokenFromRow(const Stmt& s) {
   t.expires_at_ms = s.columnInt(6);
   t.revoked = s.columnInt(7) != 0;
   return t;
+}
+
+absl::StatusOr<model::Event> eventFromRow(const Stmt& s) {
+  model::Event e;
+  e.id = s.columnText(0);
+  e.at_ms = s.columnInt(1);
+  e.kind = s.columnText(2);
+  e.actor = s.columnText(3);
+  e.actor_id = s.columnText(4);
+  e.source = s.columnText(5);
+  e.target = s.columnText(6);
+  e.host_id = s.columnText(7);
+  e.result = s.columnText(8);
+  auto detail = decodeStringMap(s.columnText(9));
+  if (!detail.ok()) {
+    return absl::DataLossError(
+        absl::StrCat("event ", e.id, ": column detail: ", detail.status().message()));
+  }
+  e.detail = *std::move(detail);
+  return e;
 }
 
 }  // namespace muster::store::sqlite

@@ -5,6 +5,7 @@
 
 #include "absl/status/statusor.h"
 #include "model/command.h"
+#include "model/event.h"
 #include "model/host.h"
 #include "store/sqlite/connection.h"
 #include "store/store.h"
@@ -43,6 +44,10 @@ inline constexpr char kApiTokenColumns[] =
     "id, token_hash, role, name, created_by, created_at_ms, expires_at_ms, revoked";
 inline constexpr int kApiTokenColumnCount = 8;
 
+inline constexpr char kEventColumns[] =
+    "id, at_ms, kind, actor, actor_id, source, target, host_id, result, detail";
+inline constexpr int kEventColumnCount = 10;
+
 // "?1, ?2, ..., ?n"
 std::string placeholders(int n);
 
@@ -64,6 +69,7 @@ struct CommandRowCache {
 void bindCommand(Stmt& stmt, const model::Command& command, CommandRowCache* cache = nullptr);
 void bindEnrollToken(Stmt& stmt, const EnrollToken& token);
 void bindApiToken(Stmt& stmt, const ApiToken& token);
+void bindEvent(Stmt& stmt, const model::Event& event);
 
 // Decoding fails with DATA_LOSS when a stored value cannot be read back (a damaged file or
 // a row written by something else than this store).
@@ -72,5 +78,6 @@ absl::StatusOr<Run> runFromRow(const Stmt& stmt);
 absl::StatusOr<model::Command> commandFromRow(const Stmt& stmt);
 absl::StatusOr<EnrollToken> enrollTokenFromRow(const Stmt& stmt);
 absl::StatusOr<ApiToken> apiTokenFromRow(const Stmt& stmt);
+absl::StatusOr<model::Event> eventFromRow(const Stmt& stmt);
 
 }  // namespace muster::store::sqlite

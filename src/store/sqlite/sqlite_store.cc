@@ -353,4 +353,42 @@ absl::StatusOr<std::vector<ApiToken>> SqliteStore::listApiTokens() {
   return queryAll(*reader_, sql, bindNothing, &sqlite::apiTokenFromRow, "listing API tokens");
 }
 
+std::string sqlite::listEventsSql(const model::EventQuery& q) {
+  // Only the filters given, so each combination is its own cached statement and the planner
+  // picks the index of the most selective one; every index ends in id, so no sort.
+  std::string sql = absl::StrCat("SELECT ", sqlite::kEventColumns, " FROM events WHERE 1");
+  if (!q.kind.empty()) sql += " AND (kind = ?1 OR (kind > ?2 AND kind < ?3))";
+  if (!q.host_id.empty()) sql += " AND host_id = ?4";
+  if (!q.actor.empty()) sql += " AND actor = ?5";
+  if (q.since_ms > 0) sql += " AND at_ms >= ?6";
+  if (q.until_ms > 0) sql += " AND at_ms < ?7";
+  if (!q.before_id.empty()) sql += " AND id < ?8";
+  if (!q.after_id.empty()) sql += " AND id > ?9";
+  sql += q.after_id.empty() ? " ORDER BY id DESC LIMIT ?10" : " ORDER BY id ASC LIMIT ?10";
+  return sql;
+}
+
+absl::StatusOr<std::vector<model::Event>> SqliteStore::listEvents(const model::EventQuery& q) {
+  const std::string sql = sqlite::listEventsSql(q);
+  const int limit = std::clamp(q.limit, 1, kMaxListLimit + 1);
+  std::lock_guard lock(read_mu_);
+  return queryAll(
+      *reader_, sql,
+      [&](Stmt& s) {
+        // A family "link" matches "link.x...": every kind between "link." and "link/" ('/'
+        // follows '.' in ASCII).
+        s.bindText(1, q.kind)
+            .bindText(2, q.kind + ".")
+            .bindText(3, q.kind + "/")
+            .bindText(4, q.host_id)
+            .bindText(5, q.actor)
+            .bindInt(6, q.since_ms)
+            .bindInt(7, q.until_ms)
+            .bindText(8, q.before_id)
+            .bindText(9, q.after_id)
+            .bindInt(10, limit);
+      },
+      &sqlite::eventFromRow, "listing audit events");
+}
+
 }  // namespace muster::store

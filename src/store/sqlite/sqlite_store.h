@@ -23,6 +23,8 @@ class Checkpointer;
 // The statement SqliteStore::listCommands runs for `filter` (parameters ?1 run, ?2 host,
 // ?3 state, ?4 before id, ?5 limit); tests check its query plan.
 std::string listCommandsSql(const CommandFilter& filter);
+// The statement SqliteStore::listEvents runs for `query` (one per combination of filters).
+std::string listEventsSql(const model::EventQuery& query);
 }  // namespace sqlite
 
 struct SqliteStoreOptions {
@@ -81,6 +83,8 @@ class SqliteStore final : public Store {
   absl::StatusOr<std::optional<ApiToken>> findApiTokenByHash(
       const std::string& token_hash) override;
   absl::StatusOr<std::vector<ApiToken>> listApiTokens() override;
+  // `limit` is clamped to 1..1001 (a page of 1000 and one more telling there is a next one).
+  absl::StatusOr<std::vector<model::Event>> listEvents(const model::EventQuery& query) override;
 
   absl::Status ping() override;
   StoreStats stats() const override;

@@ -12,6 +12,44 @@
 namespace muster::store::test {
 namespace {
 
+// An EventQuery with only what a test sets (designated initializers warn about the rest).
+struct Q {
+  model::EventQuery q;
+  Q& kind(std::string v) {
+    q.kind = std::move(v);
+    return *this;
+  }
+  Q& host(std::string v) {
+    q.host_id = std::move(v);
+    return *this;
+  }
+  Q& actor(std::string v) {
+    q.actor = std::move(v);
+    return *this;
+  }
+  Q& since(int64_t v) {
+    q.since_ms = v;
+    return *this;
+  }
+  Q& until(int64_t v) {
+    q.until_ms = v;
+    return *this;
+  }
+  Q& before(std::string v) {
+    q.before_id = std::move(v);
+    return *this;
+  }
+  Q& after(std::string v) {
+    q.after_id = std::move(v);
+    return *this;
+  }
+  Q& limit(int v) {
+    q.limit = v;
+    return *this;
+  }
+  operator model::EventQuery() const { return q; }
+};
+
 TEST_F(SqliteStoreTest, FailedMutationDoesNotPoisonItsBatch) {
   ASSERT_TRUE(put(makeRun("r1", "key-1", {{"c1", "h1"}})).status.ok());
   std::vector<WriteResult> results(5);
@@ -104,9 +142,9 @@ TEST_F(SqliteStoreTest, OpenAppliesMigrationsOnce) {
   reopen();
   reopen();
   // One row per migration, each applied once.
-  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM schema_migrations"), "5");
-  EXPECT_EQ(rawQuery("SELECT COUNT(DISTINCT version) FROM schema_migrations"), "5");
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "5");
+  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM schema_migrations"), "6");
+  EXPECT_EQ(rawQuery("SELECT COUNT(DISTINCT version) FROM schema_migrations"), "6");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "6");
   EXPECT_EQ(rawQuery("PRAGMA journal_mode"), "wal");
   EXPECT_TRUE(store_->ping().ok());
 }
@@ -115,8 +153,13 @@ TEST_F(SqliteStoreTest, OpenAppliesMigrationsOnce) {
 // pinned labels) or a version-3 one (before large runs left the per-host index).
 class SqliteStoreUpgradeTest : public SqliteStoreTest {
  protected:
-  void downgradeToVersion4() {
+  void downgradeToVersion5() {
     store_.reset();
+    rawQuery("DROP TABLE events");
+    rawQuery("DELETE FROM schema_migrations WHERE version = 6");
+  }
+  void downgradeToVersion4() {
+    downgradeToVersion5();
     rawQuery("ALTER TABLE enroll_tokens DROP COLUMN host_id");
     rawQuery("ALTER TABLE hosts DROP COLUMN pinned_labels");
     rawQuery("ALTER TABLE hosts DROP COLUMN enroll_attempt_hash");
@@ -135,6 +178,29 @@ class SqliteStoreUpgradeTest : public SqliteStoreTest {
   }
 };
 
+TEST_F(SqliteStoreUpgradeTest, FromVersion5AddsAnEmptyEventsTable) {
+  ASSERT_TRUE(put(UpsertHost{makeHost("h1")}).status.ok());
+  downgradeToVersion5();
+  reopen();
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "6");
+  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM events"), "0");
+  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM hosts"), "1");
+  model::Event e{.id = "01E",
+                 .at_ms = 5,
+                 .kind = "link.enrolled",
+                 .actor = "h1",
+                 .actor_id = "",
+                 .source = "",
+                 .target = "h1",
+                 .host_id = "h1",
+                 .result = "ok",
+                 .detail = {}};
+  ASSERT_TRUE(put(InsertEvent{e}).status.ok());
+  auto page = store_->listEvents(Q().kind("link"));
+  ASSERT_TRUE(page.ok()) << page.status();
+  ASSERT_EQ(page->size(), 1u);
+}
+
 TEST_F(SqliteStoreUpgradeTest, FromVersion3ListsAHostsOldAndNewCommandsOfLargeRuns) {
   // A version-3 database holding a large run stored the old way (in the per-host index).
   downgradeToVersion3();
@@ -144,7 +210,7 @@ TEST_F(SqliteStoreUpgradeTest, FromVersion3ListsAHostsOldAndNewCommandsOfLargeRu
                           "', 'r1', 'h", i, "', 'succeeded')"));
   }
   reopen();
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "5");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "6");
   // Stored before: still in the per-host index.
   EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM commands WHERE large_run = 1"), "0");
   std::vector<std::pair<std::string, std::string>> targets;
@@ -168,7 +234,7 @@ TEST_F(SqliteStoreUpgradeTest, FromVersion2KeepsRunsAndMarksThemComplete) {
   rawQuery("DELETE FROM schema_migrations WHERE version = 3");
   rawQuery("INSERT INTO runs (id, created_by, created_at_ms) VALUES ('old', 'bob', 7)");
   reopen();
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "5");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "6");
   auto run = store_->getRun("old");
   ASSERT_TRUE(run.ok() && run->has_value()) << run.status();
   EXPECT_EQ((*run)->created_by, "bob");
@@ -231,7 +297,7 @@ TEST_F(SqliteStoreUpgradeTest, FromVersion4KeepsHostsAndTokensUnboundAndUnpinned
   downgradeToVersion4();
   rawQuery("INSERT INTO enroll_tokens (id, token_hash, uses_left) VALUES ('t-old', 'hash-old', 1)");
   reopen();
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "5");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "6");
   auto hosts = store_->loadHosts();
   ASSERT_TRUE(hosts.ok()) << hosts.status();
   ASSERT_EQ(hosts->size(), 1u);
@@ -241,6 +307,72 @@ TEST_F(SqliteStoreUpgradeTest, FromVersion4KeepsHostsAndTokensUnboundAndUnpinned
   ASSERT_TRUE(token.ok()) << token.status();
   ASSERT_TRUE(token->has_value());
   EXPECT_EQ((*token)->host_id, "");
+}
+
+}  // namespace
+}  // namespace muster::store::test
+
+namespace muster::store::test {
+namespace {
+
+class SqliteStoreEventsTest : public SqliteStoreTest {
+ protected:
+  void putEvent(const std::string& id, int64_t at, const std::string& kind,
+                const std::string& host = "", const std::string& actor = "") {
+    model::Event e{.id = id,
+                   .at_ms = at,
+                   .kind = kind,
+                   .actor = actor,
+                   .actor_id = "",
+                   .source = "",
+                   .target = "t",
+                   .host_id = host,
+                   .result = "ok",
+                   .detail = {{"k", "v\"\n"}}};
+    ASSERT_TRUE(put(InsertEvent{e}).status.ok());
+  }
+  std::vector<std::string> ids(model::EventQuery q) {
+    auto page = store_->listEvents(q);
+    EXPECT_TRUE(page.ok()) << page.status();
+    std::vector<std::string> out;
+    if (page.ok()) {
+      for (const auto& e : *page) out.push_back(e.id);
+    }
+    return out;
+  }
+};
+
+TEST_F(SqliteStoreEventsTest, FiltersByKindFamilyHostActorTimeAndCursor) {
+  putEvent("E1", 100, "link.enrolled", "h1", "h1");
+  putEvent("E2", 200, "link.credential_rotated", "h1", "h1");
+  putEvent("E3", 300, "linkage.x", "h2", "h2");  // not in the "link" family
+  putEvent("E4", 400, "api.token.create", "", "admin");
+  putEvent("E5", 500, "api.token_x", "", "admin");  // not in "api.token"
+  using V = std::vector<std::string>;
+  EXPECT_EQ(ids(Q().kind("link")), (V{"E2", "E1"}));
+  EXPECT_EQ(ids(Q().kind("link.credential_rotated")), (V{"E2"}));
+  EXPECT_EQ(ids(Q().kind("api.token")), (V{"E4"}));
+  EXPECT_EQ(ids(Q().kind("api")), (V{"E5", "E4"}));
+  EXPECT_EQ(ids(Q().host("h1")), (V{"E2", "E1"}));
+  EXPECT_EQ(ids(Q().actor("admin")), (V{"E5", "E4"}));
+  EXPECT_EQ(ids(Q().since(200).until(400)), (V{"E3", "E2"}));
+  EXPECT_EQ(ids(Q().before("E3").limit(1)), (V{"E2"}));
+  EXPECT_EQ(ids(Q().after("E3")), (V{"E4", "E5"}));  // oldest first
+  auto one = store_->listEvents(Q().kind("link.enrolled"));
+  ASSERT_TRUE(one.ok());
+  EXPECT_EQ((*one)[0].detail.at("k"), "v\"\n");
+}
+
+TEST_F(SqliteStoreEventsTest, SweepDeletesTheOldestInBoundedBatches) {
+  for (int i = 0; i < 25; ++i) putEvent(absl::StrCat("E", 100 + i), i, "api.host.delete");
+  auto r = put(DeleteEventsBefore{.before_ms = 20, .max_rows = 8});
+  ASSERT_TRUE(r.status.ok()) << r.status;
+  EXPECT_EQ(r.rows, 8);
+  EXPECT_EQ(ids(Q().limit(1000)).size(), 17u);
+  EXPECT_EQ(put(DeleteEventsBefore{.before_ms = 20, .max_rows = 100}).rows, 12);
+  auto left = ids(Q().limit(1000));
+  ASSERT_EQ(left.size(), 5u);
+  EXPECT_EQ(left.back(), "E120");
 }
 
 }  // namespace
