@@ -22,7 +22,7 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
-export MUSTER_SERVER="http://$HTTP"
+export MUSTER_SERVER="https://$HTTP" MUSTER_CA="$DATA/tls/ca.crt"  # TLS: musterd's own CA
 for _ in $(seq 1 100); do
   [ -s "$DATA/admin.token" ] && "$BIN/muster/muster" --token "$(cat "$DATA/admin.token")" \
     hosts >/dev/null 2>&1 && break
@@ -44,12 +44,12 @@ AGENT=$!
 cat <<MSG
 
 Muster demo is running.
-  API:          http://$HTTP/api/v1   (agents connect to $GRPC)
+  API:          https://$HTTP/api/v1 (CA $DATA/tls/ca.crt)   (agents connect to $GRPC)
   admin token:  $DATA/admin.token
   logs:         $DATA/musterd.log, $DATA/agent.log
 
 Try, in another shell:
-  export MUSTER_SERVER=http://$HTTP MUSTER_TOKEN=\$(cat $DATA/admin.token)
+  export MUSTER_SERVER=https://$HTTP MUSTER_CA=$DATA/tls/ca.crt MUSTER_TOKEN=\$(cat $DATA/admin.token)
   $BIN/muster/muster hosts
   $BIN/muster/muster run -H $AGENT_ID -- sh -c 'echo hello; echo oops >&2; exit 3'
 
