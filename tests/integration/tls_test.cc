@@ -66,6 +66,15 @@ int count(const std::string& text, const std::string& needle) {
   return n;
 }
 
+// Waits for `p` to exit and checks that it gave up by itself, with a failure status (not
+// still retrying at the deadline, not killed).
+void expectGaveUp(Process& p) {
+  int code = p.wait(30s);
+  EXPECT_NE(code, -1) << "still running after 30 s: the refusal must be final\n" << p.err();
+  EXPECT_GT(code, 0) << p.err();
+  EXPECT_LT(code, 128) << p.err();
+}
+
 // muster-agent with exactly these flags (AgentProc adds --enroll-token and, against a
 // plaintext musterd, --insecure-plaintext).
 std::unique_ptr<Process> startAgent(const TempDir& dir, const std::string& server,
@@ -155,14 +164,14 @@ TEST(TlsTest, TlsAgentAgainstAPlaintextMusterdIsRefusedNamingTheFlag) {
   // A token with a pin (from a TLS musterd): the probe finds no TLS on the port.
   auto pinned = startAgent(dir, server.grpcTarget(), dir.sub("state-a"), "tls-a",
                            {"--enroll-token", secretOf(unpinned) + "." + std::string(64, 'a')});
-  EXPECT_NE(pinned->wait(30s), 0);
+  expectGaveUp(*pinned);
   EXPECT_TRUE(contains(pinned->err(), "does not speak TLS")) << pinned->err();
   EXPECT_TRUE(contains(pinned->err(), "--insecure-plaintext")) << pinned->err();
 
   // The unpinned token a plaintext musterd hands out: no CA to trust, and the flag named.
   auto unpinned_agent = startAgent(dir, server.grpcTarget(), dir.sub("state-b"), "tls-b",
                                    {"--enroll-token", unpinned});
-  EXPECT_NE(unpinned_agent->wait(30s), 0);
+  expectGaveUp(*unpinned_agent);
   EXPECT_TRUE(contains(unpinned_agent->err(), "no CA to verify musterd with"))
       << unpinned_agent->err();
   EXPECT_TRUE(contains(unpinned_agent->err(), "--insecure-plaintext")) << unpinned_agent->err();
@@ -221,9 +230,7 @@ TEST(TlsTest, WrongPinIsRefusedForGoodAndNothingEnrolls) {
   ASSERT_NE(pinOf(token), wrong_pin);
   auto agent = startAgent(dir, server.grpcTarget(), dir.sub("state-wrong"), "wrong-pin",
                           {"--enroll-token", secretOf(token) + "." + wrong_pin});
-  int code = agent->wait(30s);
-  EXPECT_NE(code, 0) << agent->err();
-  EXPECT_NE(code, -1) << "still running: a refused pin must be final\n" << agent->err();
+  expectGaveUp(*agent);
   EXPECT_TRUE(
       contains(agent->err(), "does not present the CA the enrollment token pins (" + wrong_pin))
       << agent->err();
@@ -238,7 +245,7 @@ TEST(TlsTest, WrongPinIsRefusedForGoodAndNothingEnrolls) {
   // A pin one digit short: refused before anything is sent, saying what is wrong.
   auto malformed = startAgent(dir, server.grpcTarget(), dir.sub("state-short"), "short-pin",
                               {"--enroll-token", token.substr(0, token.size() - 1)});
-  EXPECT_NE(malformed->wait(30s), 0);
+  expectGaveUp(*malformed);
   EXPECT_TRUE(contains(malformed->err(), "must be 64 hex digits")) << malformed->err();
   EXPECT_FALSE(contains(malformed->err(), secretOf(token))) << "the secret is not logged";
   EXPECT_TRUE(server.host("short-pin").is_null());
@@ -266,7 +273,7 @@ TEST(TlsTest, ACaChangeIsRefusedWithADiagnosis) {
   ASSERT_NE(pinOf(other_token), pinOf(token));
   auto refused =
       startAgent(dir, server.grpcTarget(), state, "ca-1", {"--enroll-token", other_token});
-  EXPECT_NE(refused->wait(30s), 0) << refused->err();
+  expectGaveUp(*refused);
   EXPECT_TRUE(contains(refused->err(), "musterd's CA changed")) << refused->err();
   EXPECT_TRUE(contains(refused->err(), pinOf(other_token))) << refused->err();
   EXPECT_TRUE(contains(refused->err(), "remove " + ca_path)) << refused->err();
@@ -304,7 +311,7 @@ TEST(TlsTest, ANameTheCertificateDoesNotCarryIsRefusedNamingTheFlag) {
   const std::string pin = sha256Of(readFileOr(dir.sub("server") + "/tls/ca.crt"));
   auto agent = startAgent(dir, grpc_target, dir.sub("state-name"), "name-1",
                           {"--enroll-token", "mst_enroll_anysecret." + pin});
-  EXPECT_NE(agent->wait(30s), 0) << agent->err();
+  expectGaveUp(*agent);
   EXPECT_TRUE(contains(agent->err(), "is not for '127.0.0.1'")) << agent->err();
   EXPECT_TRUE(contains(agent->err(), "only-this-name.invalid")) << agent->err();
   EXPECT_TRUE(contains(agent->err(), "--advertise 127.0.0.1")) << agent->err();
