@@ -232,9 +232,11 @@ absl::Status Agent::establishTrust() {
 }
 
 void Agent::diagnoseTls(const absl::Status& status) {
-  if (config_.insecure_plaintext || ca_pem_.empty()) return;
+  // A plaintext agent at musterd's TLS port only ever sees "Socket closed": probe it too.
+  const bool plaintext = config_.insecure_plaintext;
+  if (!plaintext && ca_pem_.empty()) return;
   absl::string_view message = status.message();
-  if (message.find("andshake") == absl::string_view::npos &&
+  if (!plaintext && message.find("andshake") == absl::string_view::npos &&
       message.find("SSL") == absl::string_view::npos &&
       message.find("ssl") == absl::string_view::npos) {
     return;
@@ -243,8 +245,18 @@ void Agent::diagnoseTls(const absl::Status& status) {
   if (now - last_diagnosis_ms_ < 60'000) return;
   last_diagnosis_ms_ = now;
   // Off the agent's thread: the probe may take its full timeout.
-  std::thread([server = config_.server, ca = ca_pem_, now_s = clock_.nowMs() / 1000] {
+  std::thread([server = config_.server, ca = ca_pem_, now_s = clock_.nowMs() / 1000, plaintext] {
     auto chain = fetchServerChain(server, 10'000);
+    if (plaintext) {
+      if (chain.ok()) {
+        spdlog::error(
+            "{} speaks TLS (musterd's default), but this agent runs with --insecure-plaintext: "
+            "drop --insecure-plaintext and enroll with the whole token `muster token create "
+            "--enroll` printed",
+            server);
+      }
+      return;
+    }
     if (!chain.ok()) {
       spdlog::error("TLS link to {} failed: {}", server, chain.status().message());
       return;
@@ -328,6 +340,7 @@ absl::Status Agent::run() {
     if (st.ok()) st = ensureEnrolled();
     if (st.ok()) break;
     if (!absl::IsUnavailable(st) && !absl::IsDeadlineExceeded(st)) return st;
+    if (absl::IsUnavailable(st)) diagnoseTls(st);
     int64_t delay = backoff_.nextDelayMs();
     spdlog::warn("cannot reach {} to enroll ({}); retrying in {} ms", config_.server, st.message(),
                  delay);

@@ -277,6 +277,16 @@ absl::StatusOr<bool> csrMatchesKey(std::string_view csr_pem, std::string_view ke
   return pub && EVP_PKEY_eq(pub.get(), key->get()) == 1;
 }
 
+absl::StatusOr<bool> certMatchesKey(std::string_view cert_pem, std::string_view key_pem) {
+  auto cert = readCert(cert_pem);
+  if (!cert.ok()) return cert.status();
+  auto key = readKey(key_pem);
+  if (!key.ok()) return key.status();
+  bool match = X509_check_private_key(cert->get(), key->get()) == 1;
+  ERR_clear_error();
+  return match;
+}
+
 absl::StatusOr<CertInfo> inspectCert(std::string_view pem) {
   auto cert = readCert(pem);
   if (!cert.ok()) return cert.status();

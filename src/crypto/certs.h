@@ -48,6 +48,9 @@ absl::StatusOr<std::string> signClientCsr(const KeyAndCert& ca, std::string_view
 // The public key of a CSR and of a certificate are the same key.
 absl::StatusOr<bool> csrMatchesKey(std::string_view csr_pem, std::string_view key_pem);
 
+// The first certificate in `cert_pem` is for the private key `key_pem`.
+absl::StatusOr<bool> certMatchesKey(std::string_view cert_pem, std::string_view key_pem);
+
 // The first certificate in `pem`.
 absl::StatusOr<CertInfo> inspectCert(std::string_view pem);
 // Every certificate in `pem`, in order.

@@ -106,6 +106,17 @@ absl::Status ServerIdentity::loadGiven() {
     return absl::InvalidArgumentError(
         absl::StrCat("--tls-cert is not usable with --tls-ca: ", st.message()));
   }
+  // A pair caught between two copies (the new certificate, the old key) would fail every
+  // handshake: refuse it and keep serving what was loaded before.
+  auto matches = certMatchesKey(*cert, *key);
+  if (!matches.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--tls-key: ", matches.status().message()));
+  }
+  if (!*matches) {
+    return absl::InvalidArgumentError(
+        "--tls-key is not the key of --tls-cert: give the key the certificate was issued for "
+        "(musterd keeps the previous pair until both match)");
+  }
   KeyAndCert previous = ca_;
   ca_ = {ca_key, roots->front()};
   if (!ca_key.empty()) {

@@ -351,6 +351,85 @@ def text_seeds():
         write("json_bodies", "seed-%02d" % i, bytes([which]) + body.encode())
 
 
+def enroll_token():
+    pin = "9f" * 32
+    seeds = [
+        "mst_enroll_" + "a" * 32 + "." + pin,
+        "mst_enroll_" + "a" * 32,
+        "mst_enroll_" + "Ab-9_z" + "." + pin.upper() + "\n",
+        "  mst_enroll_x." + pin + " \r\n",
+        "mst_enroll_x." + pin[:63],  # pin one digit short
+        "mst_enroll_x." + pin + "0",  # one digit long
+        "mst_enroll_x." + pin[:62] + "zz",  # not hex
+        "." + pin,  # no secret
+        "mst_enroll_x." + pin + "." + pin,  # two dots
+        "mst_enroll_x y." + pin,
+        "mst_enroll_\u00e9." + pin,
+        "",
+        " \t\n",
+        "mst_enroll_" + "a" * 600,
+    ]
+    for i, text in enumerate(seeds):
+        write("enroll_token", "seed-%02d" % i, text)
+    # For the round trip: length, 128 secret bytes, pinned, upper, 32 pin bytes, padded.
+    write("enroll_token", "roundtrip-00", bytes([20]) + b"mst_enroll_Q-x_9.abc" + b"\x01\x01"
+          + bytes(range(32)) + b"\x01")
+
+
+def cert_pem():
+    """Certificates and CSRs made with the openssl tool; kept once written (they are random)."""
+    import subprocess
+    import tempfile
+
+    d = os.path.join(HERE, "corpus", "cert_pem")
+    if os.path.isdir(d) and os.listdir(d):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        def run(*args):
+            subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True)
+
+        def read(name):
+            with open(os.path.join(tmp, name), "rb") as f:
+                return f.read()
+
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+        run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "3650",
+            "-subj", "/O=Muster/CN=Muster CA",
+            "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        run("req", *ec, "-keyout", "server.key", "-out", "server.csr",
+            "-subj", "/O=Muster/CN=musterd.example")
+        with open(os.path.join(tmp, "ext"), "w") as f:
+            f.write("subjectAltName=DNS:musterd.example,IP:127.0.0.1,IP:::1,URI:muster://x\n"
+                    "basicConstraints=critical,CA:FALSE\nextendedKeyUsage=serverAuth\n")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.crt", "-days", "90", "-extfile", "ext")
+        run("req", "-newkey", "ed25519", "-nodes", "-keyout", "ed.key", "-out", "ed.csr",
+            "-subj", "/CN=web-1")
+        run("req", "-newkey", "rsa:1024", "-nodes", "-keyout", "rsa.key", "-out", "rsa.csr",
+            "-subj", "/CN=web-1")
+        ca, server, csr = read("ca.crt"), read("server.crt"), read("server.csr")
+        seeds = {
+            "ca": ca,
+            "chain": server + ca,
+            "chain-reversed": ca + server,
+            "csr-p256": csr,
+            "csr-ed25519": read("ed.csr"),
+            "csr-rsa": read("rsa.csr"),
+            "csr-truncated": csr[: len(csr) // 2],
+            "cert-truncated": server[: len(server) // 2],
+            "cert-no-end": server[: server.index(b"-----END")],
+            "cert-bad-base64": server.replace(b"\n", b"\n!", 3),
+            "csr-in-cert-armor": csr.replace(b"CERTIFICATE REQUEST", b"CERTIFICATE"),
+            "cert-in-csr-armor": ca.replace(b"CERTIFICATE", b"CERTIFICATE REQUEST"),
+            "key-not-cert": read("server.key"),
+            "empty-armor": b"-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n",
+            "garbage": b"\x00\xff not pem at all",
+        }
+        for name, data in seeds.items():
+            write("cert_pem", name, data)
+
+
 if __name__ == "__main__":
     text_seeds()
     agent_message()
@@ -360,3 +439,5 @@ if __name__ == "__main__":
     cli_reply()
     config()
     agent_state()
+    enroll_token()
+    cert_pem()
