@@ -21,7 +21,7 @@ struct TransportStats {
   std::atomic<uint64_t> body_timeouts{0};
   std::atomic<uint64_t> idle_timeouts{0};
   std::atomic<uint64_t> write_timeouts{0};
-  std::atomic<uint64_t> tls_failures{0};  // TLS handshakes that failed
+  std::atomic<uint64_t> tls_failures{0};            // TLS handshakes that failed
   std::atomic<int64_t> followers{0};                // live event streams
   std::atomic<uint64_t> followers_refused{0};       // at sse_max_followers
   std::atomic<uint64_t> followers_dropped{0};       // fell behind by more than sse_max_queued_bytes
