@@ -10,7 +10,6 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 
 namespace muster::common {
 
@@ -82,38 +81,6 @@ absl::StatusOr<std::vector<std::string>> resolveHost(const std::string& host) {
         absl::StrCat("'", host.substr(0, 200), "' resolves to no IPv4 or IPv6 address"));
   }
   return out;
-}
-
-absl::Status checkLoopbackListen(std::string_view listen, const HostResolver& resolve) {
-  auto hp = splitHostPort(listen);
-  if (!hp.ok()) return hp.status();
-  const std::string& host = hp->host;
-  if (host.empty()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("'", std::string(listen.substr(0, 200)),
-                     "' has no host, which listens on every interface"));
-  }
-  auto addresses = resolve(host);
-  if (!addresses.ok()) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(addresses.status().message(), ", so it cannot be shown to be loopback"));
-  }
-  std::vector<std::string> outside;
-  for (const auto& a : *addresses) {
-    if (!isLoopbackAddress(a)) outside.push_back(a);
-  }
-  if (outside.empty()) return absl::OkStatus();
-  if (outside.size() == 1 && (outside[0] == "0.0.0.0" || outside[0] == "::")) {
-    return absl::FailedPreconditionError(
-        absl::StrCat(outside[0], " is every interface, not loopback"));
-  }
-  std::string shown_host = host.substr(0, 200);
-  if (addresses->size() == 1 && (*addresses)[0] == host) {
-    return absl::FailedPreconditionError(absl::StrCat(shown_host, " is not a loopback address"));
-  }
-  return absl::FailedPreconditionError(
-      absl::StrCat("'", shown_host, "' resolves to ", absl::StrJoin(outside, ", "),
-                   outside.size() == 1 ? ", which is not loopback" : ", which are not loopback"));
 }
 
 }  // namespace muster::common

@@ -27,13 +27,4 @@ bool isLoopbackAddress(std::string_view numeric);
 // The numeric addresses `host` resolves to (getaddrinfo, both families); an error when it
 // resolves to none.
 absl::StatusOr<std::vector<std::string>> resolveHost(const std::string& host);
-using HostResolver = std::function<absl::StatusOr<std::vector<std::string>>(const std::string&)>;
-
-// OK when every address the host of `listen` resolves to is loopback, so that a listener on
-// it is reachable from this machine only. Otherwise FailedPrecondition (or InvalidArgument
-// for a malformed address) with a message naming the offending address, e.g. "0.0.0.0 is
-// every interface" or "'127.evil.com' resolves to 93.184.216.34, which is not loopback".
-absl::Status checkLoopbackListen(std::string_view listen,
-                                 const HostResolver& resolve = resolveHost);
-
 }  // namespace muster::common

@@ -218,22 +218,5 @@ TEST_F(HttpBoundsTest, BodyTrickledByteByByteIsCutOffAtTheBodyTimeout) {
   EXPECT_EQ(commandCount(), 0u);
 }
 
-TEST_F(HttpBoundsTest, NonLoopbackAddressIsRefusedWhenLoopbackOnly) {
-  server_->shutdown();
-  server_.reset();
-  HttpOptions options;
-  options.listen = "0.0.0.0:0";
-  options.loopback_only = true;
-  auto refused = HttpServer::start(*plane_, *blocking_, options);
-  ASSERT_FALSE(refused.ok());
-  EXPECT_TRUE(absl::IsFailedPrecondition(refused.status())) << refused.status();
-  EXPECT_NE(refused.status().message().find("not a loopback address"), std::string::npos);
-
-  options.listen = "127.0.0.1:0";
-  auto loopback = HttpServer::start(*plane_, *blocking_, options);
-  ASSERT_TRUE(loopback.ok()) << loopback.status();
-  (*loopback)->shutdown();
-}
-
 }  // namespace
 }  // namespace muster::server::http

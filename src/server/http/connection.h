@@ -84,6 +84,8 @@ asio::awaitable<bool> serveEventFollow(std::shared_ptr<Connection> connection, E
 // One event: "id: ID\n" (when given), "event: NAME\n", "data: JSON\n\n".
 std::string sseEvent(std::string_view name, const boost::json::value& data,
                      std::string_view id = {});
+// Writes the 200 text/event-stream header of a chunked body. False when the client is gone.
+asio::awaitable<bool> startEventStream(std::shared_ptr<Connection> conn, bool keep_alive);
 // Sends `text` as one HTTP chunk. False when the client is gone, or was cut off.
 asio::awaitable<bool> sendChunk(std::shared_ptr<Connection> conn, std::string text);
 // Ends the chunked body.

@@ -217,7 +217,6 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(ControlPlane& plan
   auto impl = std::make_unique<Impl>();
   std::string listen = options.listen;
   int threads = options.threads;
-  bool options_loopback_only = options.loopback_only;
   impl->state = std::make_shared<ServerState>(plane, blocking_workers, std::move(options));
   impl->acceptor = std::make_shared<tcp::acceptor>(asio::make_strand(impl->ioc));
   boost::system::error_code ec;
@@ -233,11 +232,6 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::start(ControlPlane& plan
                                                "address with --http-listen)"));
   }
   tcp::endpoint bound = acceptor.local_endpoint(ec);
-  if (!ec && options_loopback_only && !common::isLoopbackAddress(bound.address().to_string())) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("refusing to serve the REST API on ", bound.address().to_string(), " (",
-                     listen, "), which is not a loopback address (loopback_only)"));
-  }
   impl->port = bound.port();
   impl->work.emplace(impl->ioc.get_executor());
   asio::co_spawn(acceptor.get_executor(),

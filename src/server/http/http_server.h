@@ -19,9 +19,6 @@ namespace muster::server::http {
 struct HttpOptions {
   std::string listen = "127.0.0.1:7080";  // HOST:PORT; port 0 picks a free one
   int threads = 1;                        // io threads (never block; blocking work hops out)
-  // Refuse to start unless the address actually bound is loopback: checked on the socket,
-  // so no resolver answer can sneak past.
-  bool loopback_only = false;
   // HTTPS with this identity's certificate (renewals take effect for new connections);
   // null: plaintext (musterd --insecure-plaintext).
   std::shared_ptr<crypto::ServerIdentity> tls;

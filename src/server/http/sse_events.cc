@@ -4,8 +4,6 @@
 // sse_max_queued_bytes waiting, the stream is dropped with an error event naming the resume id.
 #include <spdlog/spdlog.h>
 
-#include <boost/beast/http/empty_body.hpp>
-#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 #include <chrono>
 #include <deque>
@@ -152,17 +150,7 @@ asio::awaitable<bool> serveEventFollow(std::shared_ptr<Connection> conn, EventFo
   conn->event_timer = &timer;
   Unsubscribe unsubscribe{state, queue, conn.get(), token};
 
-  bhttp::response<bhttp::empty_body> res{bhttp::status::ok, 11};
-  res.set(bhttp::field::server, "musterd");
-  res.set(bhttp::field::content_type, "text/event-stream");
-  res.set(bhttp::field::cache_control, "no-cache");
-  res.set("X-Accel-Buffering", "no");
-  res.keep_alive(keep_alive);
-  res.chunked(true);
-  bhttp::response_serializer<bhttp::empty_body> serializer{res};
-  conn->stream().expires_after(milliseconds(options.idle_timeout_ms));
-  auto [hec, hn] = co_await bhttp::async_write_header(conn->stream(), serializer, kTuple);
-  if (hec) co_return false;
+  if (!co_await startEventStream(conn, keep_alive)) co_return false;
 
   // Resuming: what was stored after the id, oldest first. Events recorded before we
   // subscribed may still be queued in the store's writer: settle first.

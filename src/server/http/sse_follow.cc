@@ -55,6 +55,20 @@ asio::awaitable<bool> sendChunk(std::shared_ptr<Connection> conn, std::string te
   co_return co_await writeEvents(conn, bhttp::make_chunk(asio::buffer(text)));
 }
 
+asio::awaitable<bool> startEventStream(std::shared_ptr<Connection> conn, bool keep_alive) {
+  bhttp::response<bhttp::empty_body> res{bhttp::status::ok, 11};
+  res.set(bhttp::field::server, "musterd");
+  res.set(bhttp::field::content_type, "text/event-stream");
+  res.set(bhttp::field::cache_control, "no-cache");
+  res.set("X-Accel-Buffering", "no");
+  res.keep_alive(keep_alive);
+  res.chunked(true);
+  bhttp::response_serializer<bhttp::empty_body> serializer{res};
+  conn->stream().expires_after(milliseconds(conn->state().options.idle_timeout_ms));
+  auto [ec, n] = co_await bhttp::async_write_header(conn->stream(), serializer, kTuple);
+  co_return !ec;
+}
+
 asio::awaitable<bool> sendLastChunk(std::shared_ptr<Connection> conn) {
   co_return co_await writeEvents(conn, bhttp::make_chunk_last());
 }
@@ -352,17 +366,7 @@ asio::awaitable<bool> serveFollow(std::shared_ptr<Connection> conn, FollowSpec s
   conn->event_timer = &timer;
   Unsubscribe unsubscribe{state, queue, conn.get(), token};
 
-  bhttp::response<bhttp::empty_body> res{bhttp::status::ok, 11};
-  res.set(bhttp::field::server, "musterd");
-  res.set(bhttp::field::content_type, "text/event-stream");
-  res.set(bhttp::field::cache_control, "no-cache");
-  res.set("X-Accel-Buffering", "no");
-  res.keep_alive(keep_alive);
-  res.chunked(true);
-  bhttp::response_serializer<bhttp::empty_body> serializer{res};
-  conn->stream().expires_after(milliseconds(options.idle_timeout_ms));
-  auto [hec, hn] = co_await bhttp::async_write_header(conn->stream(), serializer, kTuple);
-  if (hec) co_return false;
+  if (!co_await startEventStream(conn, keep_alive)) co_return false;
 
   // The state as of now (after subscribing): a command that ended before we subscribed
   // gets no more events, so it is answered from the store.
