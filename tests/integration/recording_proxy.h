@@ -1,5 +1,7 @@
 // A TCP proxy on 127.0.0.1 that forwards every connection it accepts to a port and keeps every
-// byte it carried, each direction apart: what someone on the wire between two ends sees.
+// byte it carried, each direction apart: what someone on the wire between two ends sees. It
+// also counts the reads that returned data each way (paced messages arrive as separate
+// segments, so a read is a segment).
 #pragma once
 
 #include <arpa/inet.h>
@@ -7,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -53,6 +56,14 @@ class RecordingProxy {
     std::lock_guard lock(mu_);
     return to_client_;
   }
+  uint64_t readsToServer() const {
+    std::lock_guard lock(mu_);
+    return reads_to_server_;
+  }
+  uint64_t readsToClient() const {
+    std::lock_guard lock(mu_);
+    return reads_to_client_;
+  }
   int connections() const {
     std::lock_guard lock(mu_);
     return static_cast<int>(fds_.size() / 2);
@@ -80,11 +91,13 @@ class RecordingProxy {
       std::lock_guard lock(mu_);
       fds_.push_back(client);
       fds_.push_back(server);
-      pumps_.emplace_back([this, client, server] { pump(client, server, &to_server_); });
-      pumps_.emplace_back([this, client, server] { pump(server, client, &to_client_); });
+      pumps_.emplace_back(
+          [this, client, server] { pump(client, server, &to_server_, &reads_to_server_); });
+      pumps_.emplace_back(
+          [this, client, server] { pump(server, client, &to_client_, &reads_to_client_); });
     }
   }
-  void pump(int from, int to, std::string* record) {
+  void pump(int from, int to, std::string* record, uint64_t* reads) {
     char buf[65536];
     for (;;) {
       ssize_t n = ::read(from, buf, sizeof buf);
@@ -92,6 +105,7 @@ class RecordingProxy {
       {
         std::lock_guard lock(mu_);
         record->append(buf, static_cast<size_t>(n));
+        ++*reads;
       }
       for (ssize_t off = 0; off < n;) {
         ssize_t w = ::send(to, buf + off, static_cast<size_t>(n - off), MSG_NOSIGNAL);
@@ -107,9 +121,10 @@ class RecordingProxy {
   int listen_port_ = 0;
   std::thread accept_thread_;
   mutable std::mutex mu_;
-  std::vector<int> fds_;               // guarded by mu_; closed in the destructor
-  std::vector<std::thread> pumps_;     // guarded by mu_
-  std::string to_server_, to_client_;  // guarded by mu_
+  std::vector<int> fds_;                                // guarded by mu_; closed in the destructor
+  std::vector<std::thread> pumps_;                      // guarded by mu_
+  std::string to_server_, to_client_;                   // guarded by mu_
+  uint64_t reads_to_server_ = 0, reads_to_client_ = 0;  // guarded by mu_
 };
 
 }  // namespace muster::itest
