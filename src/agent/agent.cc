@@ -144,6 +144,13 @@ void Agent::requestStop() {
 
 absl::Status Agent::establishTrust() {
   if (trust_ready_) return absl::OkStatus();
+  std::string pin;
+  if (!config_.enroll_token.empty()) {
+    auto token = crypto::parseEnrollToken(config_.enroll_token);
+    if (!token.ok()) return token.status();
+    pin = token->ca_sha256;
+    enroll_secret_ = token->secret;
+  }
   LinkSecurity security;
   if (config_.insecure_plaintext) {
     spdlog::warn("--insecure-plaintext: the link to {} is NOT encrypted", config_.server);
@@ -152,42 +159,29 @@ absl::Status Agent::establishTrust() {
     trust_ready_ = true;
     return absl::OkStatus();
   }
-  std::string pin;
-  if (!config_.enroll_token.empty()) {
-    auto token = crypto::parseEnrollToken(config_.enroll_token);
-    if (!token.ok()) return token.status();
-    pin = token->ca_sha256;
-  }
   const std::string ca_path = config_.state_dir + "/ca.crt";
   auto fingerprint = [](const std::string& pem) {
     auto sha = crypto::certSha256(pem);
     return sha.ok() ? *sha : std::string("unreadable");
   };
+  // A CA we hold already (--ca, or kept from an earlier enrollment) must be the pinned one.
+  const bool given = !config_.ca_file.empty();
+  const std::string held = given ? config_.ca_file : ca_path;
   std::string ca;
-  if (!config_.ca_file.empty()) {
-    auto read = common::readFile(config_.ca_file);
+  if (given || common::fileExists(ca_path)) {
+    auto read = common::readFile(held);
     if (!read.ok()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("--ca ", config_.ca_file, ": ", read.status().message()));
+      return absl::FailedPreconditionError(absl::StrCat(held, ": ", read.status().message()));
     }
     ca = *read;
-    if (!pin.empty() && fingerprint(ca) != pin) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("--ca ", config_.ca_file, " (sha256 ", fingerprint(ca),
-                       ") is not the CA the enrollment token pins (", pin,
-                       "): give musterd's CA (DATA/tls/ca.crt) or drop --ca"));
-    }
-  } else if (common::fileExists(ca_path)) {
-    auto read = common::readFile(ca_path);
-    if (!read.ok()) return read.status();
-    ca = *read;
-    if (!pin.empty() && fingerprint(ca) != pin) {
+    if (std::string sha = fingerprint(ca); !pin.empty() && sha != pin) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "the enrollment token pins CA sha256 ", pin, ", but this agent trusts CA ",
-          fingerprint(ca), " (", ca_path,
-          "): musterd's CA changed, or the token is from another musterd. If the CA was "
-          "replaced on purpose, remove ",
-          ca_path, " and enroll again"));
+          "the enrollment token pins CA sha256 ", pin, ", but this agent trusts CA ", sha, " (",
+          held, "): ",
+          given ? "give musterd's CA (DATA/tls/ca.crt) or drop --ca"
+                : absl::StrCat("musterd's CA changed, or the token is from another musterd. If "
+                               "the CA was replaced on purpose, remove ",
+                               ca_path, " and enroll again")));
     }
   } else if (!pin.empty()) {
     // Trust on the pin: read the chain the server presents, take the CA whose SHA-256 is
@@ -235,10 +229,11 @@ void Agent::diagnoseTls(const absl::Status& status) {
   // A plaintext agent at musterd's TLS port only ever sees "Socket closed": probe it too.
   const bool plaintext = config_.insecure_plaintext;
   if (!plaintext && ca_pem_.empty()) return;
+  // What gRPC says when TLS went wrong (TLS agent), or when a TLS server dropped our
+  // plaintext HTTP/2 preface (plaintext agent); anything else is not ours to diagnose.
   absl::string_view message = status.message();
-  if (!plaintext && message.find("andshake") == absl::string_view::npos &&
-      message.find("SSL") == absl::string_view::npos &&
-      message.find("ssl") == absl::string_view::npos) {
+  auto says = [&](const char* what) { return message.find(what) != absl::string_view::npos; };
+  if (plaintext ? !says("Socket closed") : !(says("andshake") || says("SSL") || says("ssl"))) {
     return;
   }
   int64_t now = clock_.steadyMs();
@@ -292,10 +287,8 @@ absl::Status Agent::ensureEnrolled() {
         "this agent is not enrolled: start it once with --enroll-token TOKEN "
         "(create one with `muster token create --enroll`)");
   }
-  auto token = crypto::parseEnrollToken(config_.enroll_token);
-  if (!token.ok()) return token.status();
   muster::v1::EnrollRequest request;
-  request.set_token(token->secret);
+  request.set_token(enroll_secret_);  // parsed by establishTrust(), which runs first
   request.set_agent_id(*id);
   for (const auto& [k, v] : collectFacts(config_.version)) (*request.mutable_facts())[k] = v;
   for (const auto& [k, v] : config_.labels) (*request.mutable_labels())[k] = v;

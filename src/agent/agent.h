@@ -122,6 +122,7 @@ class Agent {
   void diagnoseTls(const absl::Status& status);
   bool trust_ready_ = false;
   std::string ca_pem_;
+  std::string enroll_secret_;  // the enrollment token without its CA pin
   int64_t last_diagnosis_ms_ = -60'000;
   common::Backoff backoff_;
 

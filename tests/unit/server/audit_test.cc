@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "common/clock.h"
+#include "common/duration.h"
 #include "common/worker_pool.h"
 #include "server/core/control_plane.h"
 #include "server/core/janitor.h"
@@ -19,7 +20,7 @@
 namespace muster::server {
 namespace {
 
-constexpr int64_t kDayMs = 24 * 3600 * 1000LL;
+using common::kDayMs;
 
 class AuditTest : public ::testing::Test {
  protected:
