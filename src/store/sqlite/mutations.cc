@@ -42,9 +42,11 @@ class Applier {
   explicit Applier(Connection& conn) : conn_(conn) {}
 
   absl::StatusOr<int64_t> operator()(const UpsertHost& m) {
-    static const std::string sql = absl::StrCat(
+    // Statement texts are never destroyed: the writer thread may still run one while static
+    // destructors run at exit (a store left open, as fuzz targets leave theirs).
+    static const std::string& sql = *new std::string(absl::StrCat(
         "INSERT INTO hosts (", kHostColumns, ") VALUES (", placeholders(kHostColumnCount),
-        ") ON CONFLICT (id) DO UPDATE SET ", hostUpsertAssignments());
+        ") ON CONFLICT (id) DO UPDATE SET ", hostUpsertAssignments()));
     return runStatement(
         conn_, sql, [&](Stmt& s) { bindHost(s, m.host); },
         absl::StrCat("storing host ", m.host.id));
@@ -92,9 +94,9 @@ class Applier {
   }
 
   absl::StatusOr<int64_t> operator()(const InsertRun& m) {
-    static const std::string run_sql =
+    static const std::string& run_sql = *new std::string(
         absl::StrCat("INSERT INTO runs (", kRunColumns, ", host_count) VALUES (",
-                     placeholders(kRunColumnCount), ", ?", kRunColumnCount + 1, ")");
+                     placeholders(kRunColumnCount), ", ?", kRunColumnCount + 1, ")"));
     const Run& run = m.run;
     // A run stored in slices lists every target until the last slice commits.
     const int64_t host_count =
@@ -250,9 +252,9 @@ class Applier {
   }
 
   absl::StatusOr<int64_t> operator()(const InsertEnrollToken& m) {
-    static const std::string sql =
-        absl::StrCat("INSERT INTO enroll_tokens (", kEnrollTokenColumns, ") VALUES (",
-                     placeholders(kEnrollTokenColumnCount), ")");
+    static const std::string& sql =
+        *new std::string(absl::StrCat("INSERT INTO enroll_tokens (", kEnrollTokenColumns,
+                                      ") VALUES (", placeholders(kEnrollTokenColumnCount), ")"));
     auto rows = runStatement(
         conn_, sql, [&](Stmt& s) { bindEnrollToken(s, m.token); },
         absl::StrCat("storing enrollment token ", m.token.id));
@@ -281,17 +283,17 @@ class Applier {
   }
 
   absl::StatusOr<int64_t> operator()(const InsertApiToken& m) {
-    static const std::string sql =
-        absl::StrCat("INSERT INTO api_tokens (", kApiTokenColumns, ") VALUES (",
-                     placeholders(kApiTokenColumnCount), ")");
+    static const std::string& sql =
+        *new std::string(absl::StrCat("INSERT INTO api_tokens (", kApiTokenColumns, ") VALUES (",
+                                      placeholders(kApiTokenColumnCount), ")"));
     return runStatement(
         conn_, sql, [&](Stmt& s) { bindApiToken(s, m.token); },
         absl::StrCat("storing API token ", m.token.id));
   }
 
   absl::StatusOr<int64_t> operator()(const InsertEvent& m) {
-    static const std::string sql = absl::StrCat("INSERT INTO events (", kEventColumns, ") VALUES (",
-                                                placeholders(kEventColumnCount), ")");
+    static const std::string& sql = *new std::string(absl::StrCat(
+        "INSERT INTO events (", kEventColumns, ") VALUES (", placeholders(kEventColumnCount), ")"));
     return runStatement(
         conn_, sql, [&](Stmt& s) { bindEvent(s, m.event); },
         absl::StrCat("storing audit event ", m.event.id, " (", m.event.kind, ")"));
@@ -319,9 +321,9 @@ class Applier {
   // rows inserted.
   absl::StatusOr<int64_t> insertCommands(const std::string& run_id,
                                          const std::vector<model::Command>& commands, bool large) {
-    static const std::string command_sql =
+    static const std::string& command_sql = *new std::string(
         absl::StrCat("INSERT INTO commands (", kCommandColumns, ", large_run) VALUES (",
-                     placeholders(kCommandColumnCount), ", ?", kCommandColumnCount + 1, ")");
+                     placeholders(kCommandColumnCount), ", ?", kCommandColumnCount + 1, ")"));
     auto stmt = conn_.prepare(command_sql);
     if (!stmt.ok()) return annotate(stmt.status(), absl::StrCat("storing run ", run_id));
     // Every command of a run shares its exec spec: encode it once, not once per row.

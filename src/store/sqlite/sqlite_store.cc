@@ -154,15 +154,17 @@ absl::Status SqliteStore::ping() {
 }
 
 absl::StatusOr<std::vector<model::Host>> SqliteStore::loadHosts() {
-  static const std::string sql =
-      absl::StrCat("SELECT ", sqlite::kHostColumns, " FROM hosts ORDER BY id");
+  // Statement texts are never destroyed: the writer thread may still run one while static
+  // destructors run at exit (a store left open, as fuzz targets leave theirs).
+  static const std::string& sql =
+      *new std::string(absl::StrCat("SELECT ", sqlite::kHostColumns, " FROM hosts ORDER BY id"));
   std::lock_guard lock(read_mu_);
   return queryAll(*reader_, sql, bindNothing, &sqlite::hostFromRow, "loading hosts");
 }
 
 absl::StatusOr<std::optional<model::Command>> SqliteStore::getCommand(const std::string& id) {
-  static const std::string sql =
-      absl::StrCat("SELECT ", sqlite::kCommandColumns, " FROM commands WHERE id = ?1");
+  static const std::string& sql = *new std::string(
+      absl::StrCat("SELECT ", sqlite::kCommandColumns, " FROM commands WHERE id = ?1"));
   std::lock_guard lock(read_mu_);
   return queryOne(
       *reader_, sql, [&](Stmt& s) { s.bindText(1, id); }, &sqlite::commandFromRow,
@@ -170,9 +172,9 @@ absl::StatusOr<std::optional<model::Command>> SqliteStore::getCommand(const std:
 }
 
 absl::StatusOr<std::vector<model::Command>> SqliteStore::loadOpenCommands() {
-  static const std::string sql =
-      absl::StrCat("SELECT ", sqlite::kCommandColumns,
-                   " FROM commands WHERE state IN ('queued', 'dispatched', 'running') ORDER BY id");
+  static const std::string& sql = *new std::string(absl::StrCat(
+      "SELECT ", sqlite::kCommandColumns,
+      " FROM commands WHERE state IN ('queued', 'dispatched', 'running') ORDER BY id"));
   std::lock_guard lock(read_mu_);
   return queryAll(*reader_, sql, bindNothing, &sqlite::commandFromRow, "loading open commands");
 }
@@ -228,8 +230,8 @@ absl::StatusOr<std::vector<model::Command>> SqliteStore::listCommands(const Comm
 }
 
 absl::StatusOr<std::optional<Run>> SqliteStore::getRun(const std::string& id) {
-  static const std::string sql =
-      absl::StrCat("SELECT ", sqlite::kRunColumns, " FROM runs WHERE id = ?1");
+  static const std::string& sql =
+      *new std::string(absl::StrCat("SELECT ", sqlite::kRunColumns, " FROM runs WHERE id = ?1"));
   std::lock_guard lock(read_mu_);
   return queryOne(
       *reader_, sql, [&](Stmt& s) { s.bindText(1, id); }, &sqlite::runFromRow,
@@ -238,14 +240,15 @@ absl::StatusOr<std::optional<Run>> SqliteStore::getRun(const std::string& id) {
 
 absl::StatusOr<std::vector<Run>> SqliteStore::loadIncompleteRuns() {
   // The `<> '[]'` term lets the planner use the partial index runs_incomplete.
-  static const std::string sql = absl::StrCat(
-      "SELECT ", sqlite::kRunColumns, " FROM runs WHERE pending_targets <> '[]' ORDER BY id");
+  static const std::string& sql = *new std::string(absl::StrCat(
+      "SELECT ", sqlite::kRunColumns, " FROM runs WHERE pending_targets <> '[]' ORDER BY id"));
   std::lock_guard lock(read_mu_);
   return queryAll(*reader_, sql, bindNothing, &sqlite::runFromRow, "loading incomplete runs");
 }
 
 absl::StatusOr<std::vector<std::string>> SqliteStore::runHostIds(const std::string& run_id) {
-  static const std::string sql = "SELECT host_id FROM commands WHERE run_id = ?1";
+  static const std::string& sql =
+      *new std::string("SELECT host_id FROM commands WHERE run_id = ?1");
   std::lock_guard lock(read_mu_);
   return queryAll(
       *reader_, sql, [&](Stmt& s) { s.bindText(1, run_id); }, &firstColumnText,
@@ -255,9 +258,9 @@ absl::StatusOr<std::vector<std::string>> SqliteStore::runHostIds(const std::stri
 absl::StatusOr<std::optional<Run>> SqliteStore::findRunByIdempotencyKey(const std::string& key) {
   if (key.empty()) return std::optional<Run>();
   // The `<> ''` term lets the planner use the partial unique index.
-  static const std::string sql =
+  static const std::string& sql = *new std::string(
       absl::StrCat("SELECT ", sqlite::kRunColumns,
-                   " FROM runs WHERE idempotency_key = ?1 AND idempotency_key <> ''");
+                   " FROM runs WHERE idempotency_key = ?1 AND idempotency_key <> ''"));
   std::lock_guard lock(read_mu_);
   return queryOne(
       *reader_, sql, [&](Stmt& s) { s.bindText(1, key); }, &sqlite::runFromRow,
@@ -271,10 +274,10 @@ absl::StatusOr<std::vector<model::OutputChunk>> SqliteStore::readOutput(
   // below it: chunks can nest (a replay merged into one long chunk at 0 beside the short
   // live ones), and a short one ending before `from` would hide the long one's bytes past
   // it. length() of a blob reads no content; a stream holds a bounded number of chunks.
-  static const std::string sql =
+  static const std::string& sql = *new std::string(
       "SELECT offset, data FROM command_output WHERE command_id = ?1 AND stream = ?2 AND "
       "offset >= COALESCE((SELECT MIN(offset) FROM command_output WHERE command_id = ?1 AND "
-      "stream = ?2 AND offset <= ?3 AND offset + length(data) > ?3), ?3) ORDER BY offset";
+      "stream = ?2 AND offset <= ?3 AND offset + length(data) > ?3), ?3) ORDER BY offset");
   const auto from =
       static_cast<int64_t>(std::min<uint64_t>(from_offset, std::numeric_limits<int64_t>::max()));
   const std::string context =
@@ -303,9 +306,9 @@ absl::StatusOr<std::vector<model::OutputChunk>> SqliteStore::readOutput(
 
 absl::StatusOr<uint64_t> SqliteStore::outputBytes(const std::string& command_id,
                                                   model::OutputStream stream) {
-  static const std::string sql =
+  static const std::string& sql = *new std::string(
       "SELECT COALESCE(SUM(length(data)), 0) FROM command_output WHERE command_id = ?1 AND "
-      "stream = ?2";
+      "stream = ?2");
   const std::string context =
       absl::StrCat("sizing ", std::string(model::toString(stream)), " of command ", command_id);
   std::lock_guard lock(read_mu_);
@@ -320,8 +323,8 @@ absl::StatusOr<uint64_t> SqliteStore::outputBytes(const std::string& command_id,
 
 absl::StatusOr<std::optional<EnrollToken>> SqliteStore::findEnrollTokenByHash(
     const std::string& token_hash) {
-  static const std::string sql = absl::StrCat("SELECT ", sqlite::kEnrollTokenColumns,
-                                              " FROM enroll_tokens WHERE token_hash = ?1");
+  static const std::string& sql = *new std::string(absl::StrCat(
+      "SELECT ", sqlite::kEnrollTokenColumns, " FROM enroll_tokens WHERE token_hash = ?1"));
   std::lock_guard lock(read_mu_);
   return queryOne(
       *reader_, sql, [&](Stmt& s) { s.bindText(1, token_hash); }, &sqlite::enrollTokenFromRow,
@@ -329,8 +332,8 @@ absl::StatusOr<std::optional<EnrollToken>> SqliteStore::findEnrollTokenByHash(
 }
 
 absl::StatusOr<std::vector<EnrollToken>> SqliteStore::listEnrollTokens() {
-  static const std::string sql = absl::StrCat("SELECT ", sqlite::kEnrollTokenColumns,
-                                              " FROM enroll_tokens ORDER BY created_at_ms, id");
+  static const std::string& sql = *new std::string(absl::StrCat(
+      "SELECT ", sqlite::kEnrollTokenColumns, " FROM enroll_tokens ORDER BY created_at_ms, id"));
   std::lock_guard lock(read_mu_);
   return queryAll(*reader_, sql, bindNothing, &sqlite::enrollTokenFromRow,
                   "listing enrollment tokens");
@@ -338,8 +341,8 @@ absl::StatusOr<std::vector<EnrollToken>> SqliteStore::listEnrollTokens() {
 
 absl::StatusOr<std::optional<ApiToken>> SqliteStore::findApiTokenByHash(
     const std::string& token_hash) {
-  static const std::string sql =
-      absl::StrCat("SELECT ", sqlite::kApiTokenColumns, " FROM api_tokens WHERE token_hash = ?1");
+  static const std::string& sql = *new std::string(
+      absl::StrCat("SELECT ", sqlite::kApiTokenColumns, " FROM api_tokens WHERE token_hash = ?1"));
   std::lock_guard lock(read_mu_);
   return queryOne(
       *reader_, sql, [&](Stmt& s) { s.bindText(1, token_hash); }, &sqlite::apiTokenFromRow,
@@ -347,8 +350,8 @@ absl::StatusOr<std::optional<ApiToken>> SqliteStore::findApiTokenByHash(
 }
 
 absl::StatusOr<std::vector<ApiToken>> SqliteStore::listApiTokens() {
-  static const std::string sql = absl::StrCat("SELECT ", sqlite::kApiTokenColumns,
-                                              " FROM api_tokens ORDER BY created_at_ms, id");
+  static const std::string& sql = *new std::string(absl::StrCat(
+      "SELECT ", sqlite::kApiTokenColumns, " FROM api_tokens ORDER BY created_at_ms, id"));
   std::lock_guard lock(read_mu_);
   return queryAll(*reader_, sql, bindNothing, &sqlite::apiTokenFromRow, "listing API tokens");
 }
