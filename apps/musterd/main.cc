@@ -32,6 +32,7 @@
 #include "server/core/control_plane.h"
 #include "server/grpc/agent_link_server.h"
 #include "server/http/http_server.h"
+#include "server/http/install.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace {
@@ -71,7 +72,27 @@ struct Flags {
   int64_t tls_cert_days = 90;
   int64_t tls_renew_before_days = 30;
   std::string tls_refresh_interval = "1h";
+  // mTLS: lifetime of agents' client certificates, and whether streams need one.
+  std::string client_cert_lifetime = "30d";
+  // The muster-agent binary the install one-liner fetches; empty: beside musterd.
+  std::string agent_binary;
+  bool require_client_certs = false;
 };
+
+// The muster-agent that GET /install/muster-agent serves: --agent-binary, else one beside
+// musterd (an installed pair) or in the build tree's layout; "" when there is none.
+std::string agentBinary(const std::string& flag) {
+  if (!flag.empty()) return std::filesystem::absolute(flag).string();
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return "";
+  for (const auto& candidate :
+       {self.parent_path() / "muster-agent",
+        self.parent_path().parent_path() / "muster-agent" / "muster-agent"}) {
+    if (std::filesystem::is_regular_file(candidate, ec)) return candidate.string();
+  }
+  return "";
+}
 
 // The names musterd's own server certificate carries: --advertise, else this host's name,
 // localhost and the listen addresses (a wildcard stands for every interface's address).
@@ -179,6 +200,23 @@ int run(const Flags& flags) {
     std::cerr << "musterd: " << tls_refresh.status().message() << "\n";
     return 2;
   }
+  // Agents renew when a third of the lifetime is left, checking at every heartbeat.
+  auto client_cert_lifetime =
+      common::parseDurationMsInRange("--client-cert-lifetime", flags.client_cert_lifetime,
+                                     10 * common::kSecondMs, 825 * common::kDayMs);
+  if (!client_cert_lifetime.ok()) {
+    std::cerr << "musterd: " << client_cert_lifetime.status().message() << "\n";
+    return 2;
+  }
+  if (flags.require_client_certs && flags.insecure_plaintext) {
+    std::cerr << "musterd: --require-client-certs needs TLS: drop --insecure-plaintext\n";
+    return 2;
+  }
+  if (flags.require_client_certs && !flags.tls_ca.empty() && flags.tls_ca_key.empty()) {
+    std::cerr << "musterd: --require-client-certs with --tls-ca needs --tls-ca-key, to sign "
+                 "agents' client certificates\n";
+    return 2;
+  }
   // Listen addresses are checked before anything is created (a typo must not leave a CA).
   std::vector<std::pair<const char*, std::string>> listens = {{"--http-listen", flags.http_listen}};
   for (const auto& l : flags.grpc_listen) listens.emplace_back("--grpc-listen", l);
@@ -270,6 +308,7 @@ int run(const Flags& flags) {
   config.events_retention_ms = *retention;
   config.reconnect_rate_per_s = flags.reconnect_rate;
   if (tls) config.ca_sha256 = tls->current()->ca_sha256;
+  config.require_client_certs = flags.require_client_certs;
   // Every agent link is a descriptor: raise the soft limit to the hard one and keep a reserve
   // for the store, HTTP clients and logs, so the agent port never runs the process dry.
   rlimit fds{};
@@ -296,6 +335,22 @@ int run(const Flags& flags) {
   server::ControlPlane plane(**store, slow_path, common::SystemClock::instance(), config);
   plane.commands().setFanoutExecutor(&fanout);
   plane.janitor().setExecutor(&janitor);
+  if (tls && tls->canSignClients()) {
+    // Agents' CSRs are signed with musterd's CA for the agent id they enroll as.
+    plane.enrollment().setCertificateSigner(
+        [tls, lifetime_s = *client_cert_lifetime / 1000](
+            const std::string& csr_pem,
+            const std::string& agent_id) -> absl::StatusOr<server::IssuedCertificate> {
+          auto pem = tls->signClient(csr_pem, agent_id, lifetime_s);
+          if (!pem.ok()) return pem.status();
+          auto info = crypto::inspectCert(*pem);
+          if (!info.ok()) return info.status();
+          return server::IssuedCertificate{.cert_pem = *std::move(pem),
+                                           .sha256_hex = info->sha256_hex,
+                                           .serial_hex = info->serial_hex,
+                                           .not_after_ms = info->not_after_s * 1000};
+        });
+  }
   if (auto st = plane.start(); !st.ok()) {
     spdlog::error("cannot load state: {}", st.message());
     return 1;
@@ -322,6 +377,19 @@ int run(const Flags& flags) {
   if (!link.ok()) {
     spdlog::error("{}", link.status().message());
     return 1;
+  }
+  {
+    auto install = std::make_shared<server::http::AgentInstall>();
+    install->binary_path = agentBinary(flags.agent_binary);
+    install->agent_port = (*link)->port();
+    install->public_name = certificateNames(flags).front();
+    install->tls = tls;
+    if (install->binary_path.empty()) {
+      spdlog::info(
+          "no muster-agent binary beside musterd: the install one-liner is off "
+          "(--agent-binary PATH turns it on)");
+    }
+    http_options.install = std::move(install);
   }
   auto http = server::http::HttpServer::start(plane, blocking, http_options);
   if (!http.ok()) {
@@ -503,6 +571,16 @@ int main(int argc, char** argv) {
   app.add_option("--tls-refresh-interval", flags.tls_refresh_interval,
                  "how often the certificate's expiry (or the operator's files) is checked")
       ->capture_default_str();
+  app.add_option("--client-cert-lifetime", flags.client_cert_lifetime,
+                 "lifetime of the client certificates musterd signs for agents (mTLS); agents "
+                 "renew with a third of it left; 10s-825d")
+      ->capture_default_str();
+  app.add_option("--agent-binary", flags.agent_binary,
+                 "the muster-agent binary served at /install/muster-agent for the one-line "
+                 "installer `muster token create --enroll` prints (default: beside musterd)");
+  app.add_flag("--require-client-certs", flags.require_client_certs,
+               "refuse agent streams without the client certificate musterd issued to that "
+               "agent (mTLS)");
   app.add_option("--log-format", flags.log_format, "text or json")->capture_default_str();
   app.add_option("--log-level", flags.log_level, "trace, debug, info, warn, error (last wins)")
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast)

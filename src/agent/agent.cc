@@ -220,9 +220,97 @@ absl::Status Agent::establishTrust() {
   }
   security.ca_pem = ca;
   ca_pem_ = ca;
+  loadClientCertificate(&security);
   link_factory_->secure(security);
   trust_ready_ = true;
   return absl::OkStatus();
+}
+
+void Agent::loadClientCertificate(LinkSecurity* security) {
+  const std::string path = config_.state_dir + "/client.pem";
+  if (!common::fileExists(path)) return;
+  auto pem = common::readFile(path);
+  size_t cert_at = pem.ok() ? pem->find("-----BEGIN CERTIFICATE-----") : std::string::npos;
+  if (cert_at == std::string::npos) {
+    spdlog::error("{}: unreadable client certificate; connecting without one", path);
+    return;
+  }
+  std::string key = pem->substr(0, cert_at), cert = pem->substr(cert_at);
+  auto info = crypto::inspectCert(cert);
+  auto matches = crypto::certMatchesKey(cert, key);
+  if (!info.ok() || !matches.ok() || !*matches) {
+    spdlog::error(
+        "{}: the client certificate does not belong to the key beside it; "
+        "connecting without one",
+        path);
+    return;
+  }
+  if (clock_.nowMs() / 1000 >= info->not_after_s) {
+    // Presenting it would fail the handshake: without it the credential may still get in
+    // (unless musterd requires client certificates) and renew it.
+    spdlog::error(
+        "the client certificate in {} expired; connecting without one (a musterd "
+        "with --require-client-certs refuses this agent until it is enrolled again "
+        "with a token from `muster token create --enroll --host {}`)",
+        path, info->subject_cn);
+    return;
+  }
+  client_key_pem_ = key;
+  client_cert_pem_ = cert;
+  client_cert_not_before_s_ = info->not_before_s;
+  client_cert_not_after_s_ = info->not_after_s;
+  security->client_key_pem = key;
+  security->client_cert_pem = cert;
+}
+
+bool Agent::keepClientCertificate(const std::string& key_pem, const std::string& cert_pem) {
+  auto info = crypto::inspectCert(cert_pem);
+  auto matches = crypto::certMatchesKey(cert_pem, key_pem);
+  if (!info.ok() || !matches.ok() || !*matches) {
+    spdlog::error(
+        "musterd sent a client certificate that is not for this agent's key; "
+        "ignored");
+    return false;
+  }
+  const std::string path = config_.state_dir + "/client.pem";
+  if (auto st = common::writeFileAtomic(path, key_pem + cert_pem, 0600); !st.ok()) {
+    spdlog::error("cannot keep the client certificate: {}", st.message());
+    return false;
+  }
+  client_key_pem_ = key_pem;
+  client_cert_pem_ = cert_pem;
+  client_cert_not_before_s_ = info->not_before_s;
+  client_cert_not_after_s_ = info->not_after_s;
+  spdlog::info("client certificate {} kept in {} (valid until {})", info->serial_hex, path,
+               info->not_after_s);
+  return true;
+}
+
+void Agent::maybeRenewCertificate() {
+  if (client_cert_pem_.empty() || config_.insecure_plaintext) return;
+  const int64_t now_s = clock_.nowMs() / 1000;
+  const int64_t lifetime = client_cert_not_after_s_ - client_cert_not_before_s_;
+  if (now_s < client_cert_not_after_s_ - lifetime / 3) return;
+  const int64_t steady = clock_.steadyMs();
+  if (steady < next_renew_attempt_ms_) return;
+  // Retried at most every 10 % of the lifetime (a minute at least) while it fails.
+  next_renew_attempt_ms_ = steady + std::max<int64_t>(60'000, lifetime * 100);
+  auto fresh = crypto::createKeyAndCsr(agent_id_);
+  if (!fresh.ok()) {
+    spdlog::error("cannot make a key to renew the client certificate: {}",
+                  fresh.status().message());
+    return;
+  }
+  auto cert = link_factory_->renewCertificate(agent_id_, credential_, fresh->cert_pem, 10'000);
+  if (!cert.ok()) {
+    spdlog::warn("renewing the client certificate (expires at {}) failed: {}; retrying later",
+                 client_cert_not_after_s_, cert.status().message());
+    return;
+  }
+  if (keepClientCertificate(fresh->key_pem, *cert)) {
+    link_factory_->presentCertificate(client_key_pem_, client_cert_pem_);
+    next_renew_attempt_ms_ = 0;
+  }
 }
 
 void Agent::diagnoseTls(const absl::Status& status) {
@@ -303,6 +391,14 @@ absl::Status Agent::ensureEnrolled() {
     if (auto st = common::writeFileAtomic(attempt_path, *attempt, 0600); !st.ok()) return st;
   }
   request.set_attempt_id(*attempt);
+  // mTLS: a key made here, never sent; musterd signs the CSR (when it signs client
+  // certificates) for this agent id.
+  absl::StatusOr<crypto::KeyAndCert> key_and_csr = absl::UnavailableError("plaintext");
+  if (!config_.insecure_plaintext) {
+    key_and_csr = crypto::createKeyAndCsr(*id);
+    if (!key_and_csr.ok()) return key_and_csr.status();
+    request.set_csr_pem(key_and_csr->cert_pem);
+  }
   auto response = link_factory_->enroll(request, config_.enroll_deadline_ms);
   if (!response.ok()) {
     if (identity->has_value() && !absl::IsUnavailable(response.status()) &&
@@ -316,6 +412,14 @@ absl::Status Agent::ensureEnrolled() {
     return response.status();
   }
   Identity fresh{*id, response->credential()};
+  if (!response->client_cert_pem().empty() && key_and_csr.ok() &&
+      keepClientCertificate(key_and_csr->key_pem, response->client_cert_pem())) {
+    LinkSecurity security;
+    security.ca_pem = ca_pem_;
+    security.client_key_pem = client_key_pem_;
+    security.client_cert_pem = client_cert_pem_;
+    link_factory_->secure(security);  // no stream is up yet: the next dial presents it
+  }
   if (auto st = saveIdentity(config_.state_dir, fresh); !st.ok()) return st;
   (void)::unlink(attempt_path.c_str());
   agent_id_ = fresh.agent_id;
@@ -674,6 +778,7 @@ void Agent::sendHeartbeat() {
   *m.mutable_heartbeat()->mutable_metrics() = collectMetrics(config_.state_dir);
   m.mutable_heartbeat()->set_agent_time_ms(clock_.nowMs());
   sendNow(std::move(m), false);
+  maybeRenewCertificate();
 }
 
 bool Agent::sendNow(muster::v1::AgentMessage message, bool live_output) {

@@ -29,6 +29,7 @@ namespace muster::agent {
 class Outbox;
 class Link;
 class LinkStream;
+struct LinkSecurity;
 
 struct AgentConfig {
   std::string server = "127.0.0.1:7443";
@@ -124,6 +125,17 @@ class Agent {
   std::string ca_pem_;
   std::string enroll_secret_;  // the enrollment token without its CA pin
   int64_t last_diagnosis_ms_ = -60'000;
+  // mTLS: the agent's key and client certificate (STATE/client.pem, key then certificate:
+  // one file, so a crash never leaves a key beside another key's certificate).
+  void loadClientCertificate(LinkSecurity* security);
+  // Keeps a certificate musterd signed for `key_pem`; false if it cannot be stored.
+  bool keepClientCertificate(const std::string& key_pem, const std::string& cert_pem);
+  // At each heartbeat: with a third of the certificate's lifetime left, a new key and
+  // certificate over the link (RenewCertificate), used from the next connection on.
+  void maybeRenewCertificate();
+  std::string client_key_pem_, client_cert_pem_;
+  int64_t client_cert_not_before_s_ = 0, client_cert_not_after_s_ = 0;
+  int64_t next_renew_attempt_ms_ = 0;  // steady clock
   common::Backoff backoff_;
 
   // Loop thread state.

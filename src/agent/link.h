@@ -46,6 +46,19 @@ class Link {
   virtual ~Link() = default;
   // Takes effect for the next connection (reset() drops the current one).
   virtual void secure(const LinkSecurity& security) { (void)security; }
+  // A renewed client certificate, presented from the next connection on (reset()): the
+  // stream up now keeps the one it was opened with.
+  virtual void presentCertificate(const std::string& key_pem, const std::string& cert_pem) {
+    (void)key_pem;
+    (void)cert_pem;
+  }
+  // A client certificate for `csr_pem`, authenticated like open(). Blocks up to the deadline.
+  virtual absl::StatusOr<std::string> renewCertificate(const std::string& agent_id,
+                                                       const std::string& credential,
+                                                       const std::string& csr_pem,
+                                                       int64_t deadline_ms) {
+    return absl::UnimplementedError("this link cannot renew certificates");
+  }
   virtual absl::StatusOr<muster::v1::EnrollResponse> enroll(
       const muster::v1::EnrollRequest& request, int64_t deadline_ms) = 0;
   virtual std::shared_ptr<LinkStream> open(const std::string& agent_id,

@@ -218,7 +218,29 @@ class GrpcLink final : public Link {
   }
   void secure(const LinkSecurity& security) override {
     security_ = security;
+    freshSessions();
     reset();
+  }
+  void presentCertificate(const std::string& key_pem, const std::string& cert_pem) override {
+    security_.client_key_pem = key_pem;
+    security_.client_cert_pem = cert_pem;
+    freshSessions();
+  }
+  absl::StatusOr<std::string> renewCertificate(const std::string& agent_id,
+                                               const std::string& credential,
+                                               const std::string& csr_pem,
+                                               int64_t deadline_ms) override {
+    auto stub = muster::v1::AgentLink::NewStub(channel_);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
+    ctx.AddMetadata("x-muster-agent-id", agent_id);
+    ctx.AddMetadata("authorization", "Bearer " + credential);
+    muster::v1::RenewCertificateRequest request;
+    request.set_csr_pem(csr_pem);
+    muster::v1::RenewCertificateResponse response;
+    grpc::Status st = stub->RenewCertificate(&ctx, request, &response);
+    if (!st.ok()) return fromGrpc(st);
+    return response.client_cert_pem();
   }
   ~GrpcLink() override {
     channel_.reset();
@@ -226,6 +248,14 @@ class GrpcLink final : public Link {
   }
 
  private:
+  // A resumed TLS session keeps the client identity of the handshake it came from: a new
+  // (or no longer the same) client certificate must not resume an old session. Channels
+  // hold their own reference to the cache they were made with.
+  void freshSessions() {
+    grpc_ssl_session_cache_destroy(session_cache_);
+    session_cache_ = grpc_ssl_session_cache_create_lru(4);
+  }
+
   std::string target_;
   LinkSecurity security_;
   // Reconnects resume the TLS session (no full handshake after a blip).

@@ -11,6 +11,7 @@
 #include <openssl/x509_vfy.h>
 #include <openssl/x509v3.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -91,7 +92,8 @@ bool isIpAddress(const std::string& name) {
 
 // A certificate with a random 128-bit serial, valid from a minute before `now_s` (clock
 // skew) for `days`, subject CN `cn`, public key `key`.
-absl::StatusOr<Cert> newCert(std::string_view cn, EVP_PKEY* key, int64_t now_s, int days) {
+absl::StatusOr<Cert> newCert(std::string_view cn, EVP_PKEY* key, int64_t now_s,
+                             int64_t lifetime_s) {
   Cert cert(X509_new());
   X509_set_version(cert.get(), 2);
   unsigned char serial[16];
@@ -99,9 +101,10 @@ absl::StatusOr<Cert> newCert(std::string_view cn, EVP_PKEY* key, int64_t now_s, 
   serial[0] &= 0x7f;
   std::unique_ptr<BIGNUM, Free<BN_free>> bn(BN_bin2bn(serial, sizeof serial, nullptr));
   BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()));
-  ASN1_TIME_set(X509_getm_notBefore(cert.get()), static_cast<time_t>(now_s - 60));
-  ASN1_TIME_set(X509_getm_notAfter(cert.get()),
-                static_cast<time_t>(now_s + static_cast<int64_t>(days) * 86400));
+  // Back-dated for clocks a little behind ours: a minute, or a tenth of a short lifetime.
+  ASN1_TIME_set(X509_getm_notBefore(cert.get()),
+                static_cast<time_t>(now_s - std::min<int64_t>(60, lifetime_s / 10)));
+  ASN1_TIME_set(X509_getm_notAfter(cert.get()), static_cast<time_t>(now_s + lifetime_s));
   X509_NAME* name = X509_get_subject_name(cert.get());
   std::string cn_str(cn);
   X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
@@ -177,7 +180,7 @@ std::string agentUri(std::string_view agent_id) {
 absl::StatusOr<KeyAndCert> createCa(std::string_view common_name, int64_t now_s, int days) {
   auto key = newKey();
   if (!key.ok()) return key.status();
-  auto cert = newCert(common_name, key->get(), now_s, days);
+  auto cert = newCert(common_name, key->get(), now_s, int64_t{days} * 86400);
   if (!cert.ok()) return cert.status();
   X509* c = cert->get();
   for (auto [nid, value] : {std::pair{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
@@ -198,7 +201,7 @@ absl::StatusOr<KeyAndCert> issueServerCert(const KeyAndCert& ca,
   auto& [ca_cert, ca_key] = *loaded;
   absl::StatusOr<Key> key = key_pem.empty() ? newKey() : readKey(key_pem);
   if (!key.ok()) return key.status();
-  auto cert = newCert(names.front(), key->get(), now_s, days);
+  auto cert = newCert(names.front(), key->get(), now_s, int64_t{days} * 86400);
   if (!cert.ok()) return cert.status();
   std::string san;
   for (const auto& name : names) {
@@ -235,7 +238,8 @@ absl::StatusOr<KeyAndCert> createKeyAndCsr(std::string_view common_name) {
 }
 
 absl::StatusOr<std::string> signClientCsr(const KeyAndCert& ca, std::string_view csr_pem,
-                                          std::string_view agent_id, int64_t now_s, int days) {
+                                          std::string_view agent_id, int64_t now_s,
+                                          int64_t lifetime_s) {
   if (csr_pem.size() > 16384) return absl::InvalidArgumentError("CSR larger than 16 KiB");
   Bio bio = memBio(csr_pem);
   Req req(PEM_read_bio_X509_REQ(bio.get(), nullptr, nullptr, nullptr));
@@ -253,7 +257,7 @@ absl::StatusOr<std::string> signClientCsr(const KeyAndCert& ca, std::string_view
   auto loaded = loadCa(ca);
   if (!loaded.ok()) return loaded.status();
   auto& [ca_cert, ca_key] = *loaded;
-  auto cert = newCert(agent_id, pub.get(), now_s, days);
+  auto cert = newCert(agent_id, pub.get(), now_s, lifetime_s);
   if (!cert.ok()) return cert.status();
   X509* c = cert->get();
   for (auto [nid, value] : {std::pair{NID_basic_constraints, std::string("critical,CA:FALSE")},
@@ -307,6 +311,17 @@ absl::StatusOr<CertInfo> inspectCert(std::string_view pem) {
   unsigned int n = 0;
   X509_digest(c, EVP_sha256(), md, &n);
   info.sha256_hex = hex(md, n);
+  // SHA-256 of the DER SubjectPublicKeyInfo, base64: curl's --pinnedpubkey sha256//...
+  // (X509_pubkey_digest would hash the key's bits only, not the whole structure.)
+  unsigned char* spki = nullptr;
+  int spki_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(c), &spki);
+  if (spki_len > 0 &&
+      EVP_Digest(spki, static_cast<size_t>(spki_len), md, &n, EVP_sha256(), nullptr) == 1) {
+    unsigned char b64[4 * ((EVP_MAX_MD_SIZE + 2) / 3) + 1];
+    int len = EVP_EncodeBlock(b64, md, static_cast<int>(n));
+    info.spki_sha256_base64.assign(reinterpret_cast<char*>(b64), static_cast<size_t>(len));
+  }
+  OPENSSL_free(spki);
   auto* sans =
       static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(c, NID_subject_alt_name, nullptr, nullptr));
   for (int i = 0; sans != nullptr && i < sk_GENERAL_NAME_num(sans); ++i) {

@@ -24,6 +24,7 @@ struct CertInfo {
   int64_t not_after_s = 0;
   std::string serial_hex;
   std::string sha256_hex;          // of the DER encoding: the pin of a CA
+  std::string spki_sha256_base64;  // of the public key (curl --pinnedpubkey sha256//...)
   std::vector<std::string> names;  // DNS and IP subject alternative names
   std::string uri;                 // the URI SAN (agents: muster://agent/ID)
   bool is_ca = false;
@@ -42,9 +43,11 @@ absl::StatusOr<KeyAndCert> issueServerCert(const KeyAndCert& ca,
 // A new key and a CSR whose CN is `common_name`.
 absl::StatusOr<KeyAndCert> createKeyAndCsr(std::string_view common_name);
 // Signs `csr_pem` (its signature must verify) for `agent_id`: CN and URI SAN name the
-// agent whatever the CSR asked for; client-auth only. Returns the certificate's PEM.
+// agent whatever the CSR asked for; client-auth only; valid `lifetime_s` seconds from `now_s`.
+// Returns the certificate's PEM.
 absl::StatusOr<std::string> signClientCsr(const KeyAndCert& ca, std::string_view csr_pem,
-                                          std::string_view agent_id, int64_t now_s, int days);
+                                          std::string_view agent_id, int64_t now_s,
+                                          int64_t lifetime_s);
 // The public key of a CSR and of a certificate are the same key.
 absl::StatusOr<bool> csrMatchesKey(std::string_view csr_pem, std::string_view key_pem);
 

@@ -54,6 +54,7 @@ absl::Status ServerIdentity::install(std::string key_pem, std::string cert_pem) 
   material->ca_pem = ca_.cert_pem;
   material->ca_sha256 = ca_info->sha256_hex;
   material->not_after_s = info->not_after_s;
+  material->key_pin = info->spki_sha256_base64;
   std::lock_guard lock(mu_);
   material->generation = ++generation_;
   current_ = std::move(material);
@@ -119,7 +120,7 @@ absl::Status ServerIdentity::loadGiven() {
   if (!ca_key.empty()) {
     // The key must be the CA's: try to sign a throwaway certificate with it.
     auto probe = createKeyAndCsr("probe");
-    if (!probe.ok() || !signClient(probe->cert_pem, "probe", 1).ok()) {
+    if (!probe.ok() || !signClient(probe->cert_pem, "probe", 60).ok()) {
       ca_ = previous;
       return absl::InvalidArgumentError("--tls-ca-key is not the key of --tls-ca");
     }
@@ -133,12 +134,13 @@ absl::Status ServerIdentity::loadGiven() {
 }
 
 absl::StatusOr<std::string> ServerIdentity::signClient(std::string_view csr_pem,
-                                                       std::string_view agent_id, int days) const {
+                                                       std::string_view agent_id,
+                                                       int64_t lifetime_s) const {
   if (!canSignClients()) {
     return absl::FailedPreconditionError(
         "musterd has no CA key to sign client certificates (give --tls-ca-key)");
   }
-  return signClientCsr(ca_, csr_pem, agent_id, nowS(), days);
+  return signClientCsr(ca_, csr_pem, agent_id, nowS(), lifetime_s);
 }
 
 absl::StatusOr<bool> ServerIdentity::refresh() {

@@ -23,6 +23,9 @@ struct TlsMaterial {
   std::string ca_pem;
   std::string ca_sha256;  // the pin enrollment tokens carry
   int64_t not_after_s = 0;
+  // The server key's pin (SHA-256 of its public key, base64), for curl --pinnedpubkey in the
+  // install one-liner; stable across renewals, which keep the key.
+  std::string key_pin;
   uint64_t generation = 0;  // grows with every renewal or reload
 };
 
@@ -47,7 +50,7 @@ class ServerIdentity {
   bool canSignClients() const { return !ca_.key_pem.empty(); }
   // A client certificate for `agent_id` from the agent's CSR.
   absl::StatusOr<std::string> signClient(std::string_view csr_pem, std::string_view agent_id,
-                                         int days) const;
+                                         int64_t lifetime_s) const;
   // Renews the server certificate when it is due (own CA) or reloads the operator's files
   // when they changed. Returns true when a new snapshot was installed.
   absl::StatusOr<bool> refresh();

@@ -41,6 +41,12 @@ struct Host {
   // its credential): the same agent retrying after a lost reply may enroll again until it
   // first connects. Empty: none.
   std::string enroll_attempt_hash;
+  // The agent's client certificate (mTLS): SHA-256 hex of its DER and when it expires, and
+  // the one it replaced at the last renewal (accepted until the agent connects with the new
+  // one). Empty: none issued. A revoked host keeps them, so its certificates stay refused.
+  std::string client_cert_sha256;
+  int64_t client_cert_not_after_ms = 0;
+  std::string prev_client_cert_sha256;
 };
 
 }  // namespace muster::model

@@ -65,7 +65,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)crypto::verifyServerChain(f.server_pem, pem, "", kNow);
 
   // What musterd does with an agent's CSR.
-  auto signed_cert = crypto::signClientCsr(f.ca, pem, "fuzz-agent", kNow, 1);
+  auto signed_cert = crypto::signClientCsr(f.ca, pem, "fuzz-agent", kNow, 86400);
   if (signed_cert.ok()) {
     auto issued = crypto::inspectCert(*signed_cert);
     MUSTER_FUZZ_CHECK(issued.ok());

@@ -308,7 +308,7 @@ TEST_F(CliTest, EventsShowTheAuditLogAndFollowIt) {
   startAgents({{"ev-1", {}}});
   ASSERT_EQ(muster({"run", "-H", "ev-1", "--detach", "--", "true"}).code, 0);
 
-  CliResult link = muster({"events", "--kind", "link", "--json"});
+  CliResult link = muster({"events", "--kind", "link.enrolled", "--json"});
   ASSERT_EQ(link.code, 0) << describe(link);
   boost::system::error_code ec;
   auto first = boost::json::parse(link.out.substr(0, link.out.find('\n')), ec);

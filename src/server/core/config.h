@@ -11,6 +11,10 @@ struct CoreConfig {
   // SHA-256 of the agent link's CA (lower-case hex), carried by every enrollment token so
   // that agents can pin it; empty when the link is plaintext (--insecure-plaintext).
   std::string ca_sha256;
+  // mTLS: every agent stream (and certificate renewal) must present the client certificate
+  // musterd last issued to that agent id (--require-client-certs). Without it, a certificate
+  // an agent presents must still be its own, but agents without one are let in.
+  bool require_client_certs = false;
   int64_t heartbeat_interval_ms = 10'000;
   int missed_heartbeats_offline = 3;
   // Heartbeats (metrics, last seen) are stored in one batch at most this often; the registry

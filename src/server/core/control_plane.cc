@@ -64,14 +64,15 @@ absl::Status ControlPlane::authenticate(const std::string& agent_id,
 }
 
 absl::Status ControlPlane::openStream(const std::shared_ptr<Session>& session,
-                                      const std::string& credential) {
+                                      const std::string& credential,
+                                      const std::string& client_cert_sha256) {
   if (!accepting_) return absl::UnavailableError("server is shutting down; reconnect later");
   if (!common::isValidAgentId(session->agentId())) {
     return absl::InvalidArgumentError(absl::StrCat("invalid agent id '",
                                                    session->agentId().substr(0, 140),
                                                    "': ids match [A-Za-z0-9._-]{1,128}"));
   }
-  absl::Status st = hosts_.openStream(session, credential);
+  absl::Status st = hosts_.openStream(session, credential, client_cert_sha256);
   if (absl::IsUnauthenticated(st) || absl::IsPermissionDenied(st)) {
     // A revoked agent retries every 5 minutes, a wrong one may loop: rate-limited per id.
     audit_.recordLimited(

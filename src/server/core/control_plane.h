@@ -61,8 +61,12 @@ class ControlPlane {
   // A new stream presenting `credential`: authenticated, then (atomically with the check)
   // tracked as waiting for its Hello; tick() closes it if no Hello comes within the hello
   // timeout, so idle connections cannot pile up and eat descriptors. A revoke or a new
-  // credential for the host ends it. An error means the adapter must end the stream.
-  absl::Status openStream(const std::shared_ptr<Session>& session, const std::string& credential);
+  // credential for the host ends it. `client_cert_sha256`: the fingerprint of the client
+  // certificate the transport verified (empty: none); it must be the host's own (and is
+  // required with CoreConfig::require_client_certs). An error means the adapter must end
+  // the stream.
+  absl::Status openStream(const std::shared_ptr<Session>& session, const std::string& credential,
+                          const std::string& client_cert_sha256 = "");
   // One message from the agent, in the order received. Owns the link's protocol: the first
   // message must be Hello, and only one Hello per stream (FAILED_PRECONDITION otherwise);
   // then heartbeats, CommandAccepted, output and results go to the registry and the command

@@ -82,7 +82,8 @@ absl::Status Enrollment::revokeToken(const std::string& id) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> Enrollment::enroll(const EnrollRequest& request) {
+absl::StatusOr<std::string> Enrollment::enroll(const EnrollRequest& request,
+                                               IssuedCertificate* certificate) {
   // One enrollment of an id at a time: a second one at once is refused before it spends a
   // use of its token (the first may still fail, then the id is free again).
   {
@@ -96,7 +97,8 @@ absl::StatusOr<std::string> Enrollment::enroll(const EnrollRequest& request) {
   }
   const char* kind = event_kind::kLinkEnrolled;
   std::string token_id;
-  auto credential = enrollChecked(request, &kind, &token_id);
+  IssuedCertificate issued;
+  auto credential = enrollChecked(request, &kind, &token_id, &issued);
   {
     std::lock_guard lock(mu_);
     enrolling_.erase(request.agent_id);
@@ -109,6 +111,10 @@ absl::StatusOr<std::string> Enrollment::enroll(const EnrollRequest& request) {
                     .host_id = request.agent_id,
                     .result = kResultOk,
                     .detail = {{"token_id", token_id}}});
+    if (!issued.cert_pem.empty()) {
+      recordIssued(request.agent_id, request.source, issued);
+      if (certificate != nullptr) *certificate = std::move(issued);
+    }
     return credential;
   }
   noteRefused(request.agent_id, request.source, credential.status());
@@ -150,8 +156,57 @@ void Enrollment::logRefusal(const EnrollRequest& request, const absl::Status& wh
                suppressed ? absl::StrCat(" (and ", suppressed, " more from there since)") : "");
 }
 
+void Enrollment::recordIssued(const std::string& agent_id, const std::string& source,
+                              const IssuedCertificate& issued) {
+  audit_.certificateIssued(agent_id, source, issued.serial_hex, issued.sha256_hex,
+                           issued.not_after_ms);
+  spdlog::info("client certificate {} issued to agent {} (valid until {} ms)", issued.serial_hex,
+               agent_id, issued.not_after_ms);
+}
+
+absl::StatusOr<IssuedCertificate> Enrollment::renewCertificate(const std::string& agent_id,
+                                                               const std::string& credential,
+                                                               const std::string& presented_sha256,
+                                                               const std::string& csr_pem,
+                                                               const std::string& source) {
+  auto refuse = [&](absl::Status why) {
+    audit_.recordLimited(
+        absl::StrCat("renew:", source.empty() ? agent_id : source),
+        AuditRecord{
+            .kind = event_kind::kLinkRefused,
+            .actor = Actor{.name = agent_id, .id = "", .source = source},
+            .target = agent_id,
+            .host_id = common::isValidAgentId(agent_id) ? agent_id : "",
+            .result = absl::AsciiStrToLower(absl::StatusCodeToString(why.code())),
+            .detail = {{"stage", "renew_certificate"}, {"message", std::string(why.message())}}});
+    EnrollRequest as_request;
+    as_request.agent_id = agent_id;
+    as_request.source = source;
+    logRefusal(as_request, why);
+    return why;
+  };
+  if (!signer_) {
+    return refuse(absl::FailedPreconditionError(
+        "this musterd issues no client certificates (it has no CA key: give --tls-ca-key)"));
+  }
+  if (csr_pem.empty()) return refuse(absl::InvalidArgumentError("no CSR in the request"));
+  if (auto st = hosts_.authenticate(agent_id, credential, presented_sha256); !st.ok()) {
+    return refuse(st);
+  }
+  auto issued = signer_(csr_pem, agent_id);
+  if (!issued.ok()) return refuse(issued.status());
+  if (auto st = hosts_.setClientCertificate(agent_id, crypto::sha256Hex(credential),
+                                            issued->sha256_hex, issued->not_after_ms);
+      !st.ok()) {
+    return refuse(st);
+  }
+  recordIssued(agent_id, source, *issued);
+  return issued;
+}
+
 absl::StatusOr<std::string> Enrollment::enrollChecked(const EnrollRequest& request,
-                                                      const char** kind, std::string* token_id) {
+                                                      const char** kind, std::string* token_id,
+                                                      IssuedCertificate* issued) {
   if (!common::isValidAgentId(request.agent_id)) {
     return absl::InvalidArgumentError(
         absl::StrCat("invalid agent id '", request.agent_id.substr(0, 140),
@@ -217,6 +272,19 @@ absl::StatusOr<std::string> Enrollment::enrollChecked(const EnrollRequest& reque
     std::optional<model::Host> existing = hosts_.get(request.agent_id);
     if (auto st = admit(existing ? &*existing : nullptr); !st.ok()) return st;
   }
+  // The certificate too is made before the token is spent: a bad CSR costs no use.
+  if (hosts_.config().require_client_certs && (request.csr_pem.empty() || !signer_)) {
+    return absl::FailedPreconditionError(
+        signer_ ? "this musterd requires client certificates (--require-client-certs) and the "
+                  "agent sent no CSR: upgrade muster-agent, and enroll over TLS"
+                : "--require-client-certs, but this musterd cannot sign client certificates "
+                  "(give --tls-ca-key)");
+  }
+  if (!request.csr_pem.empty() && signer_) {
+    auto signed_cert = signer_(request.csr_pem, request.agent_id);
+    if (!signed_cert.ok()) return signed_cert.status();
+    *issued = *std::move(signed_cert);
+  }
   auto consumed = store_.writeAndWait(store::ConsumeEnrollToken{t.id});
   if (!consumed.status.ok()) return consumed.status;
   if (consumed.rows == 0) {
@@ -238,6 +306,8 @@ absl::StatusOr<std::string> Enrollment::enrollChecked(const EnrollRequest& reque
   host.enrolled_at_ms = clock_.nowMs();
   host.credential_hash = crypto::sha256Hex(credential);
   host.enroll_attempt_hash = attempt;
+  host.client_cert_sha256 = issued->sha256_hex;
+  host.client_cert_not_after_ms = issued->not_after_ms;
   if (auto st = hosts_.putEnrolled(std::move(host), admit); !st.ok()) return st;
   spdlog::info("agent {} enrolled with token {}{}", request.agent_id, t.id,
                t.host_id.empty() ? (presented.empty() ? "" : " (credential rotated)")

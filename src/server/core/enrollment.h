@@ -1,6 +1,7 @@
 // Enrollment tokens and the exchange of a token for a per-agent credential.
 #pragma once
 
+#include <functional>
 #include <mutex>
 #include <set>
 #include <string>
@@ -32,7 +33,22 @@ struct EnrollRequest {
   std::string attempt_id;
   // Where the call came from (a peer address), for the rate-limited refusal log.
   std::string source;
+  // The agent's CSR (PEM) for a client certificate; empty: none asked for.
+  std::string csr_pem;
 };
+
+// A client certificate musterd signed for an agent.
+struct IssuedCertificate {
+  std::string cert_pem;
+  std::string sha256_hex;  // of its DER: what streams are checked against
+  std::string serial_hex;
+  int64_t not_after_ms = 0;
+};
+
+// Signs an agent's CSR for `agent_id` (the transport's crypto; the core only stores the
+// fingerprint). INVALID_ARGUMENT for a CSR that cannot be signed.
+using CertificateSigner = std::function<absl::StatusOr<IssuedCertificate>(
+    const std::string& csr_pem, const std::string& agent_id)>;
 
 class Enrollment {
  public:
@@ -47,12 +63,28 @@ class Enrollment {
   absl::StatusOr<std::vector<store::EnrollToken>> listTokens();
   // NOT_FOUND for an unknown id.
   absl::Status revokeToken(const std::string& id);
-  // Blocks (store round trips): call from a worker thread. Returns the credential secret.
+  // Client certificates for agents' CSRs (mTLS); without a signer none are issued, and
+  // CoreConfig::require_client_certs cannot be met. Set before agents connect.
+  void setCertificateSigner(CertificateSigner signer) { signer_ = std::move(signer); }
+  bool signsCertificates() const { return static_cast<bool>(signer_); }
+
+  // Blocks (store round trips): call from a worker thread. Returns the credential secret,
+  // and in `certificate` (when given) the client certificate for the request's CSR.
   // An id that is enrolled and not revoked is refused (ALREADY_EXISTS, naming it) unless the
   // token was made for that host or the agent presents the host's current credential; a
   // refusal consumes no use of the token. Refusals are logged at most once per 10 s per
   // source.
-  absl::StatusOr<std::string> enroll(const EnrollRequest& request);
+  absl::StatusOr<std::string> enroll(const EnrollRequest& request,
+                                     IssuedCertificate* certificate = nullptr);
+  // A new client certificate for an enrolled agent that proves itself with its credential
+  // and (where one was issued, or they are required) its current certificate's fingerprint
+  // `presented_sha256`. The previous certificate stays accepted until a stream presents the
+  // new one. Unknown id and wrong credential look the same. Blocks: a worker thread.
+  absl::StatusOr<IssuedCertificate> renewCertificate(const std::string& agent_id,
+                                                     const std::string& credential,
+                                                     const std::string& presented_sha256,
+                                                     const std::string& csr_pem,
+                                                     const std::string& source);
   // A transport refused an Enroll before it reached enroll() (its backlog was full, the
   // request too large): recorded like any refusal.
   void noteRefused(const std::string& agent_id, const std::string& source, const absl::Status& why);
@@ -60,13 +92,16 @@ class Enrollment {
  private:
   // `kind`: the event kind of a successful enrollment.
   absl::StatusOr<std::string> enrollChecked(const EnrollRequest& request, const char** kind,
-                                            std::string* token_id);
+                                            std::string* token_id, IssuedCertificate* issued);
+  void recordIssued(const std::string& agent_id, const std::string& source,
+                    const IssuedCertificate& issued);
   void logRefusal(const EnrollRequest& request, const absl::Status& why);
 
   store::Store& store_;
   HostRegistry& hosts_;
   const common::Clock& clock_;
   Audit& audit_;
+  CertificateSigner signer_;
   std::mutex mu_;  // the refusal log and the ids being enrolled
   // Source -> when its last refusal was logged, and refusals since (bounded: cleared when
   // it holds more than 4,096 sources).

@@ -56,8 +56,38 @@ std::future<store::WriteResult> HostRegistry::queueLocked(store::Mutation mutati
   return future;
 }
 
-absl::Status HostRegistry::authenticate(const std::string& agent_id,
-                                        const std::string& credential) const {
+absl::Status HostRegistry::clientCertificateAccepted(const model::Host& host,
+                                                     const std::string& presented) const {
+  if (presented.empty()) {
+    if (!config_.require_client_certs) return absl::OkStatus();
+    return absl::UnauthenticatedError(absl::StrCat(
+        "agent '", host.id,
+        "' presented no client certificate and this musterd requires one "
+        "(--require-client-certs): enroll it again with a token from `muster token create "
+        "--enroll --host ",
+        host.id, "`"));
+  }
+  if (!host.client_cert_sha256.empty() &&
+      crypto::constantTimeEquals(presented, host.client_cert_sha256)) {
+    if (host.client_cert_not_after_ms > 0 && clock_.nowMs() >= host.client_cert_not_after_ms) {
+      return absl::UnauthenticatedError(absl::StrCat("the client certificate of agent '", host.id,
+                                                     "' expired: enroll it again with a token "
+                                                     "from `muster token create --enroll --host ",
+                                                     host.id, "`"));
+    }
+    return absl::OkStatus();
+  }
+  if (!host.prev_client_cert_sha256.empty() &&
+      crypto::constantTimeEquals(presented, host.prev_client_cert_sha256)) {
+    return absl::OkStatus();
+  }
+  return absl::UnauthenticatedError(
+      absl::StrCat("the client certificate presented is not the one issued to agent '", host.id,
+                   "' (another host's, or replaced by a later enrollment, or revoked)"));
+}
+
+absl::Status HostRegistry::authenticate(const std::string& agent_id, const std::string& credential,
+                                        const std::string& client_cert_sha256) const {
   std::string presented = crypto::sha256Hex(credential);
   std::lock_guard lock(mu_);
   auto it = hosts_.find(agent_id);
@@ -73,11 +103,33 @@ absl::Status HostRegistry::authenticate(const std::string& agent_id,
   if (!crypto::constantTimeEquals(presented, it->second.host.credential_hash)) {
     return notEnrolled(agent_id);
   }
-  return absl::OkStatus();
+  return clientCertificateAccepted(it->second.host, client_cert_sha256);
+}
+
+absl::Status HostRegistry::setClientCertificate(const std::string& agent_id,
+                                                const std::string& credential_hash,
+                                                const std::string& cert_sha256,
+                                                int64_t not_after_ms) {
+  std::future<store::WriteResult> written;
+  {
+    std::lock_guard lock(mu_);
+    auto it = hosts_.find(agent_id);
+    if (it == hosts_.end() || it->second.host.status == model::HostStatus::kRevoked ||
+        it->second.host.credential_hash != credential_hash) {
+      return notEnrolled(agent_id);
+    }
+    auto& host = it->second.host;
+    host.prev_client_cert_sha256 = host.client_cert_sha256;
+    host.client_cert_sha256 = cert_sha256;
+    host.client_cert_not_after_ms = not_after_ms;
+    written = queueLocked(store::UpsertHost{host});
+  }
+  return written.get().status;
 }
 
 absl::Status HostRegistry::openStream(const std::shared_ptr<Session>& session,
-                                      const std::string& credential) {
+                                      const std::string& credential,
+                                      const std::string& client_cert_sha256) {
   std::string presented = crypto::sha256Hex(credential);
   std::lock_guard lock(mu_);
   auto it = hosts_.find(session->agentId());
@@ -90,6 +142,16 @@ absl::Status HostRegistry::openStream(const std::shared_ptr<Session>& session,
   bool equal = crypto::constantTimeEquals(
       presented, known ? it->second.host.credential_hash : std::string(presented.size(), '0'));
   if (!known || !equal) return notEnrolled(session->agentId());
+  if (auto st = clientCertificateAccepted(it->second.host, client_cert_sha256); !st.ok()) {
+    return st;
+  }
+  // The agent moved to its renewed certificate: the one before it is no longer accepted.
+  auto& host = it->second.host;
+  if (!client_cert_sha256.empty() && !host.prev_client_cert_sha256.empty() &&
+      client_cert_sha256 == host.client_cert_sha256) {
+    host.prev_client_cert_sha256.clear();
+    queueLocked(store::UpsertHost{host});
+  }
   pending_.insert_or_assign(
       session.get(), Pending{session, session->agentId(), std::move(presented), clock_.steadyMs()});
   return absl::OkStatus();
@@ -455,6 +517,11 @@ absl::Status HostRegistry::putEnrolled(model::Host host, const EnrollAdmission& 
       merged.credential_hash = host.credential_hash;
       merged.enrolled_at_ms = host.enrolled_at_ms;
       merged.enroll_attempt_hash = host.enroll_attempt_hash;
+      // A new enrollment replaces the certificate: the old one (and the one before) is
+      // refused from now on.
+      merged.client_cert_sha256 = host.client_cert_sha256;
+      merged.client_cert_not_after_ms = host.client_cert_not_after_ms;
+      merged.prev_client_cert_sha256.clear();
       for (const auto& [k, v] : host.labels) {
         if (merged.pinned_labels.count(k) == 0 || host.pinned_labels.count(k) > 0) {
           merged.labels[k] = v;

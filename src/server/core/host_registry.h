@@ -30,14 +30,25 @@ class HostRegistry {
   // connected to a process that just started.
   absl::Status load();
 
-  // Constant-time check of an agent's credential against the stored hash.
-  absl::Status authenticate(const std::string& agent_id, const std::string& credential) const;
+  // Constant-time check of an agent's credential against the stored hash, and of the client
+  // certificate it presented (SHA-256 of its DER; empty: none) against the one issued to it
+  // (see clientCertificateAccepted).
+  absl::Status authenticate(const std::string& agent_id, const std::string& credential,
+                            const std::string& client_cert_sha256 = "") const;
 
   // Authenticates a new stream and, under the same lock, records it as waiting for its Hello
   // with the credential it presented. A revoke or a credential rotation from then on ends it
   // (closed at once), and attach() refuses it, so a Hello racing a revoke can never bring a
   // revoked host back online. Unknown id and wrong credential give the same status.
-  absl::Status openStream(const std::shared_ptr<Session>& session, const std::string& credential);
+  // The client certificate presented (`client_cert_sha256`, empty: none) is checked as in
+  // authenticate().
+  absl::Status openStream(const std::shared_ptr<Session>& session, const std::string& credential,
+                          const std::string& client_cert_sha256 = "");
+  // Records a client certificate renewed for `agent_id`, whose credential must still hash to
+  // `credential_hash`: the current one becomes the previous (accepted until a stream
+  // presents the new one). Blocks until durable.
+  absl::Status setClientCertificate(const std::string& agent_id, const std::string& credential_hash,
+                                    const std::string& cert_sha256, int64_t not_after_ms);
   // Streams that did not say Hello within `timeout_ms` of opening; they are forgotten here
   // and must be closed.
   std::vector<std::shared_ptr<Session>> takeSilentPending(int64_t timeout_ms);
@@ -120,6 +131,10 @@ class HostRegistry {
   // Takes every stream of `agent_id` (live and pending) so the caller can close them.
   std::vector<std::shared_ptr<Session>> takeStreamsLocked(const std::string& agent_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A certificate presented must be the host's current one (not expired) or the one it
+  // replaced at the last renewal; none at all only without --require-client-certs.
+  absl::Status clientCertificateAccepted(const model::Host& host,
+                                         const std::string& presented) const;
   // Pinned labels (token, operator) are the server's; --agent-label-keys limits the rest.
   bool agentMaySetLabel(const model::Host& host, const std::string& key) const;
   // Queues a host write while mu_ is held, so host records reach the store in the order

@@ -26,6 +26,7 @@
 #include "absl/strings/str_join.h"
 #include "common/fmt_absl.h"
 #include "common/ids.h"
+#include "crypto/certs.h"
 #include "crypto/enroll_token.h"
 #include "muster/v1/agent.grpc.pb.h"
 #include "server/grpc/acceptor.h"
@@ -42,6 +43,33 @@ std::string metadataValue(const grpc::CallbackServerContext* ctx, const char* ke
   auto range = ctx->client_metadata().equal_range(key);
   if (range.first == range.second) return {};
   return std::string(range.first->second.data(), range.first->second.size());
+}
+
+// The fingerprint (SHA-256 of the DER) of the client certificate TLS verified for this call
+// against musterd's CA; "" when the agent presented none. A certificate made out to another
+// agent than the call names is refused here: the identity of the certificate must be the
+// agent id of every call.
+absl::StatusOr<std::string> clientCertificate(const grpc::CallbackServerContext* ctx,
+                                              const std::string& agent_id) {
+  auto auth = ctx->auth_context();
+  if (!auth) return std::string();
+  auto pems = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
+  if (pems.empty()) return std::string();
+  auto info = crypto::inspectCert(std::string_view(pems.front().data(), pems.front().size()));
+  if (!info.ok()) return absl::UnauthenticatedError("unreadable client certificate");
+  if (info->uri != crypto::agentUri(agent_id)) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "the client certificate names '", info->subject_cn.substr(0, 140), "', not agent '",
+        agent_id.substr(0, 140), "': each agent presents its own certificate"));
+  }
+  return info->sha256_hex;
+}
+
+// The peer without its port ("ipv4:10.0.0.5"): refusals are logged per source address.
+std::string peerAddress(const grpc::CallbackServerContext* ctx) {
+  std::string peer = ctx->peer();
+  if (size_t colon = peer.rfind(':'); colon != std::string::npos && colon > 5) peer.resize(colon);
+  return peer;
 }
 
 class LinkStream;
@@ -151,8 +179,10 @@ class LinkStream final
     absl::Status st;
     if (auth.rfind(kBearer, 0) != 0) {
       st = absl::UnauthenticatedError("missing agent credential (authorization: Bearer ...)");
+    } else if (auto cert = clientCertificate(ctx, agent_id); !cert.ok()) {
+      st = cert.status();
     } else {
-      st = plane.openStream(session_, auth.substr(kBearer.size()));
+      st = plane.openStream(session_, auth.substr(kBearer.size()), *cert);
     }
     if (!st.ok()) {
       spdlog::warn("agent link from {} refused: {}", ctx->peer(), st.message());
@@ -360,6 +390,8 @@ void GrpcSession::onDone() {
 
 class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
  public:
+  static constexpr size_t kMaxCsrBytes = 16 * 1024;
+
   AgentLinkService(ControlPlane& plane, common::Executor& workers, const AgentLinkOptions& options)
       : plane_(plane), workers_(workers), options_(options) {}
 
@@ -376,15 +408,11 @@ class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
     auto* reactor = ctx->DefaultReactor();
     if (request->token().size() > 512 || request->current_credential().size() > 512 ||
         request->attempt_id().size() > 128 || request->facts_size() > 256 ||
-        request->labels_size() > 256) {
+        request->labels_size() > 256 || request->csr_pem().size() > kMaxCsrBytes) {
       reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "enroll request too large"));
       return reactor;
     }
-    // The peer without its port ("ipv4:10.0.0.5"): refusals are logged per source address.
-    std::string peer = ctx->peer();
-    if (size_t colon = peer.rfind(':'); colon != std::string::npos && colon > 5) {
-      peer.resize(colon);
-    }
+    std::string peer = peerAddress(ctx);
     bool queued = workers_.tryPost(
         [this, reactor, request, response, peer] {
           EnrollRequest req;
@@ -397,13 +425,17 @@ class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
           req.current_credential = request->current_credential();
           req.attempt_id = request->attempt_id();
           req.source = peer;
-          auto credential = plane_.enrollment().enroll(req);  // logs refusals, rate-limited
+          req.csr_pem = request->csr_pem();
+          IssuedCertificate issued;
+          // Logs refusals, rate-limited.
+          auto credential = plane_.enrollment().enroll(req, &issued);
           if (!credential.ok()) {
             reactor->Finish(toGrpc(credential.status()));
             return;
           }
           response->set_agent_id(req.agent_id);
           response->set_credential(*credential);
+          response->set_client_cert_pem(std::move(issued.cert_pem));
           reactor->Finish(grpc::Status::OK);
         },
         options_.max_pending_enrolls);
@@ -415,6 +447,51 @@ class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
           "server busy enrolling other agents: retry in a few seconds");
       plane_.enrollment().noteRefused(request->agent_id(), peer, busy);
       reactor->Finish(toGrpc(busy));
+    }
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* RenewCertificate(
+      grpc::CallbackServerContext* ctx, const muster::v1::RenewCertificateRequest* request,
+      muster::v1::RenewCertificateResponse* response) override {
+    auto* reactor = ctx->DefaultReactor();
+    if (request->csr_pem().size() > kMaxCsrBytes) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "CSR too large"));
+      return reactor;
+    }
+    std::string agent_id = metadataValue(ctx, "x-muster-agent-id");
+    std::string auth = metadataValue(ctx, "authorization");
+    const std::string kBearer = "Bearer ";
+    if (auth.rfind(kBearer, 0) != 0) {
+      reactor->Finish(grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                                   "missing agent credential (authorization: Bearer ...)"));
+      return reactor;
+    }
+    auto cert = clientCertificate(ctx, agent_id);
+    if (!cert.ok()) {
+      reactor->Finish(toGrpc(cert.status()));
+      return reactor;
+    }
+    // Renewals share the enrollment workers and their bound (the same CSR signing work).
+    bool queued = workers_.tryPost(
+        [this, reactor, request, response, agent_id, credential = auth.substr(kBearer.size()),
+         presented = *cert, peer = peerAddress(ctx)] {
+          auto issued = plane_.enrollment().renewCertificate(agent_id, credential, presented,
+                                                             request->csr_pem(), peer);
+          if (!issued.ok()) {
+            reactor->Finish(toGrpc(issued.status()));
+            return;
+          }
+          response->set_client_cert_pem(std::move(issued->cert_pem));
+          reactor->Finish(grpc::Status::OK);
+        },
+        options_.max_pending_enrolls);
+    if (!queued) {
+      plane_.limits().hit(Limit::kEnrollBacklog, plane_.clock().steadyMs(),
+                          absl::StrCat("enrollment backlog full (", options_.max_pending_enrolls,
+                                       " waiting): refusing RenewCertificate calls"));
+      reactor->Finish(toGrpc(absl::ResourceExhaustedError(
+          "server busy signing other agents' certificates: retry in a few seconds")));
     }
     return reactor;
   }

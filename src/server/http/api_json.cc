@@ -72,6 +72,16 @@ json::object hostJson(const model::Host& h) {
   o["enrolled_at_ms"] = h.enrolled_at_ms;
   o["last_seen_ms"] = h.last_seen_ms;
   o["status_changed_at_ms"] = h.status_changed_at_ms;
+  // mTLS: the client certificate musterd issued to the host (null: none).
+  if (h.client_cert_sha256.empty()) {
+    o["client_cert"] = nullptr;
+  } else {
+    json::object cert;
+    cert["sha256"] = h.client_cert_sha256;
+    cert["not_after"] = timeValue(h.client_cert_not_after_ms);
+    cert["not_after_ms"] = h.client_cert_not_after_ms;
+    o["client_cert"] = std::move(cert);
+  }
   return o;
 }
 

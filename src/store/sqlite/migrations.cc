@@ -162,6 +162,13 @@ CREATE INDEX events_actor ON events (actor, id) WHERE actor <> '';
 CREATE INDEX events_at ON events (at_ms);
 )sql";
 
+// mTLS: each host's client certificate (fingerprint, expiry) and the one it replaced.
+constexpr const char* kSchemaV7 = R"sql(
+ALTER TABLE hosts ADD COLUMN client_cert_sha256 TEXT NOT NULL DEFAULT '';
+ALTER TABLE hosts ADD COLUMN client_cert_not_after_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN prev_client_cert_sha256 TEXT NOT NULL DEFAULT '';
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "hosts, runs, commands, command_output, enroll_tokens", kSchemaV1},
     {2, "api_tokens", kSchemaV2},
@@ -169,6 +176,7 @@ constexpr Migration kMigrations[] = {
     {4, "large runs out of the per-host command index", kSchemaV4},
     {5, "host-bound enrollment tokens, pinned host labels, secret env", kSchemaV5},
     {6, "events (the audit log)", kSchemaV6},
+    {7, "hosts' client certificates (mTLS)", kSchemaV7},
 };
 
 absl::Status applyOne(Connection& conn, const Migration& m, int64_t now_ms) {

@@ -72,7 +72,10 @@ void bindHost(Stmt& stmt, const model::Host& h) {
       .bindInt(16, h.status_changed_at_ms)
       .bindText(17, h.credential_hash)
       .bindText(18, encodeStringList({h.pinned_labels.begin(), h.pinned_labels.end()}))
-      .bindText(19, h.enroll_attempt_hash);
+      .bindText(19, h.enroll_attempt_hash)
+      .bindText(20, h.client_cert_sha256)
+      .bindInt(21, h.client_cert_not_after_ms)
+      .bindText(22, h.prev_client_cert_sha256);
 }
 
 void bindRun(Stmt& stmt, const Run& r) {
@@ -194,6 +197,9 @@ absl::StatusOr<model::Host> hostFromRow(const Stmt& s) {
   if (!pinned.ok()) return damaged("host", h.id, "pinned_labels", pinned.status());
   h.pinned_labels = {pinned->begin(), pinned->end()};
   h.enroll_attempt_hash = s.columnText(18);
+  h.client_cert_sha256 = s.columnText(19);
+  h.client_cert_not_after_ms = s.columnInt(20);
+  h.prev_client_cert_sha256 = s.columnText(21);
   return h;
 }
 

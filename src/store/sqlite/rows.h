@@ -16,8 +16,9 @@ namespace muster::store::sqlite {
 inline constexpr char kHostColumns[] =
     "id, status, version, facts, labels, load1, load5, load15, mem_total_bytes, "
     "mem_available_bytes, disk_total_bytes, disk_free_bytes, uptime_seconds, enrolled_at_ms, "
-    "last_seen_ms, status_changed_at_ms, credential_hash, pinned_labels, enroll_attempt_hash";
-inline constexpr int kHostColumnCount = 19;
+    "last_seen_ms, status_changed_at_ms, credential_hash, pinned_labels, enroll_attempt_hash, "
+    "client_cert_sha256, client_cert_not_after_ms, prev_client_cert_sha256";
+inline constexpr int kHostColumnCount = 22;
 
 inline constexpr char kRunColumns[] =
     "id, idempotency_key, request_fingerprint, created_by, created_at_ms, pending_targets";

@@ -209,7 +209,7 @@ TEST(CertsTest, SignsAClientCsrForTheAgentWhateverItAskedFor) {
   ASSERT_TRUE(csr.ok()) << csr.status();
   EXPECT_TRUE(*csrMatchesKey(csr->cert_pem, csr->key_pem));
   EXPECT_FALSE(*csrMatchesKey(csr->cert_pem, createKeyAndCsr("x")->key_pem));
-  auto cert = signClientCsr(ca, csr->cert_pem, "web-1", kNow, 30);
+  auto cert = signClientCsr(ca, csr->cert_pem, "web-1", kNow, 30 * 86400);
   ASSERT_TRUE(cert.ok()) << cert.status();
   auto info = inspectCert(*cert);
   ASSERT_TRUE(info.ok()) << info.status();
@@ -222,7 +222,7 @@ TEST(CertsTest, SignsAClientCsrForTheAgentWhateverItAskedFor) {
 
 TEST(CertsTest, RefusesACsrWhoseSignatureDoesNotVerify) {
   auto ca = mustCa();
-  auto cert = signClientCsr(ca, csrSignedByAnotherKey(), "web-1", kNow, 30);
+  auto cert = signClientCsr(ca, csrSignedByAnotherKey(), "web-1", kNow, 30 * 86400);
   ASSERT_FALSE(cert.ok());
   EXPECT_TRUE(absl::IsInvalidArgument(cert.status())) << cert.status();
   EXPECT_TRUE(contains(cert.status().message(), "signature does not verify")) << cert.status();
@@ -237,7 +237,7 @@ TEST(CertsTest, RefusesGarbageTruncatedAndOversizedCsrs) {
         std::string(
             "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"),
         ca.cert_pem, csr->cert_pem + std::string(20000, 'x')}) {
-    auto cert = signClientCsr(ca, bad, "web-1", kNow, 30);
+    auto cert = signClientCsr(ca, bad, "web-1", kNow, 30 * 86400);
     EXPECT_FALSE(cert.ok()) << bad.substr(0, 80);
     EXPECT_TRUE(absl::IsInvalidArgument(cert.status())) << cert.status();
   }

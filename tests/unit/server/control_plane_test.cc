@@ -1343,5 +1343,125 @@ TEST_F(ControlPlaneTest, AgentLabelKeysRestrictWhatAgentsSetForThemselves) {
   EXPECT_EQ(plane_->hosts().get("web-1")->labels, (model::StringMap{{"role", "db"}}));
 }
 
+// mTLS in the core: the transport verifies the chain and hands over the fingerprint; the core
+// decides whether it is the host's. The signer here stands in for the CA (crypto is tested in
+// tests/unit/crypto and end to end in tests/integration/mtls_test.cc).
+class ClientCertificateTest : public ControlPlaneTest {
+ protected:
+  void useSigner() {
+    plane_->enrollment().setCertificateSigner(
+        [this](const std::string& csr,
+               const std::string& agent_id) -> absl::StatusOr<IssuedCertificate> {
+          if (csr == "bad")
+            return absl::InvalidArgumentError("the CSR's signature does not verify");
+          ++signed_;
+          return IssuedCertificate{.cert_pem = "PEM of " + agent_id,
+                                   .sha256_hex = agent_id + "-cert-" + std::to_string(signed_),
+                                   .serial_hex = std::to_string(signed_),
+                                   .not_after_ms = clock_.nowMs() + 3'600'000};
+        });
+  }
+  absl::StatusOr<IssuedCertificate> enrollWithCsr(const std::string& id,
+                                                  const std::string& csr = "csr",
+                                                  const std::string& bound_to = "") {
+    auto token =
+        plane_->enrollment().createToken(1, bound_to.empty() ? 0 : 3'600'000, {}, "test", bound_to);
+    if (!token.ok()) return token.status();
+    IssuedCertificate issued;
+    EnrollRequest req;
+    req.token = token->secret;
+    req.agent_id = id;
+    req.csr_pem = csr;
+    auto cred = plane_->enrollment().enroll(req, &issued);
+    if (!cred.ok()) return cred.status();
+    creds_[id] = *cred;
+    return issued;
+  }
+  absl::Status openWith(const std::string& id, const std::string& cert_sha) {
+    auto s = std::make_shared<FakeSession>(id, "s-" + cert_sha);
+    return plane_->openStream(s, creds_[id], cert_sha);
+  }
+  int signed_ = 0;
+};
+
+TEST_F(ClientCertificateTest, APresentedCertificateMustBeTheOneIssuedToTheHost) {
+  useSigner();
+  auto a = enrollWithCsr("web-1");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->cert_pem, "PEM of web-1");
+  EXPECT_EQ(plane_->hosts().get("web-1")->client_cert_sha256, a->sha256_hex);
+  auto b = enrollWithCsr("web-2");
+  ASSERT_TRUE(b.ok());
+  EXPECT_TRUE(openWith("web-1", a->sha256_hex).ok());
+  EXPECT_TRUE(openWith("web-1", "").ok()) << "not required: none is fine";
+  auto other = openWith("web-1", b->sha256_hex);
+  EXPECT_TRUE(absl::IsUnauthenticated(other)) << other;
+  // A CSR that cannot be signed fails the enrollment and spends no use of the token.
+  auto token = plane_->enrollment().createToken(1, 0, {}, "test");
+  EnrollRequest req;
+  req.token = token->secret;
+  req.agent_id = "web-3";
+  req.csr_pem = "bad";
+  EXPECT_TRUE(absl::IsInvalidArgument(plane_->enrollment().enroll(req).status()));
+  req.csr_pem = "csr";
+  EXPECT_TRUE(plane_->enrollment().enroll(req).ok()) << "the token's one use was kept";
+}
+
+TEST_F(ClientCertificateTest, RequiredCertificatesRefuseNoneAndExpiredOnes) {
+  config_.require_client_certs = true;
+  openPlane();
+  // Without a signer the requirement cannot be met: enrollment says so.
+  auto unsigned_enroll = enrollWithCsr("web-1");
+  EXPECT_TRUE(absl::IsFailedPrecondition(unsigned_enroll.status())) << unsigned_enroll.status();
+  useSigner();
+  auto no_csr = enrollWithCsr("web-1", "");
+  EXPECT_TRUE(absl::IsFailedPrecondition(no_csr.status())) << no_csr.status();
+  auto a = enrollWithCsr("web-1");
+  ASSERT_TRUE(a.ok()) << a.status();
+  auto none = openWith("web-1", "");
+  EXPECT_TRUE(absl::IsUnauthenticated(none)) << none;
+  EXPECT_NE(none.message().find("--require-client-certs"), std::string::npos) << none;
+  EXPECT_TRUE(openWith("web-1", a->sha256_hex).ok());
+  clock_.advanceMs(3'600'000);
+  auto expired = openWith("web-1", a->sha256_hex);
+  EXPECT_TRUE(absl::IsUnauthenticated(expired)) << expired;
+  EXPECT_NE(expired.message().find("expired"), std::string::npos) << expired;
+}
+
+TEST_F(ClientCertificateTest, RenewalKeepsThePreviousUntilTheNewOneIsUsedAndSurvivesARestart) {
+  config_.require_client_certs = true;
+  openPlane();
+  useSigner();
+  auto first = enrollWithCsr("web-1");
+  ASSERT_TRUE(first.ok());
+  // Proven by credential and the current certificate; anything less is refused.
+  auto wrong_cred = plane_->enrollment().renewCertificate("web-1", "mst_agent_nope",
+                                                          first->sha256_hex, "csr", "test");
+  EXPECT_TRUE(absl::IsUnauthenticated(wrong_cred.status())) << wrong_cred.status();
+  auto wrong_cert = plane_->enrollment().renewCertificate("web-1", creds_["web-1"], "someone-else",
+                                                          "csr", "test");
+  EXPECT_TRUE(absl::IsUnauthenticated(wrong_cert.status())) << wrong_cert.status();
+  auto second = plane_->enrollment().renewCertificate("web-1", creds_["web-1"], first->sha256_hex,
+                                                      "csr", "test");
+  ASSERT_TRUE(second.ok()) << second.status();
+  ASSERT_NE(second->sha256_hex, first->sha256_hex);
+  // Both work until a stream presents the new one; then only the new one.
+  EXPECT_TRUE(openWith("web-1", first->sha256_hex).ok());
+  EXPECT_TRUE(openWith("web-1", second->sha256_hex).ok());
+  EXPECT_TRUE(absl::IsUnauthenticated(openWith("web-1", first->sha256_hex)));
+  ASSERT_TRUE(store_->flush().ok());
+  openPlane();
+  EXPECT_EQ(plane_->hosts().get("web-1")->client_cert_sha256, second->sha256_hex);
+  EXPECT_TRUE(openWith("web-1", second->sha256_hex).ok());
+  EXPECT_TRUE(absl::IsUnauthenticated(openWith("web-1", first->sha256_hex)));
+  // A revoked host's certificate is refused, and renewal with it too.
+  ASSERT_TRUE(plane_->hosts().revoke("web-1").ok());
+  EXPECT_TRUE(absl::IsPermissionDenied(openWith("web-1", second->sha256_hex)));
+  useSigner();
+  EXPECT_FALSE(plane_->enrollment()
+                   .renewCertificate("web-1", creds_["web-1"], second->sha256_hex, "csr", "test")
+                   .ok());
+}
+
 }  // namespace
 }  // namespace muster::server

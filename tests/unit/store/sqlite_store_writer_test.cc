@@ -12,6 +12,9 @@
 namespace muster::store::test {
 namespace {
 
+// The schema version a freshly opened store has (migrations.cc's last migration).
+constexpr char kLatest[] = "7";
+
 // An EventQuery with only what a test sets (designated initializers warn about the rest).
 struct Q {
   model::EventQuery q;
@@ -142,9 +145,9 @@ TEST_F(SqliteStoreTest, OpenAppliesMigrationsOnce) {
   reopen();
   reopen();
   // One row per migration, each applied once.
-  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM schema_migrations"), "6");
-  EXPECT_EQ(rawQuery("SELECT COUNT(DISTINCT version) FROM schema_migrations"), "6");
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "6");
+  EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM schema_migrations"), kLatest);
+  EXPECT_EQ(rawQuery("SELECT COUNT(DISTINCT version) FROM schema_migrations"), kLatest);
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), kLatest);
   EXPECT_EQ(rawQuery("PRAGMA journal_mode"), "wal");
   EXPECT_TRUE(store_->ping().ok());
 }
@@ -153,8 +156,15 @@ TEST_F(SqliteStoreTest, OpenAppliesMigrationsOnce) {
 // pinned labels) or a version-3 one (before large runs left the per-host index).
 class SqliteStoreUpgradeTest : public SqliteStoreTest {
  protected:
-  void downgradeToVersion5() {
+  void downgradeToVersion6() {
     store_.reset();
+    rawQuery("ALTER TABLE hosts DROP COLUMN client_cert_sha256");
+    rawQuery("ALTER TABLE hosts DROP COLUMN client_cert_not_after_ms");
+    rawQuery("ALTER TABLE hosts DROP COLUMN prev_client_cert_sha256");
+    rawQuery("DELETE FROM schema_migrations WHERE version = 7");
+  }
+  void downgradeToVersion5() {
+    downgradeToVersion6();
     rawQuery("DROP TABLE events");
     rawQuery("DELETE FROM schema_migrations WHERE version = 6");
   }
@@ -178,11 +188,37 @@ class SqliteStoreUpgradeTest : public SqliteStoreTest {
   }
 };
 
+TEST_F(SqliteStoreUpgradeTest, FromVersion6GivesHostsNoClientCertificate) {
+  model::Host h = makeHost("h1");
+  h.credential_hash = "c1";
+  ASSERT_TRUE(put(UpsertHost{h}).status.ok());
+  downgradeToVersion6();
+  reopen();
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), kLatest);
+  auto hosts = store_->loadHosts();
+  ASSERT_TRUE(hosts.ok()) << hosts.status();
+  ASSERT_EQ(hosts->size(), 1u);
+  EXPECT_EQ((*hosts)[0].credential_hash, "c1");
+  EXPECT_EQ((*hosts)[0].client_cert_sha256, "");
+  EXPECT_EQ((*hosts)[0].client_cert_not_after_ms, 0);
+  // And the new columns round-trip.
+  h.client_cert_sha256 = "aa";
+  h.client_cert_not_after_ms = 42;
+  h.prev_client_cert_sha256 = "bb";
+  ASSERT_TRUE(put(UpsertHost{h}).status.ok());
+  reopen();
+  hosts = store_->loadHosts();
+  ASSERT_TRUE(hosts.ok()) << hosts.status();
+  EXPECT_EQ((*hosts)[0].client_cert_sha256, "aa");
+  EXPECT_EQ((*hosts)[0].client_cert_not_after_ms, 42);
+  EXPECT_EQ((*hosts)[0].prev_client_cert_sha256, "bb");
+}
+
 TEST_F(SqliteStoreUpgradeTest, FromVersion5AddsAnEmptyEventsTable) {
   ASSERT_TRUE(put(UpsertHost{makeHost("h1")}).status.ok());
   downgradeToVersion5();
   reopen();
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "6");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), kLatest);
   EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM events"), "0");
   EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM hosts"), "1");
   model::Event e{.id = "01E",
@@ -210,7 +246,7 @@ TEST_F(SqliteStoreUpgradeTest, FromVersion3ListsAHostsOldAndNewCommandsOfLargeRu
                           "', 'r1', 'h", i, "', 'succeeded')"));
   }
   reopen();
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "6");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), kLatest);
   // Stored before: still in the per-host index.
   EXPECT_EQ(rawQuery("SELECT COUNT(*) FROM commands WHERE large_run = 1"), "0");
   std::vector<std::pair<std::string, std::string>> targets;
@@ -234,7 +270,7 @@ TEST_F(SqliteStoreUpgradeTest, FromVersion2KeepsRunsAndMarksThemComplete) {
   rawQuery("DELETE FROM schema_migrations WHERE version = 3");
   rawQuery("INSERT INTO runs (id, created_by, created_at_ms) VALUES ('old', 'bob', 7)");
   reopen();
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "6");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), kLatest);
   auto run = store_->getRun("old");
   ASSERT_TRUE(run.ok() && run->has_value()) << run.status();
   EXPECT_EQ((*run)->created_by, "bob");
@@ -297,7 +333,7 @@ TEST_F(SqliteStoreUpgradeTest, FromVersion4KeepsHostsAndTokensUnboundAndUnpinned
   downgradeToVersion4();
   rawQuery("INSERT INTO enroll_tokens (id, token_hash, uses_left) VALUES ('t-old', 'hash-old', 1)");
   reopen();
-  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), "6");
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), kLatest);
   auto hosts = store_->loadHosts();
   ASSERT_TRUE(hosts.ok()) << hosts.status();
   ASSERT_EQ(hosts->size(), 1u);
