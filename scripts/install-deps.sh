@@ -30,7 +30,7 @@ PACKAGES=(
   libboost1.81-dev libboost-json1.81-dev libboost-url1.81-dev libboost-system1.81-dev
   libsqlite3-dev libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcurl4-openssl-dev libsystemd-dev libjemalloc-dev
-  procps python3 patch
+  procps python3 patch curl
 )
 
 missing=()

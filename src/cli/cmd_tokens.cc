@@ -74,6 +74,10 @@ int createEnrollToken(const ClientConfig& config, const TokenOptions& o) {
                                : ", for host " + o.host + " only (it may replace its credential)")
             << ". Start an agent with: muster-agent --enroll-token <token> --server HOST:PORT"
             << (o.host.empty() ? "" : " --id " + o.host) << "\n";
+  if (std::string install = field(*token, "install_command"); !install.empty()) {
+    std::cerr << "Or install and enroll one on a host (as root, with curl), in one line:\n  "
+              << install << "\n";
+  }
   return kExitOk;
 }
 

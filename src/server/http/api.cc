@@ -15,6 +15,7 @@
 #include "common/ids.h"
 #include "server/http/api_json.h"
 #include "server/http/handlers.h"
+#include "server/http/install.h"
 
 namespace muster::server::http {
 namespace {
@@ -163,12 +164,37 @@ std::string_view routeName(Route route) {
     case Route::kMetrics: return "GET /metrics";
     case Route::kListEvents: return "GET /api/v1/events";
     case Route::kFollowEvents: return "GET /api/v1/events (follow)";
+    case Route::kInstallScript: return "GET /install/agent.sh";
+    case Route::kInstallAgent: return "GET /install/muster-agent";
     case Route::kCount: break;
   }
   return "unknown";
 }
 
-Api::Api(ControlPlane& plane, const RequestStats* stats) : plane_(plane), stats_(stats) {}
+Api::Api(ControlPlane& plane, const RequestStats* stats,
+         std::shared_ptr<const AgentInstall> install)
+    : plane_(plane), stats_(stats), install_(std::move(install)) {}
+
+ApiReply Api::serveInstall(const ApiRequest& request, Route route) const {
+  if (request.method != "GET" && request.method != "HEAD") return methodNotAllowed(request, "GET");
+  const std::string none = "musterd serves no agent installer: start it with --agent-binary PATH";
+  if (!install_ || !install_->available()) return errorReply(404, "not_found", none);
+  if (route == Route::kInstallScript) {
+    auto script = install_->script(request.host);
+    if (!script.ok()) return errorReply(404, "not_found", std::string(script.status().message()));
+    ApiReply reply;
+    reply.body = *std::move(script);
+    reply.content_type = "text/x-shellscript; charset=utf-8";
+    return reply;
+  }
+  auto binary = install_->fingerprint();
+  if (!binary.ok()) return errorReply(404, "not_found", std::string(binary.status().message()));
+  ApiReply reply;
+  reply.file_path = install_->binary_path;
+  reply.content_type = "application/octet-stream";
+  reply.headers.emplace_back("X-Muster-Sha256", binary->sha256);
+  return reply;
+}
 
 std::optional<ApiReply> Api::tryInline(const ApiRequest& request, Route* route) const {
   std::string_view path = request.target;
@@ -273,6 +299,13 @@ ApiReply Api::dispatch(const ApiRequest& request, Route* route, Caller* caller) 
       return methodNotAllowed(request, "GET");
     return metricsReply(plane_, stats_);
   }
+  // The installer needs no token: a host being installed has none yet, and neither the
+  // binary nor the script holds a secret (the enrollment token is the installer's input).
+  if (segments.size() == 2 && segments[0] == "install" &&
+      (segments[1] == "agent.sh" || segments[1] == "muster-agent")) {
+    *route = segments[1] == "agent.sh" ? Route::kInstallScript : Route::kInstallAgent;
+    return serveInstall(request, *route);
+  }
   if (segments.size() < 2 || segments[0] != "api" || segments[1] != "v1") {
     return notFound(segments);
   }
@@ -316,7 +349,8 @@ ApiReply Api::dispatch(const ApiRequest& request, Route* route, Caller* caller) 
     if (auto st = checkId(kind, segments[1]); !st.ok()) return errorReply(st);
   }
 
-  Context ctx{plane_, request, *std::move(principal), std::move(segments), std::move(query)};
+  Context ctx{plane_,           request,       *std::move(principal), std::move(segments),
+              std::move(query), install_.get()};
   const auto& seg = ctx.segments;
   switch (*route) {
     case Route::kListHosts: return listHosts(ctx);

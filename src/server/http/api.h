@@ -36,6 +36,8 @@ enum class Route {
   kMetrics,
   kListEvents,
   kFollowEvents,
+  kInstallScript,
+  kInstallAgent,
   kCount,  // number of routes, not a route
 };
 std::string_view routeName(Route route);
@@ -49,6 +51,7 @@ struct ApiRequest {
   std::string last_event_id;  // an event stream resuming (output: "STDOUT,STDERR"; events: an id)
   std::string body;
   std::string peer;  // the client's address ("127.0.0.1:53412"), for the audit log
+  std::string host;  // the Host header (the install one-liner names musterd as reached)
 };
 
 // Switches the connection to a Server-Sent Events stream of a command's output.
@@ -74,6 +77,8 @@ struct ApiReply {
   std::vector<std::pair<std::string, std::string>> headers;
   std::optional<FollowSpec> follow;
   std::optional<EventFollowSpec> follow_events;
+  // Sent as the body instead of `body` (a file too large to hold in memory: the agent binary).
+  std::string file_path;
   // For the audit event of a mutating call, where the path does not say it all: what was
   // created (a run, a token), the host concerned, and a little detail.
   std::string audit_target;
@@ -82,6 +87,7 @@ struct ApiReply {
 };
 
 class RequestStats;
+class AgentInstall;
 
 // Every POST, PUT, PATCH and DELETE under /api/v1 is recorded in the audit log once answered
 // (refusals too: 401, 403, 404, 4xx, with the status as the result).
@@ -90,8 +96,10 @@ class RequestStats;
 // commands, admin also manages tokens and hosts. /healthz, /readyz and /metrics need none.
 class Api {
  public:
-  // `stats` (may be null) feeds the request counters of /metrics.
-  Api(ControlPlane& plane, const RequestStats* stats);
+  // `stats` (may be null) feeds the request counters of /metrics. `install` (may be null):
+  // what GET /install/agent.sh and /install/muster-agent serve.
+  Api(ControlPlane& plane, const RequestStats* stats,
+      std::shared_ptr<const AgentInstall> install = nullptr);
 
   // Routes that never block (liveness); std::nullopt when the request needs a worker.
   std::optional<ApiReply> tryInline(const ApiRequest& request, Route* route) const;
@@ -106,8 +114,11 @@ class Api {
   void recordAudit(const ApiRequest& request, Route route, const Caller& caller,
                    const ApiReply& reply);
 
+  ApiReply serveInstall(const ApiRequest& request, Route route) const;
+
   ControlPlane& plane_;
   const RequestStats* stats_;
+  std::shared_ptr<const AgentInstall> install_;
 };
 
 }  // namespace muster::server::http

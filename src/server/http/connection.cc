@@ -9,6 +9,7 @@
 #include <boost/beast/core/string.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
+#include <boost/beast/http/file_body.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
@@ -87,9 +88,41 @@ void noteTlsFailure(ServerState& state, const std::string& why) {
 
 namespace {
 
+asio::awaitable<bool> writeReply(std::shared_ptr<Connection> conn, ApiReply reply, unsigned version,
+                                 bool keep_alive, bool head);
+
+// A reply whose body is a file (read as it is written, never whole in memory).
+asio::awaitable<bool> writeFile(std::shared_ptr<Connection> conn, ApiReply reply, unsigned version,
+                                bool keep_alive, bool head) {
+  bhttp::response<bhttp::file_body> res{static_cast<bhttp::status>(reply.status), version};
+  beast::error_code ec;
+  res.body().open(reply.file_path.c_str(), beast::file_mode::scan, ec);
+  if (ec) {
+    ApiReply missing = errorReply(404, "not_found", "cannot open " + reply.file_path);
+    co_return co_await writeReply(conn, std::move(missing), version, keep_alive, head);
+  }
+  res.set(bhttp::field::server, "musterd");
+  res.set(bhttp::field::content_type, reply.content_type);
+  res.set(bhttp::field::cache_control, "no-store");
+  for (const auto& [name, value] : reply.headers) res.set(name, value);
+  res.keep_alive(keep_alive);
+  res.prepare_payload();
+  conn->stream().expires_after(milliseconds(conn->state().options.idle_timeout_ms));
+  if (head) {
+    bhttp::response_serializer<bhttp::file_body> sr{res};
+    auto [hec, hn] = co_await bhttp::async_write_header(conn->stream(), sr, kTuple);
+    co_return !hec;
+  }
+  auto [wec, written] = co_await bhttp::async_write(conn->stream(), res, kTuple);
+  if (wec == beast::error::timeout) noteTimeout(conn->state(), TimeoutPhase::kWrite);
+  co_return !wec;
+}
+
 // Answers and returns whether the write succeeded.
 asio::awaitable<bool> writeReply(std::shared_ptr<Connection> conn, ApiReply reply, unsigned version,
                                  bool keep_alive, bool head) {
+  if (!reply.file_path.empty())
+    co_return co_await writeFile(conn, std::move(reply), version, keep_alive, head);
   bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(reply.status), version};
   res.set(bhttp::field::server, "musterd");
   res.set(bhttp::field::content_type, reply.content_type);
@@ -378,6 +411,7 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
     request.idempotency_key = std::string(req["Idempotency-Key"]);
     request.accept = std::string(req[bhttp::field::accept]);
     request.last_event_id = std::string(req["Last-Event-ID"]);
+    request.host = std::string(req[bhttp::field::host]).substr(0, 256);
     request.body = std::move(req.body());
     {
       boost::system::error_code ec;

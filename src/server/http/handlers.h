@@ -18,6 +18,7 @@ struct Context {
   Principal principal;                       // who is calling (from the bearer token)
   std::vector<std::string> segments;         // decoded path segments after /api/v1
   std::map<std::string, std::string> query;  // decoded query parameters (last one wins)
+  const AgentInstall* install = nullptr;     // the agent installer, if musterd serves one
 
   const std::string* param(const std::string& key) const {
     auto it = query.find(key);

@@ -4,6 +4,7 @@
 #include "crypto/enroll_token.h"
 #include "server/http/api_json.h"
 #include "server/http/handlers.h"
+#include "server/http/install.h"
 
 namespace muster::server::http {
 namespace {
@@ -21,6 +22,13 @@ ApiReply createEnrollToken(Context& ctx, const TokenRequest& request) {
   // The token carries the CA's pin: an agent holding only the token can trust the server.
   const std::string& pin = ctx.plane.config().ca_sha256;
   body["token"] = crypto::formatEnrollToken(token->secret, pin);
+  // The line that installs and enrolls an agent on a host (musterd serves the binary).
+  if (ctx.install != nullptr && ctx.install->available() && ctx.install->fingerprint().ok()) {
+    body["install_command"] = ctx.install->command(
+        ctx.request.host, crypto::formatEnrollToken(token->secret, pin), token->record.host_id);
+  } else {
+    body["install_command"] = nullptr;
+  }
   if (pin.empty()) {
     body["ca_sha256"] = nullptr;
   } else {

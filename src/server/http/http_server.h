@@ -16,6 +16,8 @@
 namespace muster::server::http {
 
 // Every bound a client can push against, with musterd's flag (docs/api.md "Limits").
+class AgentInstall;
+
 struct HttpOptions {
   std::string listen = "127.0.0.1:7080";  // HOST:PORT; port 0 picks a free one
   int threads = 1;                        // io threads (never block; blocking work hops out)
@@ -40,6 +42,8 @@ struct HttpOptions {
   // --http-follower-buffer-bytes: output a follower may have queued or in flight; one
   // further behind is dropped (with an event saying how to resume) instead of queueing more.
   uint64_t sse_max_queued_bytes = 8 << 20;
+  // GET /install/agent.sh and /install/muster-agent (null: 404 saying how to turn them on).
+  std::shared_ptr<const AgentInstall> install;
 };
 
 // Requests answered, by route pattern ("GET /api/v1/hosts/{id}") and HTTP status.

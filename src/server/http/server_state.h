@@ -52,7 +52,7 @@ class FollowerSlot {
 
 struct ServerState {
   ServerState(ControlPlane& plane_in, common::Executor& workers_in, HttpOptions options_in)
-      : api(plane_in, &stats),
+      : api(plane_in, &stats, options_in.install),
         plane(plane_in),
         workers(workers_in),
         options(std::move(options_in)) {}
