@@ -194,6 +194,11 @@ int run(const Flags& flags) {
       return 2;
     }
   }
+  if (!flags.agent_binary.empty() && !std::filesystem::is_regular_file(flags.agent_binary)) {
+    std::cerr << "musterd: --agent-binary " << flags.agent_binary
+              << ": not a file (give the muster-agent binary the installer serves)\n";
+    return 2;
+  }
   auto tls_refresh = common::parseDurationMsInRange(
       "--tls-refresh-interval", flags.tls_refresh_interval, common::kSecondMs, common::kDayMs);
   if (!tls_refresh.ok()) {
@@ -382,6 +387,7 @@ int run(const Flags& flags) {
     auto install = std::make_shared<server::http::AgentInstall>();
     install->binary_path = agentBinary(flags.agent_binary);
     install->agent_port = (*link)->port();
+    if (auto hp = common::splitHostPort(flags.http_listen); hp.ok()) install->http_port = hp->port;
     install->public_name = certificateNames(flags).front();
     install->tls = tls;
     if (install->binary_path.empty()) {

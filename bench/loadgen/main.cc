@@ -19,6 +19,7 @@
 #include "absl/synchronization/mutex.h"
 #include "bench/loadgen/proc.h"
 #include "bench/loadgen/sim_agent.h"
+#include "crypto/certs.h"
 #include "muster/v1/agent.pb.h"
 
 namespace muster::bench {
@@ -81,10 +82,11 @@ class LoadGen {
       extra.insert(extra.end(), {"--grpc-listen", targets.back()});
     }
     if (o_.link == "plaintext") extra.push_back("--insecure-plaintext");
+    if (o_.link == "mtls") extra.push_back("--require-client-certs");
     extra.insert(extra.end(), o_.musterd_args.begin(), o_.musterd_args.end());
     server_ = std::make_unique<ServerProcess>(o_.musterd, o_.work_dir + "/data", freeTcpPort(),
                                               grpc_port, extra);
-    bool tls = o_.link == "tls";
+    bool tls = o_.link == "tls" || o_.link == "mtls";
     server_->setTls(tls);
     setHttpCaFile(tls ? server_->caFile() : "");
     security_.plaintext = !tls;
@@ -101,6 +103,7 @@ class LoadGen {
     SimOptions sim{targets, 1000, 60'000};
     sim.security = security_;
     sim.tls_resume = o_.tls_resume;
+    sim.client_certs = client_certs_;
     fleet_ = std::make_unique<SimFleet>(sim, ids);
     int rc = 0;
     // "all", one scenario, or several separated by commas ("fanout,reconnect-storm").
@@ -154,16 +157,35 @@ class LoadGen {
     return 1;
   }
 
-  // Enrolls N agents once; credentials are saved and reused across runs.
+  // PEM kept on one line of the credentials file.
+  static std::string oneLine(std::string pem) {
+    std::replace(pem.begin(), pem.end(), '\n', '|');
+    return pem;
+  }
+  static std::string fromOneLine(std::string text) {
+    std::replace(text.begin(), text.end(), '|', '\n');
+    return text;
+  }
+
+  // Enrolls N agents once; credentials (and, for mTLS, keys and client certificates) are
+  // saved and reused across runs.
   std::vector<std::pair<std::string, std::string>> identities() {
-    std::string path = o_.work_dir + "/credentials.txt";
+    const bool mtls = o_.link == "mtls";
+    std::string path = o_.work_dir + (mtls ? "/credentials-mtls.txt" : "/credentials.txt");
     std::vector<std::pair<std::string, std::string>> out;
     std::ifstream in(path);
-    std::string id, cred;
-    while (in >> id >> cred && out.size() < static_cast<size_t>(o_.agents))
+    std::string id, cred, key, cert;
+    while (in >> id >> cred && out.size() < static_cast<size_t>(o_.agents)) {
       out.emplace_back(id, cred);
-    if (out.size() == static_cast<size_t>(o_.agents)) return out;
+      if (mtls && in >> key >> cert)
+        client_certs_.emplace_back(fromOneLine(key), fromOneLine(cert));
+    }
+    if (out.size() == static_cast<size_t>(o_.agents) &&
+        (!mtls || client_certs_.size() == out.size())) {
+      return out;
+    }
     out.clear();
+    client_certs_.assign(mtls ? o_.agents : 0, {});
     auto r = httpRequest("POST", server_->http() + "/api/v1/tokens", token_,
                          R"({"kind":"enroll","uses":-1,"ttl":"1h"})");
     std::string enroll_token(json::parse(r.body).at("token").as_string());
@@ -182,19 +204,35 @@ class LoadGen {
           req.set_token(enroll_token);
           req.set_agent_id("sim-" + std::to_string(i));
           (*req.mutable_labels())["loadgen"] = "1";
+          absl::StatusOr<crypto::KeyAndCert> key = absl::UnavailableError("no mTLS");
+          if (mtls) {
+            key = crypto::createKeyAndCsr(req.agent_id());
+            if (!key.ok()) {
+              failures++;
+              continue;
+            }
+            req.set_csr_pem(key->cert_pem);
+          }
           auto resp = agent::enroll(channel, req, 30'000);
-          if (!resp.ok()) {
+          if (!resp.ok() || (mtls && resp->client_cert_pem().empty())) {
             failures++;
             continue;
           }
           out[i] = {req.agent_id(), resp->credential()};
+          if (mtls) client_certs_[i] = {key->key_pem, resp->client_cert_pem()};
         }
       });
     }
     for (auto& t : workers) t.join();
     if (failures > 0) return {};
     std::ofstream save(path, std::ios::trunc);
-    for (const auto& [i, c] : out) save << i << " " << c << "\n";
+    for (size_t i = 0; i < out.size(); ++i) {
+      save << out[i].first << " " << out[i].second;
+      if (mtls) {
+        save << " " << oneLine(client_certs_[i].first) << " " << oneLine(client_certs_[i].second);
+      }
+      save << "\n";
+    }
     return out;
   }
 
@@ -489,6 +527,7 @@ class LoadGen {
   std::unique_ptr<SimFleet> fleet_;
   std::string token_;
   agent::LinkSecurity security_;
+  std::vector<std::pair<std::string, std::string>> client_certs_;  // mTLS, by agent index
   std::vector<std::string> host_ids_;
   ProcSample baseline_;
 };
@@ -519,9 +558,10 @@ int main(int argc, char** argv) {
                  "one more musterd argument, e.g. --musterd-arg=--reconnect-rate=2000 "
                  "(repeatable)");
   app.add_option("--link", o.link,
-                 "plaintext (musterd --insecure-plaintext), tls, or old (a musterd from before "
-                 "TLS, plaintext by default)")
-      ->check(CLI::IsMember({"plaintext", "tls", "old"}))
+                 "plaintext (musterd --insecure-plaintext), tls, mtls (--require-client-certs, "
+                 "each agent with its client certificate), or old (a musterd from before TLS, "
+                 "plaintext by default)")
+      ->check(CLI::IsMember({"plaintext", "tls", "mtls", "old"}))
       ->capture_default_str();
   app.add_option("--tls-resume", o.tls_resume,
                  "agents resume their TLS session on reconnect (true/false)")

@@ -16,6 +16,7 @@ struct SimFleet::Agent {
   }
   std::string id;
   std::string credential;
+  std::string client_key_pem, client_cert_pem;  // mTLS
   grpc_ssl_session_cache* session_cache = nullptr;
   std::shared_ptr<grpc::Channel> channel;
   std::mutex mu;
@@ -47,10 +48,16 @@ SimFleet::SimFleet(SimOptions options, std::vector<std::pair<std::string, std::s
     a->id = id;
     a->credential = credential;
     a->backoff = common::Backoff(options_.backoff_base_ms, options_.backoff_cap_ms);
+    if (agents_.size() < options_.client_certs.size()) {
+      a->client_key_pem = options_.client_certs[agents_.size()].first;
+      a->client_cert_pem = options_.client_certs[agents_.size()].second;
+    }
     agent::ChannelOptions channel;
     channel.target = options_.targets[agents_.size() % options_.targets.size()];
     channel.own_connection = true;
     channel.security = options_.security;
+    channel.security.client_key_pem = a->client_key_pem;
+    channel.security.client_cert_pem = a->client_cert_pem;
     if (!options_.security.plaintext && options_.tls_resume) {
       a->session_cache = grpc_ssl_session_cache_create_lru(1);
     }
@@ -160,6 +167,8 @@ void SimFleet::connect(size_t index) {
       options.target = options_.targets[index % options_.targets.size()];
       options.own_connection = true;
       options.security = options_.security;
+      options.security.client_key_pem = a.client_key_pem;
+      options.security.client_cert_pem = a.client_cert_pem;
       options.session_cache = a.session_cache;
       retired = std::move(a.channel);
       a.channel = agent::makeChannel(options);

@@ -27,6 +27,8 @@ struct SimOptions {
   int64_t backoff_cap_ms = 60'000;
   agent::LinkSecurity security;  // plaintext, or TLS with musterd's CA (and client certs)
   bool tls_resume = true;        // each agent keeps its TLS session for its reconnects
+  // mTLS: each agent's key and client certificate, by index (empty: none presented).
+  std::vector<std::pair<std::string, std::string>> client_certs;
 };
 
 struct SimStats {

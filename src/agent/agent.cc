@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -112,6 +113,7 @@ Agent::~Agent() {
     link = std::move(link_);
   }
   if (link) link->close();
+  if (renew_thread_.joinable()) renew_thread_.join();  // its post finds the mailbox closed
   running_.clear();
 }
 
@@ -287,30 +289,41 @@ bool Agent::keepClientCertificate(const std::string& key_pem, const std::string&
 }
 
 void Agent::maybeRenewCertificate() {
-  if (client_cert_pem_.empty() || config_.insecure_plaintext) return;
+  if (client_cert_pem_.empty() || config_.insecure_plaintext || renewing_) return;
   const int64_t now_s = clock_.nowMs() / 1000;
   const int64_t lifetime = client_cert_not_after_s_ - client_cert_not_before_s_;
   if (now_s < client_cert_not_after_s_ - lifetime / 3) return;
   const int64_t steady = clock_.steadyMs();
   if (steady < next_renew_attempt_ms_) return;
-  // Retried at most every 10 % of the lifetime (a minute at least) while it fails.
-  next_renew_attempt_ms_ = steady + std::max<int64_t>(60'000, lifetime * 100);
-  auto fresh = crypto::createKeyAndCsr(agent_id_);
-  if (!fresh.ok()) {
-    spdlog::error("cannot make a key to renew the client certificate: {}",
-                  fresh.status().message());
-    return;
-  }
-  auto cert = link_factory_->renewCertificate(agent_id_, credential_, fresh->cert_pem, 10'000);
-  if (!cert.ok()) {
-    spdlog::warn("renewing the client certificate (expires at {}) failed: {}; retrying later",
-                 client_cert_not_after_s_, cert.status().message());
-    return;
-  }
-  if (keepClientCertificate(fresh->key_pem, *cert)) {
-    link_factory_->presentCertificate(client_key_pem_, client_cert_pem_);
-    next_renew_attempt_ms_ = 0;
-  }
+  // Retried every tenth of the lifetime (1 s to 1 min) while it fails: several tries fit
+  // in the third of the lifetime that is left.
+  next_renew_attempt_ms_ = steady + std::clamp<int64_t>(lifetime * 100, 1'000, 60'000);
+  renewing_ = true;
+  if (renew_thread_.joinable()) renew_thread_.join();
+  // Off the loop thread: key generation and the call (up to 10 s) must not hold up
+  // commands, cancels and results. The outcome comes back through the mailbox.
+  std::weak_ptr<Mailbox> mailbox = mailbox_;
+  renew_thread_ = std::thread([this, mailbox, agent_id = agent_id_, credential = credential_,
+                               not_after = client_cert_not_after_s_] {
+    auto fresh = crypto::createKeyAndCsr(agent_id);
+    absl::StatusOr<std::string> cert =
+        fresh.ok() ? link_factory_->renewCertificate(agent_id, credential, fresh->cert_pem, 10'000)
+                   : absl::StatusOr<std::string>(fresh.status());
+    auto mb = mailbox.lock();
+    if (!mb) return;
+    mb->post([this, fresh = std::move(fresh), cert = std::move(cert), not_after] {
+      renewing_ = false;
+      if (!cert.ok()) {
+        spdlog::warn("renewing the client certificate (expires at {}) failed: {}; retrying later",
+                     not_after, cert.status().message());
+        return;
+      }
+      if (keepClientCertificate(fresh->key_pem, *cert)) {
+        link_factory_->presentCertificate(client_key_pem_, client_cert_pem_);
+        next_renew_attempt_ms_ = 0;
+      }
+    });
+  });
 }
 
 void Agent::diagnoseTls(const absl::Status& status) {
@@ -412,8 +425,15 @@ absl::Status Agent::ensureEnrolled() {
     return response.status();
   }
   Identity fresh{*id, response->credential()};
-  if (!response->client_cert_pem().empty() && key_and_csr.ok() &&
-      keepClientCertificate(key_and_csr->key_pem, response->client_cert_pem())) {
+  if (!config_.insecure_plaintext) {
+    // The server replaced any certificate this host had: keep the new one, or none (a
+    // musterd that signs none), so that no stale certificate is presented from now on.
+    if (response->client_cert_pem().empty() || !key_and_csr.ok() ||
+        !keepClientCertificate(key_and_csr->key_pem, response->client_cert_pem())) {
+      (void)::unlink((config_.state_dir + "/client.pem").c_str());
+      client_key_pem_.clear();
+      client_cert_pem_.clear();
+    }
     LinkSecurity security;
     security.ca_pem = ca_pem_;
     security.client_key_pem = client_key_pem_;

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <utility>
 
 #include "absl/status/statusor.h"
@@ -136,6 +137,8 @@ class Agent {
   std::string client_key_pem_, client_cert_pem_;
   int64_t client_cert_not_before_s_ = 0, client_cert_not_after_s_ = 0;
   int64_t next_renew_attempt_ms_ = 0;  // steady clock
+  bool renewing_ = false;              // a renewal is in flight on renew_thread_
+  std::thread renew_thread_;
   common::Backoff backoff_;
 
   // Loop thread state.

@@ -214,7 +214,9 @@ class GrpcLink final : public Link {
     options.target = target_;
     options.security = security_;
     options.session_cache = session_cache_;
-    channel_ = makeChannel(options);
+    auto fresh = makeChannel(options);
+    std::lock_guard lock(channel_mu_);
+    channel_.swap(fresh);  // the old channel is released after the lock
   }
   void secure(const LinkSecurity& security) override {
     security_ = security;
@@ -230,7 +232,12 @@ class GrpcLink final : public Link {
                                                const std::string& credential,
                                                const std::string& csr_pem,
                                                int64_t deadline_ms) override {
-    auto stub = muster::v1::AgentLink::NewStub(channel_);
+    std::shared_ptr<grpc::Channel> channel;
+    {
+      std::lock_guard lock(channel_mu_);  // called off the agent's thread, which may reset()
+      channel = channel_;
+    }
+    auto stub = muster::v1::AgentLink::NewStub(channel);
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(deadline_ms));
     ctx.AddMetadata("x-muster-agent-id", agent_id);
@@ -260,6 +267,7 @@ class GrpcLink final : public Link {
   LinkSecurity security_;
   // Reconnects resume the TLS session (no full handshake after a blip).
   grpc_ssl_session_cache* session_cache_ = grpc_ssl_session_cache_create_lru(4);
+  std::mutex channel_mu_;  // channel_ is read by renewCertificate() on another thread
   std::shared_ptr<grpc::Channel> channel_;
 };
 }  // namespace

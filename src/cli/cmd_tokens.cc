@@ -1,6 +1,8 @@
 // `muster token create --enroll [--uses N] [--ttl 24h] [--label k=v] [--host ID]`,
 // `muster token create --role ROLE [--name N] [--ttl 30d]`, `muster token ls` and
 // `muster token revoke ID`.
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <iostream>
 #include <memory>
@@ -22,7 +24,8 @@ struct TokenOptions {
   int64_t uses = 1;
   std::string ttl;  // empty: 24h for enrollment tokens, no expiry for API tokens
   std::vector<std::string> labels;
-  std::string host;  // --enroll --host: for that host only (re-imaging it)
+  std::string host;      // --enroll --host: for that host only (re-imaging it)
+  bool install = false;  // --install: print the one-line installer even when not on a TTY
   bool json = false;
   bool ls_json = false;
   std::string revoke_id;
@@ -74,9 +77,15 @@ int createEnrollToken(const ClientConfig& config, const TokenOptions& o) {
                                : ", for host " + o.host + " only (it may replace its credential)")
             << ". Start an agent with: muster-agent --enroll-token <token> --server HOST:PORT"
             << (o.host.empty() ? "" : " --id " + o.host) << "\n";
-  if (std::string install = field(*token, "install_command"); !install.empty()) {
-    std::cerr << "Or install and enroll one on a host (as root, with curl), in one line:\n  "
+  // The line holds the token: printed to a terminal (or on request), not into the logs of
+  // a script that captured the token from stdout.
+  std::string install = field(*token, "install_command");
+  if (!install.empty() && (o.install || ::isatty(STDERR_FILENO))) {
+    std::cerr << "Or install and enroll one on a host that has curl, in one line (drop sudo "
+                 "when root; the token shows in ps while it runs):\n  "
               << install << "\n";
+  } else if (o.install) {
+    std::cerr << "musterd serves no agent installer: start it with --agent-binary PATH\n";
   }
   return kExitOk;
 }
@@ -197,6 +206,8 @@ void registerTokenCommands(CLI::App& app, std::vector<Runner>* runners) {
   create->add_option("--host", opts->host,
                      "enrollment token for this host id only: enrolls it even while it is "
                      "enrolled (a re-imaged machine), replacing its credential");
+  create->add_flag("--install", opts->install,
+                   "print the one-line agent installer (on stderr; printed anyway on a terminal)");
   create->add_flag("--json", opts->json, "print JSON");
   runners->push_back({create, [opts](const ClientConfig& c) { return createToken(c, *opts); }});
 

@@ -238,13 +238,21 @@ TEST(MtlsTest, AnAgentRenewsItsCertificateOverTheLinkBeforeItExpires) {
       << "the renewal made a new key";
   EXPECT_EQ(clientCertSha(server.host("mtls-renew")), sha256Of(second_cert));
   EXPECT_EQ(server.hostStatus("mtls-renew"), "online");
+  EXPECT_FALSE(contains(agent.process().err(), " closed (")) << "renewing must not drop the link\n"
+                                                             << agent.process().err();
 
-  // Past the first certificate's expiry, a new connection presents the renewed one.
-  std::this_thread::sleep_for(13s);
+  // The first certificate stays accepted until a connection presents the renewed one: the
+  // agent reconnects with it, and from then on the first is refused.
   agent.stop();
   agent.start();
   ASSERT_TRUE(waitFor([&] { return server.hostStatus("mtls-renew") == "online"; }))
       << agent.process().err();
+  std::string credential = readFileOr(agent.stateDir() + "/credential");  // "ID\nSECRET\n"
+  credential = credential.substr(credential.find('\n') + 1);
+  credential = credential.substr(0, credential.find('\n'));
+  const std::string first_key = first.substr(0, first.find("-----BEGIN CERTIFICATE-----"));
+  absl::Status old = tryStream(server, "mtls-renew", credential, first_key, first_cert);
+  EXPECT_FALSE(old.ok()) << "the replaced certificate still got in";
   auto run = server.run({"mtls-renew"}, "echo renewed-ok");
   const std::string id(run.at("commands").at(0).at("id").as_string());
   ASSERT_TRUE(waitFor([&] { return server.commandState(id) == "succeeded"; }))

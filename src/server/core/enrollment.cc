@@ -195,8 +195,9 @@ absl::StatusOr<IssuedCertificate> Enrollment::renewCertificate(const std::string
   }
   auto issued = signer_(csr_pem, agent_id);
   if (!issued.ok()) return refuse(issued.status());
-  if (auto st = hosts_.setClientCertificate(agent_id, crypto::sha256Hex(credential),
-                                            issued->sha256_hex, issued->not_after_ms);
+  if (auto st =
+          hosts_.setClientCertificate(agent_id, crypto::sha256Hex(credential), presented_sha256,
+                                      issued->sha256_hex, issued->not_after_ms);
       !st.ok()) {
     return refuse(st);
   }

@@ -65,7 +65,7 @@ absl::Status HostRegistry::clientCertificateAccepted(const model::Host& host,
         "' presented no client certificate and this musterd requires one "
         "(--require-client-certs): enroll it again with a token from `muster token create "
         "--enroll --host ",
-        host.id, "`"));
+        host.id, "` (the agent: --rotate-credential --enroll-token-file FILE)"));
   }
   if (!host.client_cert_sha256.empty() &&
       crypto::constantTimeEquals(presented, host.client_cert_sha256)) {
@@ -73,7 +73,9 @@ absl::Status HostRegistry::clientCertificateAccepted(const model::Host& host,
       return absl::UnauthenticatedError(absl::StrCat("the client certificate of agent '", host.id,
                                                      "' expired: enroll it again with a token "
                                                      "from `muster token create --enroll --host ",
-                                                     host.id, "`"));
+                                                     host.id,
+                                                     "` (the agent: --rotate-credential "
+                                                     "--enroll-token-file FILE)"));
     }
     return absl::OkStatus();
   }
@@ -108,6 +110,7 @@ absl::Status HostRegistry::authenticate(const std::string& agent_id, const std::
 
 absl::Status HostRegistry::setClientCertificate(const std::string& agent_id,
                                                 const std::string& credential_hash,
+                                                const std::string& presented_sha256,
                                                 const std::string& cert_sha256,
                                                 int64_t not_after_ms) {
   std::future<store::WriteResult> written;
@@ -119,7 +122,22 @@ absl::Status HostRegistry::setClientCertificate(const std::string& agent_id,
       return notEnrolled(agent_id);
     }
     auto& host = it->second.host;
-    host.prev_client_cert_sha256 = host.client_cert_sha256;
+    const bool live =
+        !host.client_cert_sha256.empty() &&
+        (host.client_cert_not_after_ms == 0 || clock_.nowMs() < host.client_cert_not_after_ms);
+    if (presented_sha256.empty() && live) {
+      // A credential alone must not mint a certificate that would push the host's own out.
+      return absl::UnauthenticatedError(absl::StrCat(
+          "agent '", agent_id,
+          "' has a client certificate: renewing it needs that certificate on the connection"));
+    }
+    if (!presented_sha256.empty() && presented_sha256 == host.client_cert_sha256) {
+      host.prev_client_cert_sha256 = host.client_cert_sha256;
+    } else if (presented_sha256.empty() || presented_sha256 != host.prev_client_cert_sha256) {
+      host.prev_client_cert_sha256.clear();
+    }
+    // else: the agent still presents the previous one (it never got the last renewal's
+    // reply): that one stays accepted, the unused one is replaced.
     host.client_cert_sha256 = cert_sha256;
     host.client_cert_not_after_ms = not_after_ms;
     written = queueLocked(store::UpsertHost{host});

@@ -45,9 +45,13 @@ class HostRegistry {
   absl::Status openStream(const std::shared_ptr<Session>& session, const std::string& credential,
                           const std::string& client_cert_sha256 = "");
   // Records a client certificate renewed for `agent_id`, whose credential must still hash to
-  // `credential_hash`: the current one becomes the previous (accepted until a stream
-  // presents the new one). Blocks until durable.
+  // `credential_hash`, by an agent presenting `presented_sha256`: the certificate presented
+  // stays accepted (as the previous one) until a stream presents the new one; a renewal
+  // whose reply was lost is redone from the previous one without losing it. Without a
+  // certificate presented, only a host whose certificate is missing or expired may renew.
+  // Blocks until durable.
   absl::Status setClientCertificate(const std::string& agent_id, const std::string& credential_hash,
+                                    const std::string& presented_sha256,
                                     const std::string& cert_sha256, int64_t not_after_ms);
   // Streams that did not say Hello within `timeout_ms` of opening; they are forgotten here
   // and must be closed.

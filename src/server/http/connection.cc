@@ -107,15 +107,22 @@ asio::awaitable<bool> writeFile(std::shared_ptr<Connection> conn, ApiReply reply
   for (const auto& [name, value] : reply.headers) res.set(name, value);
   res.keep_alive(keep_alive);
   res.prepare_payload();
-  conn->stream().expires_after(milliseconds(conn->state().options.idle_timeout_ms));
+  bhttp::response_serializer<bhttp::file_body> sr{res};
+  const auto idle = milliseconds(conn->state().options.idle_timeout_ms);
   if (head) {
-    bhttp::response_serializer<bhttp::file_body> sr{res};
+    conn->stream().expires_after(idle);
     auto [hec, hn] = co_await bhttp::async_write_header(conn->stream(), sr, kTuple);
     co_return !hec;
   }
-  auto [wec, written] = co_await bhttp::async_write(conn->stream(), res, kTuple);
-  if (wec == beast::error::timeout) noteTimeout(conn->state(), TimeoutPhase::kWrite);
-  co_return !wec;
+  // Piece by piece, the timer renewed for each: a large file to a slow but reading client
+  // takes as long as it takes; a client that stops reading is dropped after the idle timeout.
+  while (!sr.is_done()) {
+    conn->stream().expires_after(idle);
+    auto [wec, n] = co_await bhttp::async_write_some(conn->stream(), sr, kTuple);
+    if (wec == beast::error::timeout) noteTimeout(conn->state(), TimeoutPhase::kWrite);
+    if (wec) co_return false;
+  }
+  co_return true;
 }
 
 // Answers and returns whether the write succeeded.

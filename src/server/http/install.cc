@@ -50,13 +50,15 @@ bool loopback(std::string_view host) {
 // Where hosts reach musterd's REST port and agent port, seen from a caller at `header`.
 HostPort reachable(const AgentInstall& install, std::string_view header) {
   HostPort hp = plainHost(header) ? splitHeader(header) : HostPort{};
-  if (hp.port.empty()) hp.port = "7080";
   if (hp.host.empty() || loopback(hp.host)) {
+    // Not a name other hosts can use (nor, maybe, a tunnel's port): musterd's own.
     hp.host =
         install.public_name.find(':') != std::string::npos && install.public_name.front() != '['
             ? absl::StrCat("[", install.public_name, "]")
             : install.public_name;
+    if (install.http_port > 0) hp.port = std::to_string(install.http_port);
   }
+  if (hp.port.empty()) hp.port = install.tls ? "443" : "80";  // the client used the default
   return hp;
 }
 

@@ -25,6 +25,7 @@ class AgentInstall {
  public:
   std::string binary_path;  // empty: nothing to serve (the routes answer 404 saying why)
   int agent_port = 7443;
+  int http_port = 0;  // the REST port (0: as the caller's Host header says)
   // The name hosts reach musterd by, used when the operator called the API over loopback
   // (the first --advertise name, else this host's name).
   std::string public_name;

@@ -1428,6 +1428,39 @@ TEST_F(ClientCertificateTest, RequiredCertificatesRefuseNoneAndExpiredOnes) {
   EXPECT_NE(expired.message().find("expired"), std::string::npos) << expired;
 }
 
+TEST_F(ClientCertificateTest, ACredentialAloneCannotRenewAwayTheHostsCertificate) {
+  useSigner();  // certificates optional: a stream without one is let in
+  auto own = enrollWithCsr("web-1");
+  ASSERT_TRUE(own.ok());
+  auto stolen = plane_->enrollment().renewCertificate("web-1", creds_["web-1"], "", "csr", "x");
+  EXPECT_TRUE(absl::IsUnauthenticated(stolen.status())) << stolen.status();
+  EXPECT_EQ(plane_->hosts().get("web-1")->client_cert_sha256, own->sha256_hex);
+  EXPECT_TRUE(openWith("web-1", own->sha256_hex).ok());
+  // Once the certificate expired, the credential may get a new one (else the host would be
+  // locked out of certificates for good).
+  clock_.advanceMs(3'600'000);
+  auto fresh = plane_->enrollment().renewCertificate("web-1", creds_["web-1"], "", "csr", "x");
+  EXPECT_TRUE(fresh.ok()) << fresh.status();
+}
+
+TEST_F(ClientCertificateTest, ARenewalWhoseReplyWasLostIsRedoneWithoutLockingTheAgentOut) {
+  config_.require_client_certs = true;
+  openPlane();
+  useSigner();
+  auto first = enrollWithCsr("web-1");
+  ASSERT_TRUE(first.ok());
+  auto lost = plane_->enrollment().renewCertificate("web-1", creds_["web-1"], first->sha256_hex,
+                                                    "csr", "test");
+  ASSERT_TRUE(lost.ok());
+  // The agent never got `lost` and retries with the certificate it still has.
+  auto again = plane_->enrollment().renewCertificate("web-1", creds_["web-1"], first->sha256_hex,
+                                                     "csr", "test");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_TRUE(openWith("web-1", first->sha256_hex).ok()) << "still its certificate";
+  EXPECT_TRUE(absl::IsUnauthenticated(openWith("web-1", lost->sha256_hex)));
+  EXPECT_TRUE(openWith("web-1", again->sha256_hex).ok());
+}
+
 TEST_F(ClientCertificateTest, RenewalKeepsThePreviousUntilTheNewOneIsUsedAndSurvivesARestart) {
   config_.require_client_certs = true;
   openPlane();
