@@ -18,6 +18,7 @@ struct SimFleet::Agent {
   std::string credential;
   std::string client_key_pem, client_cert_pem;  // mTLS
   grpc_ssl_session_cache* session_cache = nullptr;
+  std::shared_ptr<grpc::ChannelCredentials> credentials;  // one per agent, as in the agent
   std::shared_ptr<grpc::Channel> channel;
   std::mutex mu;
   std::shared_ptr<agent::LinkStream> stream;
@@ -62,6 +63,8 @@ SimFleet::SimFleet(SimOptions options, std::vector<std::pair<std::string, std::s
       a->session_cache = grpc_ssl_session_cache_create_lru(1);
     }
     channel.session_cache = a->session_cache;
+    a->credentials = agent::makeCredentials(channel.security);
+    channel.credentials = a->credentials;
     a->channel = agent::makeChannel(channel);
     agents_.push_back(std::move(a));
   }
@@ -170,6 +173,7 @@ void SimFleet::connect(size_t index) {
       options.security.client_key_pem = a.client_key_pem;
       options.security.client_cert_pem = a.client_cert_pem;
       options.session_cache = a.session_cache;
+      options.credentials = a.credentials;
       retired = std::move(a.channel);
       a.channel = agent::makeChannel(options);
       a.needs_new_channel = false;

@@ -165,11 +165,17 @@ std::shared_ptr<grpc::Channel> makeChannel(const ChannelOptions& options) {
         static_cast<grpc_ssl_session_cache*>(options.session_cache));
     args.SetPointerWithVtable(arg.key, arg.value.pointer.p, arg.value.pointer.vtable);
   }
+  auto credentials = options.credentials ? options.credentials : makeCredentials(options.security);
+  return grpc::CreateCustomChannel(options.target, credentials, args);
+}
+
+std::shared_ptr<grpc::ChannelCredentials> makeCredentials(const LinkSecurity& security) {
+  if (security.plaintext) return grpc::InsecureChannelCredentials();
   grpc::SslCredentialsOptions ssl;
-  ssl.pem_root_certs = options.security.ca_pem;
-  ssl.pem_private_key = options.security.client_key_pem;
-  ssl.pem_cert_chain = options.security.client_cert_pem;
-  return grpc::CreateCustomChannel(options.target, grpc::SslCredentials(ssl), args);
+  ssl.pem_root_certs = security.ca_pem;
+  ssl.pem_private_key = security.client_key_pem;
+  ssl.pem_cert_chain = security.client_cert_pem;
+  return grpc::SslCredentials(ssl);
 }
 
 absl::StatusOr<muster::v1::EnrollResponse> enroll(const std::shared_ptr<grpc::Channel>& channel,
@@ -214,18 +220,22 @@ class GrpcLink final : public Link {
     options.target = target_;
     options.security = security_;
     options.session_cache = session_cache_;
+    if (!credentials_) credentials_ = makeCredentials(security_);
+    options.credentials = credentials_;
     auto fresh = makeChannel(options);
     std::lock_guard lock(channel_mu_);
     channel_.swap(fresh);  // the old channel is released after the lock
   }
   void secure(const LinkSecurity& security) override {
     security_ = security;
+    credentials_.reset();
     freshSessions();
     reset();
   }
   void presentCertificate(const std::string& key_pem, const std::string& cert_pem) override {
     security_.client_key_pem = key_pem;
     security_.client_cert_pem = cert_pem;
+    credentials_.reset();
     freshSessions();
   }
   absl::StatusOr<std::string> renewCertificate(const std::string& agent_id,
@@ -265,6 +275,7 @@ class GrpcLink final : public Link {
 
   std::string target_;
   LinkSecurity security_;
+  std::shared_ptr<grpc::ChannelCredentials> credentials_;  // made for security_
   // Reconnects resume the TLS session (no full handshake after a blip).
   grpc_ssl_session_cache* session_cache_ = grpc_ssl_session_cache_create_lru(4);
   std::mutex channel_mu_;  // channel_ is read by renewCertificate() on another thread

@@ -13,7 +13,8 @@
 
 namespace grpc {
 class Channel;
-}
+class ChannelCredentials;
+}  // namespace grpc
 
 namespace muster::agent {
 
@@ -26,8 +27,13 @@ struct ChannelOptions {
   LinkSecurity security;  // TLS unless security.plaintext
   // TLS session cache shared by channels (resumption across reconnects); may be null.
   void* session_cache = nullptr;
+  // Credentials from makeCredentials(security), reused by every channel made again for the
+  // same security (a reconnect): its channels share one TLS context, so a reconnect neither
+  // makes one nor parses the CA again. Null: made for this channel.
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
 };
 
+std::shared_ptr<grpc::ChannelCredentials> makeCredentials(const LinkSecurity& security);
 std::shared_ptr<grpc::Channel> makeChannel(const ChannelOptions& options);
 
 absl::StatusOr<muster::v1::EnrollResponse> enroll(const std::shared_ptr<grpc::Channel>& channel,

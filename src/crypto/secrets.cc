@@ -10,6 +10,14 @@
 
 namespace muster::crypto {
 
+std::string randomBytes(int bytes) {
+  std::string out(static_cast<size_t>(bytes), '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), bytes) != 1) {
+    throw std::runtime_error("RAND_bytes failed");
+  }
+  return out;
+}
+
 std::string randomToken(std::string_view prefix, int bytes) {
   static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
   std::vector<unsigned char> buf(static_cast<size_t>(bytes));

@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -32,7 +34,34 @@ absl::StatusOr<std::unique_ptr<ServerIdentity>> ServerIdentity::open(const Optio
   }
   absl::Status st = given ? id->loadGiven() : id->loadOwn();
   if (!st.ok()) return st;
+  if (st = id->loadTicketKey(); !st.ok()) return st;
   return id;
+}
+
+absl::Status ServerIdentity::loadTicketKey() {
+  if (options_.dir.empty()) {  // nowhere to keep it: this process's tickets only
+    ticket_key_ = randomBytes(kTicketKeyBytes);
+    return absl::OkStatus();
+  }
+  if (auto st = common::makeDirs(options_.dir, 0700); !st.ok()) return st;
+  const std::string path = options_.dir + "/session-ticket.key";
+  std::error_code ec;
+  auto written = std::filesystem::last_write_time(path, ec);
+  bool fresh = !ec && std::filesystem::file_time_type::clock::now() - written <
+                          std::chrono::hours(24 * kTicketKeyDays);
+  if (fresh) {
+    auto data = common::readFile(path);
+    if (data.ok() && data->size() == static_cast<size_t>(kTicketKeyBytes)) {
+      ticket_key_ = *std::move(data);
+      return absl::OkStatus();
+    }
+  }
+  ticket_key_ = randomBytes(kTicketKeyBytes);
+  if (auto st = common::writeFileAtomic(path, ticket_key_, 0600); !st.ok()) {
+    return absl::InternalError(
+        absl::StrCat("cannot keep the TLS session ticket key in ", path, ": ", st.message()));
+  }
+  return absl::OkStatus();
 }
 
 std::shared_ptr<const TlsMaterial> ServerIdentity::current() const {

@@ -54,6 +54,13 @@ class ServerIdentity {
   // Renews the server certificate when it is due (own CA) or reloads the operator's files
   // when they changed. Returns true when a new snapshot was installed.
   absl::StatusOr<bool> refresh();
+  // The key that encrypts TLS session tickets (80 bytes), kept in DIR/session-ticket.key so
+  // that agents resume their sessions after musterd restarts instead of each making a full
+  // handshake. Made afresh at start-up when missing or older than kTicketKeyDays: tickets
+  // live that long, and a key is not used for longer.
+  const std::string& sessionTicketKey() const { return ticket_key_; }
+  static constexpr int kTicketKeyBytes = 80;
+  static constexpr int kTicketKeyDays = 7;
 
  private:
   ServerIdentity(Options options, const common::Clock& clock)
@@ -61,12 +68,14 @@ class ServerIdentity {
   absl::Status loadOwn();
   absl::Status loadGiven();
   absl::Status install(std::string key_pem, std::string cert_pem);
+  absl::Status loadTicketKey();
   int64_t nowS() const { return clock_.nowMs() / 1000; }
 
   const Options options_;
   const common::Clock& clock_;
   KeyAndCert ca_;                  // key empty unless musterd may sign
   std::string given_fingerprint_;  // operator's files as last loaded (content hash)
+  std::string ticket_key_;
   mutable std::mutex mu_;
   std::shared_ptr<const TlsMaterial> current_;
   uint64_t generation_ = 0;

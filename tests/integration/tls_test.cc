@@ -3,6 +3,7 @@
 // malformed, a CA that changed), certificate names, what a capture of the wire shows, and
 // certificates swapped under live links.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <random>
@@ -484,6 +485,47 @@ TEST(TlsTest, SwappedCertificateFilesServeNewHandshakesWithoutDroppingLinks) {
   AgentProc late(dir, server, "swap-2", token);
   EXPECT_TRUE(waitFor([&] { return server.hostStatus("swap-2") == "online"; }))
       << late.process().err();
+}
+
+// musterd's count of agent streams by TLS handshake ("resumed" or "full"); -1 if absent.
+long tlsStreams(const Musterd& server, const std::string& handshake) {
+  const std::string name = "muster_agent_tls_streams_total{handshake=\"" + handshake + "\"} ";
+  std::string metrics = server.get("/metrics").body;
+  size_t at = metrics.find("\n" + name);
+  return at == std::string::npos ? -1 : std::stol(metrics.substr(at + 1 + name.size()));
+}
+
+TEST(TlsTest, AgentsResumeTheirTlsSessionAfterMusterdRestarts) {
+  TempDir dir;
+  Musterd server(dir);
+  AgentProc agent(dir, server, "resume-1", server.enrollToken());
+  ASSERT_TRUE(waitFor([&] { return server.hostStatus("resume-1") == "online"; }))
+      << agent.process().err();
+  EXPECT_EQ(tlsStreams(server, "full"), 1);
+  EXPECT_EQ(tlsStreams(server, "resumed"), 0);
+  const std::string key_file = server.dataDir() + "/tls/session-ticket.key";
+  ASSERT_EQ(readFileOr(key_file).size(), 80u);
+
+  // Restarted with the same ticket key: the agent's ticket still opens its session, so the
+  // reconnect is an abbreviated handshake (no certificate sent, signed or verified).
+  server.kill9();
+  server.start();
+  EXPECT_TRUE(waitFor([&] { return tlsStreams(server, "resumed") == 1; }, 30s))
+      << agent.process().err();
+  EXPECT_EQ(tlsStreams(server, "full"), 0);
+
+  // Without the key (a new one is made), the old ticket opens nothing: a full handshake.
+  server.kill9();
+  ASSERT_EQ(::unlink(key_file.c_str()), 0);
+  server.start();
+  EXPECT_TRUE(waitFor([&] { return tlsStreams(server, "full") == 1; }, 30s))
+      << agent.process().err();
+  EXPECT_EQ(tlsStreams(server, "resumed"), 0);
+  // The link works either way.
+  auto ran = server.run({"resume-1"}, "echo resumed");
+  std::string id = str(ran.at("commands").as_array().at(0), "id");
+  EXPECT_TRUE(waitFor([&] { return server.commandState(id) == "succeeded"; }));
+  EXPECT_EQ(server.output(id), "resumed\n");
 }
 
 }  // namespace

@@ -92,6 +92,13 @@ ApiReply metricsReply(ControlPlane& plane, const RequestStats* stats) {
                absl::StrCat("state=\"", std::string(model::toString(state)), "\""),
                core.results_by_state[s].load(std::memory_order_relaxed));
   }
+  out.family("muster_agent_tls_streams_total", "counter",
+             "Agent streams opened over TLS, by whether the connection resumed a TLS session "
+             "(abbreviated handshake) or made a full one");
+  out.sample("muster_agent_tls_streams_total", "handshake=\"resumed\"",
+             core.tls_streams_resumed.load(std::memory_order_relaxed));
+  out.sample("muster_agent_tls_streams_total", "handshake=\"full\"",
+             core.tls_streams_full.load(std::memory_order_relaxed));
   out.family("muster_commands_created_total", "counter",
              "Commands created since the server started (one per target host).");
   out.sample("muster_commands_created_total", "",

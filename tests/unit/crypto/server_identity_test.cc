@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <filesystem>
 #include <random>
 
@@ -106,6 +107,40 @@ TEST_F(ServerIdentityTest, FirstOpenCreatesTheCaAndCertificateWithPrivateKeys) {
   EXPECT_TRUE(verifyServerChain(m->chain_pem, m->ca_pem, "127.0.0.1", nowS()).ok());
   EXPECT_TRUE(verifyServerChain(m->chain_pem, m->ca_pem, "localhost", nowS()).ok());
   EXPECT_EQ(m->not_after_s, inspectCert(m->chain_pem)->not_after_s);
+}
+
+TEST_F(ServerIdentityTest, TheSessionTicketKeyIsKeptPrivateAndSurvivesAReopen) {
+  const std::string key_file = path("tls/session-ticket.key");
+  std::string first;
+  {
+    auto id = mustOpen(own());
+    ASSERT_NE(id, nullptr);
+    first = id->sessionTicketKey();
+  }
+  ASSERT_EQ(first.size(), static_cast<size_t>(ServerIdentity::kTicketKeyBytes));
+  EXPECT_EQ(modeOf(key_file), 0600);
+  EXPECT_EQ(common::readFile(key_file).value_or(""), first);
+  auto again = mustOpen(own());
+  ASSERT_NE(again, nullptr);
+  EXPECT_EQ(again->sessionTicketKey(), first) << "a restart keeps the key: agents resume";
+}
+
+TEST_F(ServerIdentityTest, AnOldOrDamagedSessionTicketKeyIsReplaced) {
+  const std::string key_file = path("tls/session-ticket.key");
+  std::string first = mustOpen(own())->sessionTicketKey();
+  // Older than the tickets' lifetime: a new key (the file's own age, not the test clock).
+  std::filesystem::last_write_time(
+      key_file, std::filesystem::file_time_type::clock::now() -
+                    std::chrono::hours(24 * (ServerIdentity::kTicketKeyDays + 1)));
+  std::string second = mustOpen(own())->sessionTicketKey();
+  EXPECT_NE(second, first);
+  EXPECT_EQ(second.size(), static_cast<size_t>(ServerIdentity::kTicketKeyBytes));
+  EXPECT_EQ(common::readFile(key_file).value_or(""), second);
+  // A file of the wrong size (truncated, edited) is not used as a key.
+  ASSERT_TRUE(common::writeFileAtomic(key_file, "short", 0600).ok());
+  std::string third = mustOpen(own())->sessionTicketKey();
+  EXPECT_EQ(third.size(), static_cast<size_t>(ServerIdentity::kTicketKeyBytes));
+  EXPECT_NE(third, second);
 }
 
 TEST_F(ServerIdentityTest, ReopenReusesTheCaAndTheCertificate) {
