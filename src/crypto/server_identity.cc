@@ -1,6 +1,7 @@
 #include "crypto/server_identity.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <chrono>
@@ -45,10 +46,20 @@ absl::Status ServerIdentity::loadTicketKey() {
   }
   if (auto st = common::makeDirs(options_.dir, 0700); !st.ok()) return st;
   const std::string path = options_.dir + "/session-ticket.key";
+  // Whoever holds this key can make tickets the server accepts and read what resumed
+  // sessions derive from them: kept like a private key (0600, owner only). A file that is
+  // more open, dated in the future (a restored backup, a clock set back) or older than the
+  // tickets' lifetime is replaced.
   std::error_code ec;
   auto written = std::filesystem::last_write_time(path, ec);
-  bool fresh = !ec && std::filesystem::file_time_type::clock::now() - written <
-                          std::chrono::hours(24 * kTicketKeyDays);
+  auto age = std::filesystem::file_time_type::clock::now() - written;
+  struct stat st {};
+  bool private_file = ::stat(path.c_str(), &st) == 0 && (st.st_mode & 077) == 0;
+  bool fresh = !ec && private_file && age >= std::chrono::hours(-1) &&
+               age < std::chrono::hours(24 * kTicketKeyDays);
+  if (!ec && !private_file) {
+    spdlog::warn("{} is readable by others: replacing the TLS session ticket key", path);
+  }
   if (fresh) {
     auto data = common::readFile(path);
     if (data.ok() && data->size() == static_cast<size_t>(kTicketKeyBytes)) {

@@ -50,12 +50,14 @@ std::string metadataValue(const grpc::CallbackServerContext* ctx, const char* ke
   return std::string(range.first->second.data(), range.first->second.size());
 }
 
-// The fingerprint (SHA-256 of the DER) of the client certificate TLS verified for this call
-// against musterd's CA; "" when the agent presented none. A certificate made out to another
-// agent than the call names is refused here: the identity of the certificate must be the
-// agent id of every call.
+// The fingerprint (SHA-256 of the DER) of the client certificate of this call's connection
+// (verified against musterd's CA by the full handshake that made its TLS session); "" when the
+// agent presented none. A certificate made out to another agent than the call names is
+// refused here: the identity of the certificate must be the agent id of every call. So is one
+// outside its validity now: a resumed TLS session is not verified again, so a certificate that
+// expired since its full handshake must not ride on it.
 absl::StatusOr<std::string> clientCertificate(const grpc::CallbackServerContext* ctx,
-                                              const std::string& agent_id) {
+                                              const std::string& agent_id, int64_t now_s) {
   auto auth = ctx->auth_context();
   if (!auth) return std::string();
   auto pems = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
@@ -66,6 +68,13 @@ absl::StatusOr<std::string> clientCertificate(const grpc::CallbackServerContext*
     return absl::UnauthenticatedError(absl::StrCat(
         "the client certificate names '", info->subject_cn.substr(0, 140), "', not agent '",
         agent_id.substr(0, 140), "': each agent presents its own certificate"));
+  }
+  if (now_s < info->not_before_s || now_s >= info->not_after_s) {
+    return absl::UnauthenticatedError(absl::StrCat(
+        "the client certificate of agent '", agent_id.substr(0, 140),
+        "' is not valid now (expired, or not yet valid): enroll it again with a token from "
+        "`muster token create --enroll --host ",
+        agent_id.substr(0, 140), "`"));
   }
   return info->sha256_hex;
 }
@@ -194,7 +203,8 @@ class LinkStream final
     absl::Status st;
     if (auth.rfind(kBearer, 0) != 0) {
       st = absl::UnauthenticatedError("missing agent credential (authorization: Bearer ...)");
-    } else if (auto cert = clientCertificate(ctx, agent_id); !cert.ok()) {
+    } else if (auto cert = clientCertificate(ctx, agent_id, plane.clock().nowMs() / 1000);
+               !cert.ok()) {
       st = cert.status();
     } else {
       st = plane.openStream(session_, auth.substr(kBearer.size()), *cert);
@@ -483,7 +493,7 @@ class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
                                    "missing agent credential (authorization: Bearer ...)"));
       return reactor;
     }
-    auto cert = clientCertificate(ctx, agent_id);
+    auto cert = clientCertificate(ctx, agent_id, plane_.clock().nowMs() / 1000);
     if (!cert.ok()) {
       reactor->Finish(toGrpc(cert.status()));
       return reactor;

@@ -141,6 +141,15 @@ TEST_F(ServerIdentityTest, AnOldOrDamagedSessionTicketKeyIsReplaced) {
   std::string third = mustOpen(own())->sessionTicketKey();
   EXPECT_EQ(third.size(), static_cast<size_t>(ServerIdentity::kTicketKeyBytes));
   EXPECT_NE(third, second);
+  // Readable by others: no longer a secret, replaced (and the new one is 0600).
+  ASSERT_EQ(::chmod(key_file.c_str(), 0644), 0);
+  std::string fourth = mustOpen(own())->sessionTicketKey();
+  EXPECT_NE(fourth, third);
+  EXPECT_EQ(modeOf(key_file), 0600);
+  // Dated in the future (a restored backup, a clock set back): its age says nothing.
+  std::filesystem::last_write_time(
+      key_file, std::filesystem::file_time_type::clock::now() + std::chrono::hours(24 * 30));
+  EXPECT_NE(mustOpen(own())->sessionTicketKey(), fourth);
 }
 
 TEST_F(ServerIdentityTest, ReopenReusesTheCaAndTheCertificate) {
