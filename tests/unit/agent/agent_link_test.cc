@@ -102,7 +102,12 @@ TEST_F(AgentLinkTest, EnrollsThroughTheLinkAndSaysHelloFirst) {
   auto agent = makeAgent();
   ASSERT_TRUE(agent);
   std::thread loop([&] { EXPECT_TRUE(agent->run().ok()); });
-  ASSERT_TRUE(waitFor([&] { return wire_->streams() == 1; }));
+  // The stream opens before its first message is sent: wait for both.
+  ASSERT_TRUE(waitFor([&] {
+    if (wire_->streams() != 1) return false;
+    std::lock_guard lock(wire_->mu);
+    return !wire_->sent.empty();
+  }));
   {
     std::lock_guard lock(wire_->mu);
     ASSERT_FALSE(wire_->sent.empty());
