@@ -470,7 +470,8 @@ class LoadGen {
     // The load tool's own CPU over the storm (its 10,000 clients' reconnects and handshakes
     // run on the same cores as musterd).
     const double tool_cpu_s = selfCpuSeconds() - tool_cpu0;
-    // Streams of the restarted server whose connection resumed a TLS session (-1: plaintext).
+    // Streams of the restarted server by TLS handshake (0 and 0 in plaintext; -1: a musterd
+    // without the metric).
     double resumed = metric("muster_agent_tls_streams_total{handshake=\"resumed\"}");
     double full = metric("muster_agent_tls_streams_total{handshake=\"full\"}");
     char human[480];

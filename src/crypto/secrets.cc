@@ -6,7 +6,6 @@
 #include <openssl/rand.h>
 
 #include <stdexcept>
-#include <vector>
 
 namespace muster::crypto {
 
@@ -20,13 +19,12 @@ std::string randomBytes(int bytes) {
 
 std::string randomToken(std::string_view prefix, int bytes) {
   static constexpr char kAlphabet[] = "abcdefghijklmnopqrstuvwxyz234567";
-  std::vector<unsigned char> buf(static_cast<size_t>(bytes));
-  if (RAND_bytes(buf.data(), bytes) != 1) throw std::runtime_error("RAND_bytes failed");
+  const std::string buf = randomBytes(bytes);
   std::string out(prefix);
   uint32_t acc = 0;
   int bits = 0;
-  for (unsigned char b : buf) {
-    acc = (acc << 8) | b;
+  for (char c : buf) {
+    acc = (acc << 8) | static_cast<unsigned char>(c);
     bits += 8;
     while (bits >= 5) {
       out.push_back(kAlphabet[(acc >> (bits - 5)) & 31]);
