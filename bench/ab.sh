@@ -8,6 +8,8 @@
 #        MUSTER_AB_OUT (results; default /tmp/muster-ab-out/<time>),
 #        MUSTER_AB_SCENARIO (default fanout,reconnect-storm; "connect" for memory only),
 #        MUSTER_AB_HEAD_ARGS (extra musterd flags for the head, e.g. to isolate one feature),
+#        MUSTER_AB_BASE_LIBS (a directory of older gRPC libraries for the base run, load tool
+#        included: A/B of a change to scripts/patches/ with `cp -a` of the old prefix's lib/),
 #        MUSTER_AB_BASE_LINK / MUSTER_AB_HEAD_LINK (the loadgen's --link for each: old for a
 #        musterd from before TLS, plaintext, or tls; default old / plaintext). TLS against
 #        plaintext of the same code: MUSTER_AB_BASE_LINK=plaintext MUSTER_AB_HEAD_LINK=tls
@@ -58,7 +60,11 @@ for ((pair = 1; pair <= PAIRS; pair++)); do
     fi
     sleep 5  # TIME_WAIT sockets of the previous run drain
     # Each variant keeps its own data dir (enrolled once, reused by later pairs).
-    "$loadgen" --musterd "${musterd[$v]}" --agents "$N" --addresses $((N / 8000 + 1)) \
+    libs=()
+    if [ "$v" = base ] && [ -n "${MUSTER_AB_BASE_LIBS:-}" ]; then
+      libs=(env "LD_LIBRARY_PATH=$MUSTER_AB_BASE_LIBS")
+    fi
+    "${libs[@]}" "$loadgen" --musterd "${musterd[$v]}" --agents "$N" --addresses $((N / 8000 + 1)) \
       --scenario "${MUSTER_AB_SCENARIO:-fanout,reconnect-storm}" --work-dir "/tmp/muster-ab-$v-$N" \
       --heartbeat-seconds 30 "${extra[@]}" > "$OUT/$v-$pair.jsonl" ||
       log "$v pair $pair: loadgen reported a failure"

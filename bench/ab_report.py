@@ -10,10 +10,12 @@ out_dir, base_rev, head_rev, n = sys.argv[1:5]
 FIGURES = [
     # (name, scenario, key, format)
     ("fan-out p99, median of rounds (ms)", "fanout", "median_p99_ms", "{:.0f}"),
-    ("server RSS per agent (KB)", "connect", "rss_per_agent_kb", "{:.1f}"),
+    ("server RSS per agent, settled (KB)", "connect", "rss_per_agent_kb", "{:.1f}"),
+    ("server RSS per agent, last agent online (KB)", "connect", "rss_online_per_agent_kb", "{:.1f}"),
     ("time until all online (s)", "connect", "seconds", "{:.2f}"),
     ("reconnect storm: all back (s)", "reconnect-storm", "seconds", "{:.2f}"),
     ("reconnect storm: musterd CPU (s)", "reconnect-storm", "server_cpu_s", "{:.1f}"),
+    ("reconnect storm: load tool CPU (s)", "reconnect-storm", "tool_cpu_s", "{:.1f}"),
 ]
 
 runs = {"base": [], "head": []}

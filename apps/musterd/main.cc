@@ -25,6 +25,7 @@
 #include "common/duration.h"
 #include "common/fmt_absl.h"
 #include "common/fs.h"
+#include "common/heap_trim.h"
 #include "common/ids.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -417,9 +418,17 @@ int run(const Flags& flags) {
   std::thread ticker([&] {
     std::unique_lock lock(tick_mu);
     int64_t next_tls_refresh = common::SystemClock::instance().steadyMs() + *tls_refresh;
+    // After a burst of connections settles (a reconnect storm, a fleet coming up), the holes
+    // its handshakes left are given back to the kernel (docs/benchmarks.md: ~2 KB per TLS agent).
+    common::HeapTrimPolicy trim_policy;
+    const auto& streams_opened = plane.commands().metrics().streams_opened;
     while (!tick_cv.wait_for(lock, std::chrono::milliseconds(250), [&] { return stop.load(); })) {
       plane.tick();
       int64_t now = common::SystemClock::instance().steadyMs();
+      if (trim_policy.due(streams_opened.load(std::memory_order_relaxed), now)) {
+        spdlog::debug("gave free heap pages back after a burst of connections in {:.1f} ms",
+                      common::trimHeap());
+      }
       if (tls && now >= next_tls_refresh) {
         // Renew the server certificate before it expires (or reload the operator's files):
         // new handshakes get the new one, links already up are not dropped.

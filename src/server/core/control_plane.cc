@@ -67,6 +67,7 @@ absl::Status ControlPlane::openStream(const std::shared_ptr<Session>& session,
                                       const std::string& credential,
                                       const std::string& client_cert_sha256) {
   if (!accepting_) return absl::UnavailableError("server is shutting down; reconnect later");
+  commands_.metrics().streams_opened.fetch_add(1, std::memory_order_relaxed);
   if (!common::isValidAgentId(session->agentId())) {
     return absl::InvalidArgumentError(absl::StrCat("invalid agent id '",
                                                    session->agentId().substr(0, 140),

@@ -36,6 +36,8 @@ struct CoreMetrics {
   // Terminal results stored since start, by model::CommandState value.
   std::array<std::atomic<uint64_t>, 8> results_by_state{};
   std::atomic<uint64_t> commands_created{0};
+  // Agent streams that asked to open (authenticated or not), over any transport.
+  std::atomic<uint64_t> streams_opened{0};
   // Agent streams opened over TLS, by whether their connection resumed a TLS session
   // (an abbreviated handshake: no certificate sent or verified) or made a full handshake.
   std::atomic<uint64_t> tls_streams_resumed{0};
