@@ -419,7 +419,7 @@ int run(const Flags& flags) {
     std::unique_lock lock(tick_mu);
     int64_t next_tls_refresh = common::SystemClock::instance().steadyMs() + *tls_refresh;
     // After a burst of connections settles (a reconnect storm, a fleet coming up), the holes
-    // its handshakes left are given back to the kernel (docs/benchmarks.md: ~2 KB per TLS agent).
+    // its handshakes left are given back to the kernel (docs/benchmarks.md: ~3 KB per TLS agent).
     common::HeapTrimPolicy trim_policy;
     const auto& streams_opened = plane.commands().metrics().streams_opened;
     while (!tick_cv.wait_for(lock, std::chrono::milliseconds(250), [&] { return stop.load(); })) {

@@ -14,7 +14,7 @@ namespace muster::common {
 class HeapTrimPolicy {
  public:
   struct Options {
-    int64_t window_ms = 5000;   // how often the count is looked at; one quiet window ends a burst
+    int64_t window_ms = 5000;  // how often the count is looked at; one quiet window ends a burst
     uint64_t min_streams = 500;
     uint64_t max_streams = 20000;
   };

@@ -172,23 +172,20 @@ TEST(SecretsTest, TokensAreRandomAndHashesStable) {
   EXPECT_FALSE(crypto::constantTimeEquals("abc", "abcd"));
 }
 
-}  // namespace
-}  // namespace muster::common
-
 TEST(HeapTrimPolicyTest, TrimsOnceABurstIsFollowedByAQuietWindow) {
-  muster::common::HeapTrimPolicy p({.window_ms = 1000, .min_streams = 100, .max_streams = 1000});
-  EXPECT_FALSE(p.due(0, 0));        // the first look only starts counting
-  EXPECT_FALSE(p.due(50, 500));     // not a window yet
-  EXPECT_FALSE(p.due(150, 1000));   // a burst still going
-  EXPECT_FALSE(p.due(300, 2000));   // still going
-  EXPECT_TRUE(p.due(300, 3000));    // quiet for a window after >= 100 new streams
-  EXPECT_FALSE(p.due(300, 4000));   // nothing new since the trim
+  HeapTrimPolicy p({.window_ms = 1000, .min_streams = 100, .max_streams = 1000});
+  EXPECT_FALSE(p.due(0, 0));       // the first look only starts counting
+  EXPECT_FALSE(p.due(50, 500));    // not a window yet
+  EXPECT_FALSE(p.due(150, 1000));  // a burst still going
+  EXPECT_FALSE(p.due(300, 2000));  // still going
+  EXPECT_TRUE(p.due(300, 3000));   // quiet for a window after >= 100 new streams
+  EXPECT_FALSE(p.due(300, 4000));  // nothing new since the trim
   EXPECT_FALSE(p.due(350, 5000));
-  EXPECT_FALSE(p.due(350, 6000));   // quiet, but only 50 since the trim
+  EXPECT_FALSE(p.due(350, 6000));  // quiet, but only 50 since the trim
 }
 
 TEST(HeapTrimPolicyTest, TrimsUnderChurnThatIsNeverQuiet) {
-  muster::common::HeapTrimPolicy p({.window_ms = 1000, .min_streams = 100, .max_streams = 1000});
+  HeapTrimPolicy p({.window_ms = 1000, .min_streams = 100, .max_streams = 1000});
   EXPECT_FALSE(p.due(0, 0));
   uint64_t opened = 0;
   int trims = 0;
@@ -198,3 +195,6 @@ TEST(HeapTrimPolicyTest, TrimsUnderChurnThatIsNeverQuiet) {
   }
   EXPECT_EQ(trims, 3);  // at 1200, 2400 and 3600 streams: every >= 1000
 }
+
+}  // namespace
+}  // namespace muster::common
