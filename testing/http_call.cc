@@ -30,7 +30,8 @@ struct CurlDeleter {
 }  // namespace
 
 HttpResult httpCall(const std::string& method, const std::string& url, const std::string& token,
-                    const std::string* body, long timeout_s, const std::string& ca_file) {
+                    const std::string* body, long timeout_s, const std::string& ca_file,
+                    const std::vector<std::string>& extra_headers) {
   thread_local std::unique_ptr<CURL, CurlDeleter> handle(curl_easy_init());  // keep-alive
   CURL* curl = handle.get();
   HttpResult r;
@@ -39,6 +40,7 @@ HttpResult httpCall(const std::string& method, const std::string& url, const std
   std::string auth = "Authorization: Bearer " + token;
   if (!token.empty()) headers = curl_slist_append(headers, auth.c_str());
   headers = curl_slist_append(headers, "Content-Type: application/json");
+  for (const auto& h : extra_headers) headers = curl_slist_append(headers, h.c_str());
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method.c_str());

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace muster::testkit {
 
@@ -15,7 +16,8 @@ struct HttpResult {
 // not null) and a timeout in seconds. Reuses one connection per calling thread.
 // https:// URLs are verified against `ca_file` (a PEM file; empty: the system's CAs).
 HttpResult httpCall(const std::string& method, const std::string& url, const std::string& token,
-                    const std::string* body, long timeout_s, const std::string& ca_file = "");
+                    const std::string* body, long timeout_s, const std::string& ca_file = "",
+                    const std::vector<std::string>& extra_headers = {});
 
 // A TCP port on 127.0.0.1 that was free a moment ago, below the kernel's range for outgoing
 // connections, and claimed for this process (a lock file in /tmp/muster-test-ports) so no

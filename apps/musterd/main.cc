@@ -20,8 +20,10 @@
 #include <thread>
 #include <tuple>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "common/byte_size.h"
 #include "common/duration.h"
 #include "common/fmt_absl.h"
 #include "common/fs.h"
@@ -31,10 +33,12 @@
 #include "common/net.h"
 #include "common/worker_pool.h"
 #include "crypto/server_identity.h"
+#include "server/core/artifact_service.h"
 #include "server/core/control_plane.h"
 #include "server/grpc/agent_link_server.h"
 #include "server/http/http_server.h"
 #include "server/http/install.h"
+#include "store/fs/fs_artifact_store.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace {
@@ -46,8 +50,18 @@ struct Flags {
   std::vector<std::string> grpc_listen = {"127.0.0.1:7443"};
   std::string heartbeat_interval = "10s";
   std::string default_expiry = "24h";
-  std::string events_retention = "90d";  // 0 or "forever": never swept
-  int64_t max_agents = 0;                // 0: the descriptor limit minus a reserve
+  std::string events_retention = "90d";   // 0 or "forever": never swept
+  std::string artifact_retention = "7d";  // 0 or "forever": never swept
+  std::string artifact_quota = "80%";     // of the data dir's filesystem, or a size
+  std::string artifact_max_bytes = "4GiB";
+  std::vector<std::string> artifact_purpose_max;  // purpose=size
+  int64_t artifact_upload_slots = 2;
+  int64_t artifact_download_slots = 2;
+  int64_t artifact_attempts = 3;
+  std::string artifact_header_timeout = "5s";
+  std::string artifact_progress_timeout = "30s";
+  std::string artifact_transfer_timeout = "10m";
+  int64_t max_agents = 0;  // 0: the descriptor limit minus a reserve
   int64_t reconnect_rate = 1000;
   // Bounds on what agents can fill (docs/architecture.md, "Bounds").
   std::string stuck_write_timeout = "60s";
@@ -190,7 +204,20 @@ int run(const Flags& flags) {
           ? absl::StatusOr<int64_t>(0)
           : common::parseDurationMsInRange("--events-retention", flags.events_retention,
                                            common::kDayMs, common::kMaxDurationMs);
-  for (const auto* parsed : {&heartbeat, &expiry, &retention}) {
+  auto artifact_retention =
+      flags.artifact_retention == "0" || flags.artifact_retention == "forever"
+          ? absl::StatusOr<int64_t>(0)
+          : common::parseDurationMsInRange("--artifact-retention", flags.artifact_retention,
+                                           common::kHourMs, common::kMaxDurationMs);
+  auto header_timeout = common::parseDurationMsInRange(
+      "--artifact-header-timeout", flags.artifact_header_timeout, 100, common::kHourMs);
+  auto progress_timeout = common::parseDurationMsInRange(
+      "--artifact-progress-timeout", flags.artifact_progress_timeout, 100, common::kHourMs);
+  auto transfer_timeout =
+      common::parseDurationMsInRange("--artifact-transfer-timeout", flags.artifact_transfer_timeout,
+                                     common::kSecondMs, common::kDayMs);
+  for (const auto* parsed : {&heartbeat, &expiry, &retention, &artifact_retention, &header_timeout,
+                             &progress_timeout, &transfer_timeout}) {
     if (!parsed->ok()) {
       std::cerr << "musterd: " << parsed->status().message() << "\n";
       return 2;
@@ -340,6 +367,74 @@ int run(const Flags& flags) {
   common::WorkerPool fanout(2, "musterd-fanout");
   common::WorkerPool janitor(1, "musterd-janitor");
   server::ControlPlane plane(**store, slow_path, common::SystemClock::instance(), config);
+  // Artifacts: content-addressed under DATA/artifacts, admitted per command expectation.
+  server::ArtifactConfig artifact_config;
+  store::fs::FsArtifactStoreOptions artifact_store_options{.dir = flags.data_dir + "/artifacts"};
+  {
+    auto max = common::parseByteSize("--artifact-max-bytes", flags.artifact_max_bytes);
+    if (!max.ok()) {
+      std::cerr << "musterd: " << max.status().message() << "\n";
+      return 2;
+    }
+    artifact_config.max_artifact_bytes = *max;
+    for (const auto& item : flags.artifact_purpose_max) {
+      size_t eq = item.find('=');
+      model::ArtifactPurpose purpose{};
+      auto size = common::parseByteSize("--artifact-purpose-max",
+                                        eq == std::string::npos ? "" : item.substr(eq + 1));
+      if (eq == std::string::npos || !model::parseArtifactPurpose(item.substr(0, eq), &purpose) ||
+          !size.ok()) {
+        std::cerr << "musterd: --artifact-purpose-max " << item
+                  << ": give PURPOSE=SIZE, e.g. package=8GiB (purposes: logs, bundle, file, "
+                     "package, shipment)\n";
+        return 2;
+      }
+      artifact_config.max_bytes_by_purpose[purpose] = *size;
+    }
+    const std::string& quota = flags.artifact_quota;
+    if (!quota.empty() && quota.back() == '%') {
+      double pct = 0;
+      if (!absl::SimpleAtod(quota.substr(0, quota.size() - 1), &pct) || pct <= 0 || pct > 100) {
+        std::cerr << "musterd: --artifact-quota " << quota
+                  << ": give a percentage of the data dir's filesystem (1-100%) or a size\n";
+        return 2;
+      }
+      artifact_store_options.quota_fraction = pct / 100;
+    } else {
+      auto bytes = common::parseByteSize("--artifact-quota", quota);
+      if (!bytes.ok() || *bytes == 0) {
+        std::cerr << "musterd: --artifact-quota " << quota
+                  << ": give a percentage of the data dir's filesystem (1-100%) or a size\n";
+        return 2;
+      }
+      artifact_store_options.quota_bytes = *bytes;
+    }
+  }
+  artifact_config.retention_ms = *artifact_retention;
+  artifact_config.upload_slots_per_agent = static_cast<size_t>(flags.artifact_upload_slots);
+  artifact_config.download_slots_per_agent = static_cast<size_t>(flags.artifact_download_slots);
+  artifact_config.max_attempts = static_cast<int>(flags.artifact_attempts);
+  artifact_config.header_timeout_ms = *header_timeout;
+  artifact_config.progress_timeout_ms = *progress_timeout;
+  artifact_config.transfer_timeout_ms = *transfer_timeout;
+  store::fs::FsArtifactStore artifact_store(artifact_store_options,
+                                            common::SystemClock::instance());
+  server::ArtifactService artifacts(artifact_store, plane.commands(),
+                                    common::SystemClock::instance(), artifact_config);
+  plane.setArtifacts(&artifacts);
+  plane.commands().setArtifactResolver(
+      [&artifacts](std::vector<model::ArtifactExpectation>& e) { return artifacts.resolve(e); });
+  plane.commands().setResultCheck(
+      [&artifacts](const std::string& command_id) { return artifacts.missingUploads(command_id); });
+  if (artifact_config.retention_ms > 0) {
+    plane.janitor().add(server::SweepTask{.name = "artifacts",
+                                          .retention_ms = artifact_config.retention_ms,
+                                          .sweep_batch =
+                                              [&artifacts](int64_t cutoff_ms, int64_t max_rows) {
+                                                return artifacts.sweepBatch(cutoff_ms, max_rows);
+                                              },
+                                          .batch_rows = 100});
+  }
   plane.commands().setFanoutExecutor(&fanout);
   plane.janitor().setExecutor(&janitor);
   if (tls && tls->canSignClients()) {
@@ -362,6 +457,11 @@ int run(const Flags& flags) {
     spdlog::error("cannot load state: {}", st.message());
     return 1;
   }
+  if (auto st = artifacts.start(); !st.ok()) {
+    spdlog::error("cannot open the artifact store in {}/artifacts: {}", flags.data_dir,
+                  st.message());
+    return 1;
+  }
   std::string admin_token_path = flags.data_dir + "/admin.token";
   if (auto st = plane.auth().bootstrapAdmin(admin_token_path); !st.ok()) {
     spdlog::error("cannot set up the admin API token in {}: {}", admin_token_path, st.message());
@@ -379,6 +479,7 @@ int run(const Flags& flags) {
   link_options.max_send_queue_messages = static_cast<size_t>(flags.max_send_queue);
   link_options.max_pending_enrolls = static_cast<size_t>(flags.max_pending_enrolls);
   link_options.tls = tls;
+  link_options.artifacts = &artifacts;
   http_options.tls = tls;
   auto link = server::grpcadapter::AgentLinkServer::start(plane, blocking, link_options);
   if (!link.ok()) {
@@ -424,6 +525,7 @@ int run(const Flags& flags) {
     const auto& streams_opened = plane.commands().metrics().streams_opened;
     while (!tick_cv.wait_for(lock, std::chrono::milliseconds(250), [&] { return stop.load(); })) {
       plane.tick();
+      artifacts.tick();
       int64_t now = common::SystemClock::instance().steadyMs();
       if (trim_policy.due(streams_opened.load(std::memory_order_relaxed), now)) {
         spdlog::debug("gave free heap pages back after a burst of connections in {:.1f} ms",
@@ -519,6 +621,39 @@ int main(int argc, char** argv) {
   app.add_option("--events-retention", flags.events_retention,
                  "audit events are kept this long (at least 1d), swept hourly; 0 or forever "
                  "keeps them all")
+      ->capture_default_str();
+  app.add_option("--artifact-retention", flags.artifact_retention,
+                 "artifacts are kept this long (at least 1h; pinned ones and those an open "
+                 "command needs are kept), swept hourly; 0 or forever keeps them all")
+      ->capture_default_str();
+  app.add_option("--artifact-quota", flags.artifact_quota,
+                 "total size of stored artifacts: a percentage of the data dir's filesystem "
+                 "or a size (500GiB)")
+      ->capture_default_str();
+  app.add_option("--artifact-max-bytes", flags.artifact_max_bytes, "largest artifact accepted")
+      ->capture_default_str();
+  app.add_option("--artifact-purpose-max", flags.artifact_purpose_max,
+                 "largest artifact of one purpose, PURPOSE=SIZE (repeatable; package=8GiB)");
+  app.add_option("--artifact-upload-slots", flags.artifact_upload_slots,
+                 "uploads one agent may run at once")
+      ->check(CLI::Range(int64_t{1}, int64_t{64}))
+      ->capture_default_str();
+  app.add_option("--artifact-download-slots", flags.artifact_download_slots,
+                 "downloads one agent may run at once")
+      ->check(CLI::Range(int64_t{1}, int64_t{64}))
+      ->capture_default_str();
+  app.add_option("--artifact-attempts", flags.artifact_attempts,
+                 "transfers a command may attempt per expected artifact")
+      ->check(CLI::Range(int64_t{1}, int64_t{100}))
+      ->capture_default_str();
+  app.add_option("--artifact-header-timeout", flags.artifact_header_timeout,
+                 "a transfer call must send its header within this")
+      ->capture_default_str();
+  app.add_option("--artifact-progress-timeout", flags.artifact_progress_timeout,
+                 "a transfer with no chunk received (or sent and read) this long is cut off")
+      ->capture_default_str();
+  app.add_option("--artifact-transfer-timeout", flags.artifact_transfer_timeout,
+                 "a transfer taking longer than this is cut off")
       ->capture_default_str();
   app.add_option("--stuck-write-timeout", flags.stuck_write_timeout,
                  "an agent stream whose write makes no progress this long is cancelled (0: off)")

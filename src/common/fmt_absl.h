@@ -17,3 +17,8 @@ struct fmt::formatter<absl::string_view> : fmt::formatter<std::string_view> {
   }
 };
 #endif
+
+namespace muster::common {
+// A std::string_view as Abseil's (absl::StrCat and friends take only the latter here).
+inline absl::string_view sv(std::string_view s) { return {s.data(), s.size()}; }
+}  // namespace muster::common

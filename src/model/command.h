@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "model/artifact.h"
 #include "model/host.h"
 
 namespace muster::model {
@@ -47,6 +48,8 @@ struct Command {
   std::string run_id;
   std::string host_id;
   ExecSpec exec;
+  // Transfers the command allows while it is in flight (server/core/artifact_service.h).
+  std::vector<ArtifactExpectation> artifacts;
   CommandState state = CommandState::kQueued;
   std::string idempotency_key;
   std::string created_by;

@@ -128,8 +128,9 @@ boost::json::value HttpResponse::json() const {
 
 namespace {
 HttpResponse request(const std::string& method, const std::string& url, const std::string& token,
-                     const std::string* body, const std::string& ca_file) {
-  auto r = testkit::httpCall(method, url, token, body, 30, ca_file);
+                     const std::string* body, const std::string& ca_file,
+                     const std::vector<std::string>& headers = {}) {
+  auto r = testkit::httpCall(method, url, token, body, 30, ca_file, headers);
   return HttpResponse{r.status, std::move(r.body)};
 }
 
@@ -190,6 +191,14 @@ int Musterd::stop() {
 
 HttpResponse Musterd::get(const std::string& path) const {
   return request("GET", httpBase() + path, admin_token_, nullptr, caFile());
+}
+
+HttpResponse Musterd::get(const std::string& path, const std::vector<std::string>& headers) const {
+  return request("GET", httpBase() + path, admin_token_, nullptr, caFile(), headers);
+}
+
+HttpResponse Musterd::del(const std::string& path) const {
+  return request("DELETE", httpBase() + path, admin_token_, nullptr, caFile());
 }
 
 HttpResponse Musterd::post(const std::string& path, const std::string& body) const {

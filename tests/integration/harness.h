@@ -90,6 +90,9 @@ class Musterd {
   std::string dataDir() const { return data_dir_; }
 
   HttpResponse get(const std::string& path) const;
+  // GET with extra request headers ("Range: bytes=0-9").
+  HttpResponse get(const std::string& path, const std::vector<std::string>& headers) const;
+  HttpResponse del(const std::string& path) const;
   HttpResponse post(const std::string& path, const std::string& body) const;
   // Creates an enrollment token (any number of uses).
   std::string enrollToken();

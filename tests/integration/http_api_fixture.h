@@ -20,9 +20,12 @@
 
 #include "common/clock.h"
 #include "common/worker_pool.h"
+#include "crypto/secrets.h"
 #include "http_raw_client.h"
+#include "server/core/artifact_service.h"
 #include "server/core/control_plane.h"
 #include "server/http/http_server.h"
+#include "store/fs/fs_artifact_store.h"
 #include "store/sqlite/sqlite_store.h"
 
 namespace muster::server::http {
@@ -93,8 +96,30 @@ class HttpApiTest : public ::testing::Test {
     blocking_ = std::make_unique<common::WorkerPool>(2, "test-blocking");
     plane_ = std::make_unique<ControlPlane>(*store_, *slow_path_, common::SystemClock::instance(),
                                             CoreConfig{});
+    artifact_store_ = std::make_unique<store::fs::FsArtifactStore>(
+        store::fs::FsArtifactStoreOptions{.dir = dir_ + "/artifacts", .quota_bytes = 64 << 20},
+        common::SystemClock::instance());
+    artifacts_ = std::make_unique<ArtifactService>(
+        *artifact_store_, plane_->commands(), common::SystemClock::instance(), ArtifactConfig{});
+    plane_->setArtifacts(artifacts_.get());
     ASSERT_TRUE(plane_->start().ok());
+    ASSERT_TRUE(artifacts_->start().ok());
     startServer(HttpOptions{});
+  }
+
+  // An artifact stored as an operator would (no command).
+  model::Artifact storeArtifact(const std::string& bytes, const std::string& name = "a.bin") {
+    auto up = artifact_store_->stage({.key = "op-" + crypto::randomToken("", 8),
+                                      .declared_size = bytes.size(),
+                                      .declared_sha256 = crypto::sha256Hex(bytes)});
+    EXPECT_TRUE(up.ok()) << up.status();
+    EXPECT_TRUE((*up)->append(bytes).ok());
+    model::Artifact meta;
+    meta.name = name;
+    meta.purpose = model::ArtifactPurpose::kFile;
+    auto a = (*up)->commit(meta);
+    EXPECT_TRUE(a.ok()) << a.status();
+    return *a;
   }
 
   void startServer(HttpOptions options) {
@@ -119,7 +144,10 @@ class HttpApiTest : public ::testing::Test {
     server_.reset();
     if (blocking_) blocking_->shutdown();
     if (slow_path_) slow_path_->shutdown();
+    if (store_) (void)store_->flush();
+    artifacts_.reset();
     plane_.reset();
+    artifact_store_.reset();
     store_.reset();
     std::filesystem::remove_all(dir_);
   }
@@ -251,6 +279,8 @@ class HttpApiTest : public ::testing::Test {
   std::unique_ptr<common::WorkerPool> slow_path_;
   std::unique_ptr<common::WorkerPool> blocking_;
   std::unique_ptr<ControlPlane> plane_;
+  std::unique_ptr<store::fs::FsArtifactStore> artifact_store_;
+  std::unique_ptr<ArtifactService> artifacts_;
   std::unique_ptr<HttpServer> server_;
   std::string base_;
 };

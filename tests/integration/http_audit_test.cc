@@ -41,6 +41,7 @@ TEST_F(HttpAuditTest, EveryMutatingRouteLeavesAnEvent) {
   std::string run = str(createCommand("web-2"), "run_id");
   std::string token_id;
   apiToken(Role::kViewer, &token_id);
+  std::string artifact = storeArtifact("firmware").id;
 
   std::vector<MutatingCall> calls = {
       {Route::kCreateCommands, "POST", "/api/v1/commands", R"({"hosts":["web-1"],"argv":["true"]})",
@@ -54,6 +55,12 @@ TEST_F(HttpAuditTest, EveryMutatingRouteLeavesAnEvent) {
        201},
       {Route::kRevokeToken, "DELETE", "/api/v1/tokens/{token}", "", "api.token.delete", 200},
       {Route::kDeleteHost, "DELETE", "/api/v1/hosts/web-2", "", "api.host.delete", 200},
+      {Route::kPinArtifact, "POST", "/api/v1/artifacts/{artifact}/pin", "", "api.artifact.pin",
+       200},
+      {Route::kUnpinArtifact, "POST", "/api/v1/artifacts/{artifact}/unpin", "",
+       "api.artifact.unpin", 200},
+      {Route::kDeleteArtifact, "DELETE", "/api/v1/artifacts/{artifact}", "", "api.artifact.delete",
+       200},
   };
   // Every route whose name is a mutating method must be in the table above.
   std::set<Route> covered;
@@ -72,7 +79,8 @@ TEST_F(HttpAuditTest, EveryMutatingRouteLeavesAnEvent) {
     std::string path = c.path;
     for (auto [key, value] :
          {std::pair{std::string("{cmd}"), cmd}, std::pair{std::string("{run}"), run},
-          std::pair{std::string("{token}"), token_id}}) {
+          std::pair{std::string("{token}"), token_id},
+          std::pair{std::string("{artifact}"), artifact}}) {
       if (size_t at = path.find(key); at != std::string::npos) path.replace(at, key.size(), value);
     }
     Reply r = call(c.method, path, c.body);

@@ -161,6 +161,12 @@ void CommandService::onResult(const std::shared_ptr<Session>& session,
   if (!admitFromAgent(session)) return;
   if (session->redeliveryLeft() > 0) topUpRedelivery(session);
   const std::string& agent = session->agentId();
+  if (result.state == CommandState::kSucceeded && result_check_) {
+    if (std::string missing = result_check_(result.command_id); !missing.empty()) {
+      result.state = CommandState::kFailed;
+      result.error = std::move(missing);
+    }
+  }
   OpenCommands::Applied ended = open_.apply(result.command_id, CommandEvent::kAgentResult,
                                             {.now_ms = clock_.nowMs(), .result = &result}, agent);
   switch (ended.outcome) {

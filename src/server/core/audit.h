@@ -25,13 +25,16 @@ namespace muster::server {
 // Event kinds. API calls are `api.<object>.<verb>`, link events `link.<what happened>`;
 // keep docs/api.md ("Audit log") in step.
 namespace event_kind {
-inline constexpr char kCommandCreate[] = "api.command.create";  // POST /commands
-inline constexpr char kCommandCancel[] = "api.command.cancel";  // POST /commands/{id}/cancel
-inline constexpr char kRunCancel[] = "api.run.cancel";          // POST /runs/{id}/cancel
-inline constexpr char kHostLabels[] = "api.host.labels";        // PUT/PATCH /hosts/{id}/labels
-inline constexpr char kHostDelete[] = "api.host.delete";        // DELETE /hosts/{id}
-inline constexpr char kTokenCreate[] = "api.token.create";      // POST /tokens
-inline constexpr char kTokenDelete[] = "api.token.delete";      // DELETE /tokens/{id}
+inline constexpr char kCommandCreate[] = "api.command.create";    // POST /commands
+inline constexpr char kCommandCancel[] = "api.command.cancel";    // POST /commands/{id}/cancel
+inline constexpr char kRunCancel[] = "api.run.cancel";            // POST /runs/{id}/cancel
+inline constexpr char kHostLabels[] = "api.host.labels";          // PUT/PATCH /hosts/{id}/labels
+inline constexpr char kHostDelete[] = "api.host.delete";          // DELETE /hosts/{id}
+inline constexpr char kTokenCreate[] = "api.token.create";        // POST /tokens
+inline constexpr char kTokenDelete[] = "api.token.delete";        // DELETE /tokens/{id}
+inline constexpr char kArtifactDelete[] = "api.artifact.delete";  // DELETE /artifacts/{id}
+inline constexpr char kArtifactPin[] = "api.artifact.pin";        // POST /artifacts/{id}/pin
+inline constexpr char kArtifactUnpin[] = "api.artifact.unpin";    // POST /artifacts/{id}/unpin
 // A POST/PUT/PATCH/DELETE under /api/v1 that matches no mutating route (404, 405).
 inline constexpr char kApiUnknown[] = "api.unknown";
 inline constexpr char kLinkEnrolled[] = "link.enrolled";  // a new (or revoked) id enrolled

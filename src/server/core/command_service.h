@@ -45,6 +45,9 @@ struct CreateRunRequest {
   std::vector<std::string> host_ids;
   std::string selector;
   model::ExecSpec exec;
+  // Transfers the commands allow (at most 16); downloads name an artifact, which the
+  // resolver (the artifact service) checks and records the content of.
+  std::vector<model::ArtifactExpectation> artifacts;
   int64_t expire_in_ms = 0;  // 0: the configured default
   std::string idempotency_key;
   std::string created_by;
@@ -86,6 +89,35 @@ class CommandService {
   void onAccepted(const std::shared_ptr<Session>& session, const std::string& command_id);
   void onOutput(const std::shared_ptr<Session>& session, model::OutputChunk chunk);
   void onResult(const std::shared_ptr<Session>& session, model::CommandResult result);
+
+  // --- for the artifact service: never block ---
+  // The open command `id`, copied (nullopt once it ended).
+  std::optional<model::Command> openCommand(const std::string& id) const { return open_.get(id); }
+  bool isOpen(const std::string& id) {
+    return open_.with([&](OpenCommands::Tx& tx) { return tx.find(id) != nullptr; });
+  }
+  // f(const model::Command&) for every open command with artifact expectations; f must not
+  // call back into this service.
+  template <class F>
+  void forEachOpenWithArtifacts(F&& f) {
+    open_.with([&](OpenCommands::Tx& tx) {
+      tx.forEach([&](const model::Command& c) {
+        if (!c.artifacts.empty()) f(c);
+      });
+    });
+  }
+  // Asked before a successful agent result is stored: a non-empty reason stores it as
+  // failed with that error (an expected upload never completed). Set before start; must not
+  // block.
+  void setResultCheck(std::function<std::string(const std::string& command_id)> check) {
+    result_check_ = std::move(check);
+  }
+  // Checks a new run's artifact expectations and completes them (a download's size and
+  // SHA-256); an error refuses the run. Set before start; may block (operator side).
+  void setArtifactResolver(
+      std::function<absl::Status(std::vector<model::ArtifactExpectation>&)> resolver) {
+    artifact_resolver_ = std::move(resolver);
+  }
 
   // Expires commands nobody took and times out those whose agent never reported.
   void tick();
@@ -178,6 +210,8 @@ class CommandService {
   CoreConfig config_;
 
   common::Executor* fanout_ = nullptr;
+  std::function<std::string(const std::string&)> result_check_;
+  std::function<absl::Status(std::vector<model::ArtifactExpectation>&)> artifact_resolver_;
   CoreMetrics metrics_;
   OpenCommands open_;
   std::mutex marks_mu_;

@@ -29,6 +29,8 @@
 
 namespace muster::server {
 
+class ArtifactService;
+
 class ControlPlane {
  public:
   // `slow_path` must run tasks in submission order (one thread): it keeps an agent's
@@ -50,6 +52,9 @@ class ControlPlane {
   // Sweeps of old data (hourly, from tick()); give it an executor to run on.
   Janitor& janitor() { return janitor_; }
   OutputBus& bus() { return bus_; }
+  // Command-scoped artifacts, when musterd stores them (null otherwise). Set before start.
+  void setArtifacts(ArtifactService* artifacts) { artifacts_ = artifacts; }
+  ArtifactService* artifacts() const { return artifacts_; }
   // Counters and rate-limited logs of the bounds peers run into; transports report theirs too.
   Limits& limits() { return commands_.metrics().limits; }
   // Reads for operator-facing adapters (they never see the store itself).
@@ -114,6 +119,7 @@ class ControlPlane {
   Enrollment enrollment_;
   OperatorAuth auth_;
   Queries queries_;
+  ArtifactService* artifacts_ = nullptr;
   std::atomic<bool> accepting_{true};
   std::atomic<uint64_t> agents_refused_{0};
   std::atomic<int64_t> last_refusal_log_ms_{0};

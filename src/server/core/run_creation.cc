@@ -37,6 +37,15 @@ std::string fingerprintOf(const CreateRunRequest& r) {
   }
   add(r.exec.cwd);
   add(absl::StrCat(r.exec.timeout_ms, ",", r.exec.kill_grace_ms, ",", r.expire_in_ms));
+  if (!r.artifacts.empty()) {  // only then, as above
+    add("|artifacts");
+    for (const auto& e : r.artifacts) {
+      add(absl::StrCat(static_cast<int>(e.direction), ",", static_cast<int>(e.purpose), ",",
+                       e.max_bytes));
+      add(e.artifact_id);
+      add(e.device);
+    }
+  }
   return crypto::sha256Hex(canon);
 }
 
@@ -65,6 +74,24 @@ absl::Status CommandService::resolveTargets(CreateRunRequest& r) const {
 }
 
 absl::Status CommandService::validate(const CreateRunRequest& r) const {
+  if (r.artifacts.size() > 16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a command may expect at most 16 artifact transfers, not ", r.artifacts.size()));
+  }
+  for (const auto& e : r.artifacts) {
+    if (e.purpose == model::ArtifactPurpose::kUnspecified) {
+      return absl::InvalidArgumentError(
+          "an artifact expectation needs a purpose: logs, bundle, file, package or shipment");
+    }
+    if (e.direction == model::TransferDirection::kDownload && e.artifact_id.empty()) {
+      return absl::InvalidArgumentError(
+          "a download expectation names the artifact to download (artifact_id)");
+    }
+    if (e.artifact_id.size() > 64 || e.device.size() > 256) {
+      return absl::InvalidArgumentError(
+          "an artifact expectation's artifact_id (64 bytes) or device (256) is too long");
+    }
+  }
   if (r.host_ids.empty()) {
     return absl::InvalidArgumentError("no target hosts: name host ids or give a selector");
   }
@@ -167,6 +194,9 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
   request.host_ids.erase(std::unique(request.host_ids.begin(), request.host_ids.end()),
                          request.host_ids.end());
   if (auto st = validate(request); !st.ok()) return st;
+  if (!request.artifacts.empty() && artifact_resolver_) {
+    if (auto st = artifact_resolver_(request.artifacts); !st.ok()) return st;
+  }
   std::string fingerprint = fingerprintOf(request);
   if (!request.idempotency_key.empty()) {
     auto existing = store_.findRunByIdempotencyKey(request.idempotency_key);
@@ -188,6 +218,7 @@ absl::StatusOr<CreateRunResult> CommandService::createRun(CreateRunRequest reque
     c.run_id = insert.run.id;
     c.host_id = host;
     c.exec = exec;
+    c.artifacts = request.artifacts;
     c.idempotency_key = request.idempotency_key;
     c.created_by = request.created_by;
     c.created_at_ms = now;

@@ -30,6 +30,8 @@
 #include "crypto/enroll_token.h"
 #include "muster/v1/agent.grpc.pb.h"
 #include "server/grpc/acceptor.h"
+#include "server/grpc/artifact_rpcs.h"
+#include "server/grpc/call_auth.h"
 #include "server/grpc/convert.h"
 
 namespace muster::server::grpcadapter {
@@ -39,45 +41,6 @@ namespace {
 // and the incoming buffer, which takes an agent's larger records in pieces.
 constexpr int kTlsFrameBytes = 4096;
 constexpr int kTlsInBufferBytes = 1024;
-
-grpc::Status toGrpc(const absl::Status& st) {
-  return grpc::Status(static_cast<grpc::StatusCode>(st.code()), std::string(st.message()));
-}
-
-std::string metadataValue(const grpc::CallbackServerContext* ctx, const char* key) {
-  auto range = ctx->client_metadata().equal_range(key);
-  if (range.first == range.second) return {};
-  return std::string(range.first->second.data(), range.first->second.size());
-}
-
-// The fingerprint (SHA-256 of the DER) of the client certificate of this call's connection
-// (verified against musterd's CA by the full handshake that made its TLS session); "" when the
-// agent presented none. A certificate made out to another agent than the call names is
-// refused here: the identity of the certificate must be the agent id of every call. So is one
-// outside its validity now: a resumed TLS session is not verified again, so a certificate that
-// expired since its full handshake must not ride on it.
-absl::StatusOr<std::string> clientCertificate(const grpc::CallbackServerContext* ctx,
-                                              const std::string& agent_id, int64_t now_s) {
-  auto auth = ctx->auth_context();
-  if (!auth) return std::string();
-  auto pems = auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME);
-  if (pems.empty()) return std::string();
-  auto info = crypto::inspectCert(std::string_view(pems.front().data(), pems.front().size()));
-  if (!info.ok()) return absl::UnauthenticatedError("unreadable client certificate");
-  if (info->uri != crypto::agentUri(agent_id)) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        "the client certificate names '", info->subject_cn.substr(0, 140), "', not agent '",
-        agent_id.substr(0, 140), "': each agent presents its own certificate"));
-  }
-  if (now_s < info->not_before_s || now_s >= info->not_after_s) {
-    return absl::UnauthenticatedError(absl::StrCat(
-        "the client certificate of agent '", agent_id.substr(0, 140),
-        "' is not valid now (expired, or not yet valid): enroll it again with a token from "
-        "`muster token create --enroll --host ",
-        agent_id.substr(0, 140), "`"));
-  }
-  return info->sha256_hex;
-}
 
 // Counts a TLS stream by its connection's handshake (resumed session or full).
 void countHandshake(const grpc::CallbackServerContext* ctx, CoreMetrics& metrics) {
@@ -418,8 +381,22 @@ class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
  public:
   static constexpr size_t kMaxCsrBytes = 16 * 1024;
 
-  AgentLinkService(ControlPlane& plane, common::Executor& workers, const AgentLinkOptions& options)
-      : plane_(plane), workers_(workers), options_(options) {}
+  AgentLinkService(ControlPlane& plane, common::Executor& workers, common::Executor& io,
+                   const AgentLinkOptions& options)
+      : plane_(plane),
+        workers_(workers),
+        options_(options),
+        artifact_rpcs_{plane, options.artifacts, io} {}
+
+  grpc::ServerReadReactor<muster::v1::UploadRequest>* UploadArtifact(
+      grpc::CallbackServerContext* ctx, muster::v1::ArtifactRef* response) override {
+    return newUploadReactor(ctx, response, artifact_rpcs_);
+  }
+
+  grpc::ServerWriteReactor<muster::v1::DownloadResponse>* DownloadArtifact(
+      grpc::CallbackServerContext* ctx, const muster::v1::DownloadRequest* request) override {
+    return newDownloadReactor(ctx, request, artifact_rpcs_);
+  }
 
   grpc::ServerBidiReactor<muster::v1::AgentMessage, muster::v1::ServerMessage>* Connect(
       grpc::CallbackServerContext* ctx) override {
@@ -526,6 +503,7 @@ class AgentLinkService final : public muster::v1::AgentLink::CallbackService {
   ControlPlane& plane_;
   common::Executor& workers_;
   const AgentLinkOptions& options_;
+  ArtifactRpcs artifact_rpcs_;
   SessionSet live_;
 };
 
@@ -557,6 +535,8 @@ struct AgentLinkServer::Impl {
   AgentLinkOptions options;
   std::unique_ptr<TlsFetcher> tls;
   grpc_server_fd_handoff* handoff = nullptr;  // owned by the gRPC server
+  // Artifact calls' disk work; outlives the server (a call ends from one of its tasks).
+  std::unique_ptr<common::WorkerPool> artifact_io;
   std::unique_ptr<AgentLinkService> service;
   std::unique_ptr<grpc::Server> server;
   std::unique_ptr<Acceptor> acceptor;
@@ -593,7 +573,10 @@ absl::StatusOr<std::unique_ptr<AgentLinkServer>> AgentLinkServer::start(
     ControlPlane& plane, common::Executor& workers, const AgentLinkOptions& options) {
   auto impl = std::make_unique<Impl>();
   impl->options = options;
-  impl->service = std::make_unique<AgentLinkService>(plane, workers, impl->options);
+  impl->artifact_io = std::make_unique<common::WorkerPool>(
+      static_cast<int>(std::max<size_t>(1, options.artifact_io_threads)), "artifact-io");
+  impl->service =
+      std::make_unique<AgentLinkService>(plane, workers, *impl->artifact_io, impl->options);
   // No listening port of gRPC's own: our Acceptor accepts and hands connections over.
   grpc::ServerBuilder builder;
   builder.RegisterService(impl->service.get());

@@ -9,6 +9,7 @@
 #include "absl/status/statusor.h"
 #include "common/worker_pool.h"
 #include "crypto/server_identity.h"
+#include "server/core/artifact_service.h"
 #include "server/core/control_plane.h"
 
 namespace muster::server::grpcadapter {
@@ -36,6 +37,10 @@ struct AgentLinkOptions {
   std::shared_ptr<crypto::ServerIdentity> tls;
   // A TLS handshake not finished within this is dropped (its descriptor freed).
   int64_t handshake_timeout_ms = 10'000;
+  // UploadArtifact / DownloadArtifact (null: UNIMPLEMENTED), and the threads doing their
+  // disk work.
+  ArtifactService* artifacts = nullptr;
+  size_t artifact_io_threads = 4;
 };
 
 class AgentLinkServer {

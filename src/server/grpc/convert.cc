@@ -31,8 +31,36 @@ void toProto(const model::Command& c, muster::v1::Command* out) {
   exec->set_cwd(c.exec.cwd);
   exec->set_timeout_ms(toU32Ms(c.exec.timeout_ms));
   exec->set_kill_grace_ms(toU32Ms(c.exec.kill_grace_ms));
+  for (const auto& e : c.artifacts) {
+    auto* x = out->add_artifacts();
+    x->set_direction(e.direction == model::TransferDirection::kUpload
+                         ? muster::v1::TRANSFER_DIRECTION_UPLOAD
+                         : muster::v1::TRANSFER_DIRECTION_DOWNLOAD);
+    x->set_purpose(static_cast<muster::v1::ArtifactPurpose>(e.purpose));
+    x->set_artifact_id(e.artifact_id);
+    x->set_device(e.device);
+    x->set_max_bytes(e.max_bytes);
+    x->set_sha256(e.sha256);
+    x->set_size(e.size);
+  }
 }
 }  // namespace
+
+void toProto(const model::Artifact& a, muster::v1::ArtifactRef* out) {
+  out->set_artifact_id(a.id);
+  out->set_name(a.name);
+  out->set_size(a.size);
+  out->set_sha256(a.sha256);
+  out->set_purpose(static_cast<muster::v1::ArtifactPurpose>(a.purpose));
+}
+
+model::ArtifactPurpose fromProto(muster::v1::ArtifactPurpose purpose) {
+  int v = static_cast<int>(purpose);
+  if (v < 1 || v > static_cast<int>(model::ArtifactPurpose::kShipment)) {
+    return model::ArtifactPurpose::kUnspecified;
+  }
+  return static_cast<model::ArtifactPurpose>(v);
+}
 
 void toProto(const ServerEvent& event, muster::v1::ServerMessage* out) {
   std::visit(Overloaded{

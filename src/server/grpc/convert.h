@@ -2,12 +2,16 @@
 #pragma once
 
 #include "absl/status/statusor.h"
+#include "model/artifact.h"
 #include "muster/v1/agent.pb.h"
 #include "server/core/session.h"
 
 namespace muster::server::grpcadapter {
 
 void toProto(const ServerEvent& event, muster::v1::ServerMessage* out);
+void toProto(const model::Artifact& artifact, muster::v1::ArtifactRef* out);
+// kUnspecified for 0 and for values this server does not know.
+model::ArtifactPurpose fromProto(muster::v1::ArtifactPurpose purpose);
 HelloInfo fromProto(const muster::v1::Hello& hello);
 model::Metrics fromProto(const muster::v1::Metrics& metrics);
 // False when the message is malformed (unknown stream or outcome).

@@ -69,6 +69,13 @@ RouteMatch matchRoute(const std::vector<std::string>& s, const std::string& meth
   }
   if (is(2, "tokens")) return {Route::kRevokeToken, "DELETE", del};
   if (is(1, "events")) return {Route::kListEvents, "GET", get};
+  if (is(1, "artifacts")) return {Route::kListArtifacts, "GET", get};
+  if (is(2, "artifacts")) {
+    return {del ? Route::kDeleteArtifact : Route::kGetArtifact, "GET, DELETE", get || del};
+  }
+  if (is(3, "artifacts", "pin")) return {Route::kPinArtifact, "POST", post};
+  if (is(3, "artifacts", "unpin")) return {Route::kUnpinArtifact, "POST", post};
+  if (is(3, "artifacts", "content")) return {Route::kArtifactContent, "GET", get};
   return {};
 }
 
@@ -85,6 +92,9 @@ Role requiredRole(Route route, std::string_view* action) {
     case Route::kRevokeToken: *action = "revoking tokens"; return Role::kAdmin;
     // Who did what from where, token names, refused enrollments: as sensitive as the tokens.
     case Route::kListEvents: *action = "reading the audit log"; return Role::kAdmin;
+    case Route::kDeleteArtifact: *action = "deleting artifacts"; return Role::kOperator;
+    case Route::kPinArtifact:
+    case Route::kUnpinArtifact: *action = "pinning artifacts"; return Role::kOperator;
     default: *action = "reading"; return Role::kViewer;
   }
 }
@@ -101,6 +111,11 @@ const char* pathIdKind(Route route) {
     case Route::kGetRun:
     case Route::kCancelRun: return "run";
     case Route::kRevokeToken: return "token";
+    case Route::kGetArtifact:
+    case Route::kDeleteArtifact:
+    case Route::kPinArtifact:
+    case Route::kUnpinArtifact:
+    case Route::kArtifactContent: return "artifact";
     default: return nullptr;
   }
 }
@@ -119,6 +134,9 @@ const char* auditKind(Route route) {
     case Route::kDeleteHost: return event_kind::kHostDelete;
     case Route::kCreateToken: return event_kind::kTokenCreate;
     case Route::kRevokeToken: return event_kind::kTokenDelete;
+    case Route::kDeleteArtifact: return event_kind::kArtifactDelete;
+    case Route::kPinArtifact: return event_kind::kArtifactPin;
+    case Route::kUnpinArtifact: return event_kind::kArtifactUnpin;
     default: return event_kind::kApiUnknown;
   }
 }
@@ -166,6 +184,12 @@ std::string_view routeName(Route route) {
     case Route::kFollowEvents: return "GET /api/v1/events (follow)";
     case Route::kInstallScript: return "GET /install/agent.sh";
     case Route::kInstallAgent: return "GET /install/muster-agent";
+    case Route::kListArtifacts: return "GET /api/v1/artifacts";
+    case Route::kGetArtifact: return "GET /api/v1/artifacts/{id}";
+    case Route::kDeleteArtifact: return "DELETE /api/v1/artifacts/{id}";
+    case Route::kPinArtifact: return "POST /api/v1/artifacts/{id}/pin";
+    case Route::kUnpinArtifact: return "POST /api/v1/artifacts/{id}/unpin";
+    case Route::kArtifactContent: return "GET /api/v1/artifacts/{id}/content";
     case Route::kCount: break;
   }
   return "unknown";
@@ -376,6 +400,12 @@ ApiReply Api::dispatch(const ApiRequest& request, Route* route, Caller* caller) 
       if (follow) *route = Route::kFollowEvents;
       return listEvents(ctx, follow);
     }
+    case Route::kListArtifacts: return listArtifacts(ctx);
+    case Route::kGetArtifact: return getArtifact(ctx, seg[1]);
+    case Route::kDeleteArtifact: return deleteArtifact(ctx, seg[1]);
+    case Route::kPinArtifact: return pinArtifact(ctx, seg[1], true);
+    case Route::kUnpinArtifact: return pinArtifact(ctx, seg[1], false);
+    case Route::kArtifactContent: return artifactContent(ctx, seg[1]);
     default: return notFound(seg);
   }
 }

@@ -38,6 +38,12 @@ enum class Route {
   kFollowEvents,
   kInstallScript,
   kInstallAgent,
+  kListArtifacts,
+  kGetArtifact,
+  kDeleteArtifact,
+  kPinArtifact,
+  kUnpinArtifact,
+  kArtifactContent,
   kCount,  // number of routes, not a route
 };
 std::string_view routeName(Route route);
@@ -50,8 +56,9 @@ struct ApiRequest {
   std::string accept;
   std::string last_event_id;  // an event stream resuming (output: "STDOUT,STDERR"; events: an id)
   std::string body;
-  std::string peer;  // the client's address ("127.0.0.1:53412"), for the audit log
-  std::string host;  // the Host header (the install one-liner names musterd as reached)
+  std::string peer;   // the client's address ("127.0.0.1:53412"), for the audit log
+  std::string host;   // the Host header (the install one-liner names musterd as reached)
+  std::string range;  // the Range header
 };
 
 // Switches the connection to a Server-Sent Events stream of a command's output.
@@ -79,6 +86,9 @@ struct ApiReply {
   std::optional<EventFollowSpec> follow_events;
   // Sent as the body instead of `body` (a file too large to hold in memory: the agent binary).
   std::string file_path;
+  // A part of file_path only (a Range request): from this offset, this many bytes.
+  uint64_t file_offset = 0;
+  std::optional<uint64_t> file_length;
   // For the audit event of a mutating call, where the path does not say it all: what was
   // created (a run, a token), the host concerned, and a little detail.
   std::string audit_target;

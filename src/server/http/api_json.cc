@@ -122,7 +122,78 @@ json::object commandJson(const model::Command& c) {
   o["stdout_bytes"] = c.stdout_bytes;
   o["stderr_bytes"] = c.stderr_bytes;
   o["cancel_requested"] = c.cancel_requested;
+  if (!c.artifacts.empty()) {
+    json::array artifacts;
+    for (const auto& e : c.artifacts) artifacts.emplace_back(expectationJson(e));
+    o["artifacts"] = std::move(artifacts);
+  }
   return o;
+}
+
+json::object expectationJson(const model::ArtifactExpectation& e) {
+  json::object o;
+  o["direction"] = std::string(model::toString(e.direction));
+  o["purpose"] = std::string(model::toString(e.purpose));
+  if (!e.artifact_id.empty()) o["artifact_id"] = e.artifact_id;
+  if (!e.device.empty()) o["device"] = e.device;
+  if (e.max_bytes != 0) o["max_bytes"] = e.max_bytes;
+  if (!e.sha256.empty()) o["sha256"] = e.sha256;
+  if (e.size != 0) o["size"] = e.size;
+  return o;
+}
+
+json::object artifactJson(const model::Artifact& a) {
+  json::object o;
+  o["id"] = a.id;
+  o["name"] = a.name;
+  o["size"] = a.size;
+  o["sha256"] = a.sha256;
+  o["purpose"] = std::string(model::toString(a.purpose));
+  o["host_id"] = a.host_id;
+  o["command_id"] = a.command_id;
+  o["created_by"] = a.created_by;
+  o["created_at"] = timeValue(a.created_at_ms);
+  o["pinned"] = a.pinned;
+  return o;
+}
+
+absl::StatusOr<std::vector<model::ArtifactExpectation>> parseExpectations(const json::value& v) {
+  std::vector<model::ArtifactExpectation> out;
+  if (!v.is_array()) {
+    return absl::InvalidArgumentError(
+        "command request: field \"artifacts\" must be a list of objects like "
+        "{\"direction\": \"upload\", \"purpose\": \"logs\"}");
+  }
+  for (const auto& item : v.as_array()) {
+    if (!item.is_object()) {
+      return absl::InvalidArgumentError("command request: each of \"artifacts\" must be an object");
+    }
+    FieldReader fields(item.as_object(), "artifact expectation");
+    model::ArtifactExpectation e;
+    std::string direction, purpose;
+    int64_t max_bytes = 0;
+    absl::Status st;
+    if (st = fields.optString("direction", &direction); !st.ok()) return st;
+    if (st = fields.optString("purpose", &purpose); !st.ok()) return st;
+    if (st = fields.optString("artifact_id", &e.artifact_id); !st.ok()) return st;
+    if (st = fields.optString("device", &e.device); !st.ok()) return st;
+    if (st = fields.optInt("max_bytes", &max_bytes); !st.ok()) return st;
+    if (st = fields.finish(); !st.ok()) return st;
+    if (!model::parseTransferDirection(direction, &e.direction)) {
+      return absl::InvalidArgumentError(
+          "artifact expectation: \"direction\" must be \"upload\" or \"download\"");
+    }
+    if (!model::parseArtifactPurpose(purpose, &e.purpose)) {
+      return absl::InvalidArgumentError(
+          "artifact expectation: \"purpose\" must be logs, bundle, file, package or shipment");
+    }
+    if (max_bytes < 0) {
+      return absl::InvalidArgumentError("artifact expectation: \"max_bytes\" must be >= 0");
+    }
+    e.max_bytes = static_cast<uint64_t>(max_bytes);
+    out.push_back(std::move(e));
+  }
+  return out;
 }
 
 json::object apiTokenJson(const ApiTokenView& t, int64_t now_ms) {
@@ -436,6 +507,11 @@ absl::StatusOr<CreateRunRequest> parseCreateRunBody(std::string_view body,
     return st;
   }
   if (st = fields.optString("idempotency_key", &run.idempotency_key); !st.ok()) return st;
+  if (const json::value* artifacts = fields.find("artifacts")) {
+    auto parsed = parseExpectations(*artifacts);
+    if (!parsed.ok()) return parsed.status();
+    run.artifacts = *std::move(parsed);
+  }
   if (st = fields.finish(); !st.ok()) return st;
 
   bool by_hosts = fields.has("hosts") && !object->at("hosts").is_null();

@@ -32,6 +32,8 @@ std::string rfc3339Ms(int64_t unix_ms);
 
 boost::json::object hostJson(const model::Host& host);
 boost::json::object commandJson(const model::Command& command);
+boost::json::object expectationJson(const model::ArtifactExpectation& expectation);
+boost::json::object artifactJson(const model::Artifact& artifact);
 // Token records without their hashes; `state` is active, revoked, expired (or used_up).
 boost::json::object apiTokenJson(const ApiTokenView& token, int64_t now_ms);
 boost::json::object enrollTokenJson(const EnrollTokenView& token, int64_t now_ms);
@@ -80,8 +82,10 @@ class FieldReader {
   void allow(std::string_view key);
   absl::Status finish() const;
 
- private:
+  // The field's value (null when absent or JSON null), marked as seen.
   const boost::json::value* find(std::string_view key);
+
+ private:
   absl::Status wrongType(std::string_view key, std::string_view expected) const;
 
   const boost::json::object& object_;

@@ -1,12 +1,15 @@
 // Connection: the request loop of one client (read, limit, route, answer, keep alive).
 #include "server/http/connection.h"
 
+#include <fcntl.h>
 #include <spdlog/spdlog.h>
+#include <unistd.h>
 
 #include <array>
 #include <boost/asio/post.hpp>
 #include <boost/beast/core/detect_ssl.hpp>
 #include <boost/beast/core/string.hpp>
+#include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/file_body.hpp>
@@ -91,9 +94,62 @@ namespace {
 asio::awaitable<bool> writeReply(std::shared_ptr<Connection> conn, ApiReply reply, unsigned version,
                                  bool keep_alive, bool head);
 
+// A part of a file (a Range reply): read in 64 KB pieces at offsets as the client takes them.
+asio::awaitable<bool> writeFileRange(std::shared_ptr<Connection> conn, ApiReply reply,
+                                     unsigned version, bool keep_alive, bool head) {
+  int fd = ::open(reply.file_path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    ApiReply missing = errorReply(404, "not_found", "cannot open the requested content");
+    co_return co_await writeReply(conn, std::move(missing), version, keep_alive, head);
+  }
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  bhttp::response<bhttp::buffer_body> res{static_cast<bhttp::status>(reply.status), version};
+  res.set(bhttp::field::server, "musterd");
+  res.set(bhttp::field::content_type, reply.content_type);
+  res.set(bhttp::field::cache_control, "no-store");
+  for (const auto& [name, value] : reply.headers) res.set(name, value);
+  res.keep_alive(keep_alive);
+  uint64_t left = reply.file_length.value_or(0);
+  res.content_length(left);
+  res.body().data = nullptr;
+  res.body().more = !head && left > 0;
+  bhttp::response_serializer<bhttp::buffer_body> sr{res};
+  const auto idle = milliseconds(conn->state().options.idle_timeout_ms);
+  conn->stream().expires_after(idle);
+  auto [hec, hn] = co_await bhttp::async_write_header(conn->stream(), sr, kTuple);
+  if (hec || head) co_return !hec;
+  std::vector<char> buf(64 * 1024);
+  uint64_t offset = reply.file_offset;
+  while (left > 0) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buf.size(), left));
+    ssize_t n = ::pread(fd, buf.data(), want, static_cast<off_t>(offset));
+    if (n <= 0) co_return false;  // the file shrank under us: the client sees a short body
+    offset += static_cast<uint64_t>(n);
+    left -= static_cast<uint64_t>(n);
+    res.body().data = buf.data();
+    res.body().size = static_cast<size_t>(n);
+    res.body().more = left > 0;
+    conn->stream().expires_after(idle);
+    auto [wec, wn] = co_await bhttp::async_write(conn->stream(), sr, kTuple);
+    if (wec == bhttp::error::need_buffer) continue;
+    if (wec == beast::error::timeout) noteTimeout(conn->state(), TimeoutPhase::kWrite);
+    if (wec) co_return false;
+  }
+  res.body().data = nullptr;
+  res.body().more = false;
+  auto [fec, fn] = co_await bhttp::async_write(conn->stream(), sr, kTuple);
+  co_return !fec;
+}
+
 // A reply whose body is a file (read as it is written, never whole in memory).
 asio::awaitable<bool> writeFile(std::shared_ptr<Connection> conn, ApiReply reply, unsigned version,
                                 bool keep_alive, bool head) {
+  if (reply.file_length) {
+    co_return co_await writeFileRange(std::move(conn), std::move(reply), version, keep_alive, head);
+  }
   bhttp::response<bhttp::file_body> res{static_cast<bhttp::status>(reply.status), version};
   beast::error_code ec;
   res.body().open(reply.file_path.c_str(), beast::file_mode::scan, ec);
@@ -419,6 +475,7 @@ asio::awaitable<void> serveConnection(std::shared_ptr<Connection> conn) {
     request.accept = std::string(req[bhttp::field::accept]);
     request.last_event_id = std::string(req["Last-Event-ID"]);
     request.host = std::string(req[bhttp::field::host]).substr(0, 256);
+    request.range = std::string(req[bhttp::field::range]).substr(0, 256);
     request.body = std::move(req.body());
     {
       boost::system::error_code ec;

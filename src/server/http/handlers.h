@@ -57,6 +57,14 @@ ApiReply revokeToken(Context& ctx, const std::string& id);
 // GET /api/v1/events: a page of the audit log, or (follow) the hand-over to an event stream.
 ApiReply listEvents(Context& ctx, bool follow);
 
+// Artifacts (handlers_artifacts.cc): list (?host, command, purpose, since, until, before,
+// limit), show, delete, pin/unpin, and the content with Range.
+ApiReply listArtifacts(Context& ctx);
+ApiReply getArtifact(Context& ctx, const std::string& id);
+ApiReply deleteArtifact(Context& ctx, const std::string& id);
+ApiReply pinArtifact(Context& ctx, const std::string& id, bool pinned);
+ApiReply artifactContent(Context& ctx, const std::string& id);
+
 // GET /metrics: Prometheus text exposition format 0.0.4.
 ApiReply metricsReply(ControlPlane& plane, const RequestStats* stats);
 

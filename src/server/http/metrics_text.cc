@@ -5,6 +5,8 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "server/core/artifact_service.h"
+#include "server/http/api_json.h"
 #include "server/http/handlers.h"
 #include "server/http/request_stats.h"
 
@@ -138,6 +140,61 @@ ApiReply metricsReply(ControlPlane& plane, const RequestStats* stats) {
   }
   out.family("muster_janitor_runs_total", "counter", "Janitor sweeps run since start.");
   out.sample("muster_janitor_runs_total", "", plane.janitor().runs());
+
+  if (ArtifactService* artifacts = plane.artifacts()) {
+    ArtifactMetrics& m = artifacts->metrics();
+    out.family("muster_artifact_bytes_total", "counter",
+               "Artifact bytes received from agents (in) and sent to them (out).");
+    out.sample("muster_artifact_bytes_total", "direction=\"in\"", m.bytes_in.load());
+    out.sample("muster_artifact_bytes_total", "direction=\"out\"", m.bytes_out.load());
+    out.family("muster_artifact_transfers_total", "counter",
+               "Artifact transfers ended, by direction and outcome (ok, or the refusal or "
+               "failure reason).");
+    out.sample("muster_artifact_transfers_total", "direction=\"upload\",outcome=\"ok\"",
+               m.uploads_ok.load());
+    out.sample("muster_artifact_transfers_total", "direction=\"download\",outcome=\"ok\"",
+               m.downloads_ok.load());
+    for (size_t i = 0; i < static_cast<size_t>(TransferRefusal::kCount); ++i) {
+      auto reason = toAbsl(toString(static_cast<TransferRefusal>(i)));
+      out.sample("muster_artifact_transfers_total",
+                 absl::StrCat("direction=\"upload\",outcome=\"", reason, "\""),
+                 m.upload_failed[i].load());
+      out.sample("muster_artifact_transfers_total",
+                 absl::StrCat("direction=\"download\",outcome=\"", reason, "\""),
+                 m.download_failed[i].load());
+    }
+    out.family("muster_artifact_slots_in_use", "gauge",
+               "Artifact transfer slots held by agents, by direction.");
+    out.sample("muster_artifact_slots_in_use", "direction=\"upload\"",
+               m.upload_slots_in_use.load());
+    out.sample("muster_artifact_slots_in_use", "direction=\"download\"",
+               m.download_slots_in_use.load());
+    out.family("muster_artifact_resumed_total", "counter",
+               "Transfers that continued an interrupted one from an offset, by direction.");
+    out.sample("muster_artifact_resumed_total", "direction=\"upload\"", m.resumed_uploads.load());
+    out.sample("muster_artifact_resumed_total", "direction=\"download\"",
+               m.resumed_downloads.load());
+    out.family("muster_artifact_retries_answered_total", "counter",
+               "Uploads already stored whose retry (the reply was lost) was verified and "
+               "answered with the stored artifact.");
+    out.sample("muster_artifact_retries_answered_total", "", m.retries_answered.load());
+    auto st = artifacts->store().stats();
+    out.family("muster_artifact_store_bytes", "gauge",
+               "Distinct artifact content stored (stored), the sum of artifact sizes "
+               "(logical), uploads' reservations (reserved) and the quota.");
+    out.sample("muster_artifact_store_bytes", "kind=\"stored\"", st.stored_bytes);
+    out.sample("muster_artifact_store_bytes", "kind=\"logical\"", st.logical_bytes);
+    out.sample("muster_artifact_store_bytes", "kind=\"reserved\"", st.reserved_bytes);
+    out.sample("muster_artifact_store_bytes", "kind=\"quota\"", st.quota_bytes);
+    out.family("muster_artifacts_stored", "gauge", "Artifacts in the store.");
+    out.sample("muster_artifacts_stored", "", st.artifacts);
+    out.family("muster_artifact_dedup_saved_bytes_total", "counter",
+               "Bytes not stored again since start because the same content was stored.");
+    out.sample("muster_artifact_dedup_saved_bytes_total", "", st.dedup_saved_bytes);
+    out.family("muster_artifact_swept_total", "counter",
+               "Artifacts removed by the retention sweep since start.");
+    out.sample("muster_artifact_swept_total", "", st.swept);
+  }
 
   StoreHealth store = plane.queries().storeHealth();
   out.family("muster_store_commit_seconds", "gauge",

@@ -169,6 +169,11 @@ ALTER TABLE hosts ADD COLUMN client_cert_not_after_ms INTEGER NOT NULL DEFAULT 0
 ALTER TABLE hosts ADD COLUMN prev_client_cert_sha256 TEXT NOT NULL DEFAULT '';
 )sql";
 
+// Artifacts: the transfers a command allows (model::ArtifactExpectation), a list of objects.
+constexpr const char* kSchemaV8 = R"sql(
+ALTER TABLE commands ADD COLUMN artifacts TEXT NOT NULL DEFAULT '[]';
+)sql";
+
 constexpr Migration kMigrations[] = {
     {1, "hosts, runs, commands, command_output, enroll_tokens", kSchemaV1},
     {2, "api_tokens", kSchemaV2},
@@ -177,6 +182,7 @@ constexpr Migration kMigrations[] = {
     {5, "host-bound enrollment tokens, pinned host labels, secret env", kSchemaV5},
     {6, "events (the audit log)", kSchemaV6},
     {7, "hosts' client certificates (mTLS)", kSchemaV7},
+    {8, "commands.artifacts (artifact expectations)", kSchemaV8},
 };
 
 absl::Status applyOne(Connection& conn, const Migration& m, int64_t now_ms) {

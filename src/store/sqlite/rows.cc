@@ -1,6 +1,7 @@
 // Row <-> model conversions of the SQLite store.
 #include "store/sqlite/rows.h"
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "store/sqlite/json_codec.h"
 
@@ -101,6 +102,10 @@ void bindCommand(Stmt& stmt, const model::Command& c, CommandRowCache* cache) {
     cache->secret_env_json = encodeStringMap(c.exec.secret_env);
     cache->valid = true;
   }
+  if (cache->artifacts_json.empty() || cache->artifacts != c.artifacts) {
+    cache->artifacts = c.artifacts;
+    cache->artifacts_json = encodeExpectations(c.artifacts);
+  }
   stmt.bindText(1, c.id)
       .bindText(2, c.run_id)
       .bindText(3, c.host_id)
@@ -130,7 +135,8 @@ void bindCommand(Stmt& stmt, const model::Command& c, CommandRowCache* cache) {
       .bindInt(23, asStored(c.stderr_bytes))
       .bindInt(24, c.cancel_requested ? 1 : 0)
       .bindText(25, resultSourceName(c.result_source))
-      .bindText(26, cache->secret_env_json);
+      .bindText(26, cache->secret_env_json)
+      .bindText(27, cache->artifacts_json);
 }
 
 void bindEnrollToken(Stmt& stmt, const EnrollToken& t) {
@@ -257,7 +263,57 @@ absl::StatusOr<model::Command> commandFromRow(const Stmt& s) {
   auto secret_env = decodeStringMap(s.columnText(25));
   if (!secret_env.ok()) return damaged("command", c.id, "secret_env", secret_env.status());
   c.exec.secret_env = std::move(*secret_env);
+  auto artifacts = decodeExpectations(s.columnText(26));
+  if (!artifacts.ok()) return damaged("command", c.id, "artifacts", artifacts.status());
+  c.artifacts = std::move(*artifacts);
   return c;
+}
+
+std::string encodeExpectations(const std::vector<model::ArtifactExpectation>& expectations) {
+  std::vector<std::string> items;
+  items.reserve(expectations.size());
+  for (const auto& e : expectations) {
+    model::StringMap m{{"direction", std::string(model::toString(e.direction))},
+                       {"purpose", std::string(model::toString(e.purpose))}};
+    if (!e.artifact_id.empty()) m["artifact_id"] = e.artifact_id;
+    if (!e.sha256.empty()) m["sha256"] = e.sha256;
+    if (!e.device.empty()) m["device"] = e.device;
+    if (e.max_bytes != 0) m["max_bytes"] = absl::StrCat(e.max_bytes);
+    if (e.size != 0) m["size"] = absl::StrCat(e.size);
+    items.push_back(encodeStringMap(m));
+  }
+  return encodeStringList(items);
+}
+
+absl::StatusOr<std::vector<model::ArtifactExpectation>> decodeExpectations(std::string_view text) {
+  std::vector<model::ArtifactExpectation> out;
+  if (text.empty()) return out;
+  auto items = decodeStringList(text);
+  if (!items.ok()) return items.status();
+  for (const auto& item : *items) {
+    auto m = decodeStringMap(item);
+    if (!m.ok()) return m.status();
+    model::ArtifactExpectation e;
+    auto get = [&](const char* key) {
+      auto it = m->find(key);
+      return it == m->end() ? std::string() : it->second;
+    };
+    if (!model::parseTransferDirection(get("direction"), &e.direction) ||
+        !model::parseArtifactPurpose(get("purpose"), &e.purpose)) {
+      return absl::DataLossError("an artifact expectation without direction or purpose");
+    }
+    e.artifact_id = get("artifact_id");
+    e.sha256 = get("sha256");
+    e.device = get("device");
+    if (std::string v = get("max_bytes"); !v.empty() && !absl::SimpleAtoi(v, &e.max_bytes)) {
+      return absl::DataLossError("an artifact expectation with a bad max_bytes");
+    }
+    if (std::string v = get("size"); !v.empty() && !absl::SimpleAtoi(v, &e.size)) {
+      return absl::DataLossError("an artifact expectation with a bad size");
+    }
+    out.push_back(std::move(e));
+  }
+  return out;
 }
 
 absl::StatusOr<EnrollToken> enrollTokenFromRow(const Stmt& s) {

@@ -33,8 +33,8 @@ inline constexpr char kCommandColumns[] =
     "exec_kill_grace_ms, state, idempotency_key, created_by, created_at_ms, expires_at_ms, "
     "dispatched_at_ms, started_at_ms, finished_at_ms, exit_code, signal, error, "
     "output_truncated, stdout_bytes, stderr_bytes, cancel_requested, result_source, "
-    "exec_secret_env";
-inline constexpr int kCommandColumnCount = 26;
+    "exec_secret_env, artifacts";
+inline constexpr int kCommandColumnCount = 27;
 
 inline constexpr char kEnrollTokenColumns[] =
     "id, token_hash, uses_left, expires_at_ms, labels, created_by, created_at_ms, revoked, "
@@ -66,7 +66,12 @@ struct CommandRowCache {
   std::string argv_json;
   std::string env_json;
   std::string secret_env_json;
+  std::vector<model::ArtifactExpectation> artifacts;
+  std::string artifacts_json;
 };
+// A command's artifact expectations as stored: a list of flat objects.
+std::string encodeExpectations(const std::vector<model::ArtifactExpectation>& expectations);
+absl::StatusOr<std::vector<model::ArtifactExpectation>> decodeExpectations(std::string_view text);
 void bindCommand(Stmt& stmt, const model::Command& command, CommandRowCache* cache = nullptr);
 void bindEnrollToken(Stmt& stmt, const EnrollToken& token);
 void bindApiToken(Stmt& stmt, const ApiToken& token);

@@ -13,7 +13,7 @@ namespace muster::store::test {
 namespace {
 
 // The schema version a freshly opened store has (migrations.cc's last migration).
-constexpr char kLatest[] = "7";
+constexpr char kLatest[] = "8";
 
 // An EventQuery with only what a test sets (designated initializers warn about the rest).
 struct Q {
@@ -156,8 +156,13 @@ TEST_F(SqliteStoreTest, OpenAppliesMigrationsOnce) {
 // pinned labels) or a version-3 one (before large runs left the per-host index).
 class SqliteStoreUpgradeTest : public SqliteStoreTest {
  protected:
-  void downgradeToVersion6() {
+  void downgradeToVersion7() {
     store_.reset();
+    rawQuery("ALTER TABLE commands DROP COLUMN artifacts");
+    rawQuery("DELETE FROM schema_migrations WHERE version = 8");
+  }
+  void downgradeToVersion6() {
+    downgradeToVersion7();
     rawQuery("ALTER TABLE hosts DROP COLUMN client_cert_sha256");
     rawQuery("ALTER TABLE hosts DROP COLUMN client_cert_not_after_ms");
     rawQuery("ALTER TABLE hosts DROP COLUMN prev_client_cert_sha256");
@@ -187,6 +192,30 @@ class SqliteStoreUpgradeTest : public SqliteStoreTest {
     rawQuery("DELETE FROM schema_migrations WHERE version = 4");
   }
 };
+
+TEST_F(SqliteStoreUpgradeTest, FromVersion7GivesCommandsNoArtifactExpectations) {
+  ASSERT_TRUE(put(UpsertHost{makeHost("h1")}).status.ok());
+  ASSERT_TRUE(put(makeRun("r1", "", {{"c1", "h1"}})).status.ok());
+  downgradeToVersion7();
+  reopen();
+  EXPECT_EQ(rawQuery("SELECT MAX(version) FROM schema_migrations"), kLatest);
+  auto got = store_->getCommand("c1");
+  ASSERT_TRUE(got.ok() && got->has_value()) << got.status();
+  EXPECT_TRUE((*got)->artifacts.empty());
+  // New commands keep theirs.
+  model::Command d = makeCommand("c2", "r1", "h1");
+  d.artifacts = {{.direction = model::TransferDirection::kDownload,
+                  .purpose = model::ArtifactPurpose::kPackage,
+                  .artifact_id = "01JA",
+                  .device = "bmc",
+                  .max_bytes = 9,
+                  .sha256 = std::string(64, 'e'),
+                  .size = 7}};
+  ASSERT_TRUE(put(InsertCommands{"r1", {d}}).status.ok());
+  got = store_->getCommand("c2");
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->artifacts, d.artifacts);
+}
 
 TEST_F(SqliteStoreUpgradeTest, FromVersion6GivesHostsNoClientCertificate) {
   model::Host h = makeHost("h1");
