@@ -430,6 +430,70 @@ def cert_pem():
             write("cert_pem", name, data)
 
 
+def artifact_transfer():
+    t = "artifact_transfer"
+
+    def piece(b):
+        b = b.encode() if isinstance(b, str) else b
+        return bytes([len(b)]) + b
+
+    def long_piece(b):
+        b = b.encode() if isinstance(b, str) else b
+        return struct.pack("<H", len(b)) + b
+
+    def header(flags=1, purpose=1, name="a.log", payload="0123456789", extra=b""):
+        # op 2: pick 0, flags, [command piece unless flags&1], purpose, [device], name, payload
+        out = bytes([2, 0, flags])
+        if not flags & 1:
+            out += piece("01JNOSUCHCOMMAND")
+        out += bytes([purpose])
+        if flags & 2:
+            out += piece("sdb")
+        out += piece(name) + long_piece(payload) + extra
+        return out
+
+    def chunk(n):
+        return bytes([3, 0, 1]) + struct.pack("<H", n - 1)
+
+    OPEN_UP, OPEN_DOWN, FINISH, ABORT = bytes([0]), bytes([1]), bytes([4, 0]), bytes([6, 0])
+    DROP = bytes([7, 1, 0])  # op 7, odd flag: drop the picked transfer (index 0)
+    write(t, "upload-whole", bytes([0]) + OPEN_UP + header() + chunk(10) + FINISH)
+    write(t, "upload-in-pieces", bytes([0]) + OPEN_UP + header() + chunk(3) + chunk(3) + chunk(4)
+          + FINISH)
+    write(t, "upload-short", bytes([0]) + OPEN_UP + header() + chunk(4) + FINISH)
+    write(t, "upload-then-retry", bytes([0]) + OPEN_UP + header() + chunk(10) + FINISH + DROP
+          + OPEN_UP + header() + chunk(10) + FINISH)
+    write(t, "resume-after-abort", bytes([0]) + OPEN_UP + header() + chunk(4) + ABORT + DROP
+          + OPEN_UP + header(flags=1 | 16, extra=struct.pack("<H", 10)) + chunk(6) + FINISH)
+    write(t, "declared-size-lies", bytes([0]) + OPEN_UP
+          + header(flags=1 | 4, extra=struct.pack("<H", 3)) + chunk(10) + FINISH)
+    write(t, "wrong-hash", bytes([0]) + OPEN_UP + header(flags=1 | 8, extra=piece("ab" * 32))
+          + chunk(10) + FINISH)
+    write(t, "wrong-device", bytes([0x08]) + OPEN_UP + header(flags=1 | 2) + chunk(10) + FINISH)
+    write(t, "over-expectation-limit", bytes([0x10]) + OPEN_UP
+          + header(payload="x" * 200) + chunk(200) + FINISH)
+    write(t, "unknown-command", bytes([0]) + OPEN_UP + header(flags=0) + chunk(10) + FINISH)
+    write(t, "purpose-unspecified", bytes([0]) + OPEN_UP + header(purpose=0) + FINISH)
+    write(t, "chunk-before-header", bytes([0]) + OPEN_UP + chunk(5) + FINISH)
+    write(t, "slots-exhausted", bytes([0]) + OPEN_UP * 4 + header() + chunk(10) + FINISH)
+    write(t, "header-deadline", bytes([0]) + OPEN_UP + bytes([7, 0]) + b"\xff\xff"
+          + header() + chunk(10) + FINISH)
+    write(t, "download-from-offset", bytes([0x20]) + OPEN_DOWN + bytes([5, 0, 3])
+          + struct.pack("<H", 4990))
+    write(t, "download-whole-twice", bytes([0x20]) + OPEN_DOWN + bytes([5, 0, 3, 0, 0]) + DROP
+          + OPEN_DOWN + bytes([5, 0, 3, 0, 0]))
+    write(t, "download-past-end", bytes([0x20]) + OPEN_DOWN + bytes([5, 0, 3])
+          + struct.pack("<H", 6000))
+    write(t, "download-unexpected", bytes([0]) + OPEN_DOWN + bytes([5, 0, 1]) + piece("01JX")
+          + bytes([0, 0]))
+    meta = ("version=1\nid=01JARTIFACT\nname=we%0Aird%25\nsize=5\nsha256=" + "c" * 64
+            + "\npurpose=bundle\nhost=h\ncommand=c\ncreated_by=x\ncreated_at_ms=7\npinned=1\n")
+    write(t, "sidecar", b"\xff" + meta.encode())
+    write(t, "sidecar-bad-escape", b"\xff" + meta.replace("%25", "%zz").encode())
+    write(t, "sidecar-truncated-escape", b"\xff" + meta[: meta.index("%25") + 2].encode())
+    write(t, "sidecar-newer-keys", b"\xff" + (meta + "color=blue\n").encode())
+
+
 if __name__ == "__main__":
     text_seeds()
     agent_message()
@@ -441,3 +505,4 @@ if __name__ == "__main__":
     agent_state()
     enroll_token()
     cert_pem()
+    artifact_transfer()
