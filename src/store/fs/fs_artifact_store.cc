@@ -195,6 +195,7 @@ class FsArtifactStore::Upload final : public ArtifactUpload {
       return errnoStatus("cannot truncate staging file", path_);
     }
     offset_ = offset;
+    written_back_ = offset;
     return absl::OkStatus();
   }
 
@@ -208,6 +209,13 @@ class FsArtifactStore::Upload final : public ArtifactUpload {
     if (!writeAll(fd_, bytes)) return errnoStatus("cannot write staging file", path_);
     hash_.update(bytes);
     offset_ += bytes.size();
+    // Start writeback of what is written as it comes, so the fsync at commit waits for the
+    // last few MiB instead of the whole file (and dirty pages do not pile up).
+    if (offset_ - written_back_ >= kWritebackBytes) {
+      ::sync_file_range(fd_, static_cast<off_t>(written_back_),
+                        static_cast<off_t>(offset_ - written_back_), SYNC_FILE_RANGE_WRITE);
+      written_back_ = offset_;
+    }
     return absl::OkStatus();
   }
 
@@ -245,7 +253,9 @@ class FsArtifactStore::Upload final : public ArtifactUpload {
   }
 
  private:
+  static constexpr uint64_t kWritebackBytes = 8u << 20;
   crypto::Sha256Stream hash_;
+  uint64_t written_back_ = 0;
   FsArtifactStore& store_;
   const std::string key_;
   const std::string path_;
