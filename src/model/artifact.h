@@ -52,6 +52,8 @@ struct Artifact {
   std::string created_by;  // an operator token's name, or the agent id
   int64_t created_at_ms = 0;
   bool pinned = false;  // kept by retention until unpinned
+  // The command's expectation it completed (its index in Command::artifacts); -1: none.
+  int expectation = -1;
 };
 
 struct ArtifactQuery {

@@ -61,7 +61,7 @@ struct ArtifactStoreStats {
   uint64_t artifacts = 0;
   uint64_t stored_bytes = 0;    // distinct content on disk
   uint64_t logical_bytes = 0;   // sum of the artifacts' sizes (>= stored_bytes)
-  uint64_t reserved_bytes = 0;  // declared by uploads in progress
+  uint64_t reserved_bytes = 0;  // declared by uploads in progress, and staged to resume
   uint64_t quota_bytes = 0;
   uint64_t dedup_saved_bytes = 0;  // bytes not stored again since start (same content)
   uint64_t swept = 0;

@@ -120,7 +120,7 @@ absl::StatusOr<uint64_t> Transfer::beginUpload(const UploadHeader& header) {
                                   .purpose = header.purpose,
                                   .artifact_id = header.artifact_id,
                                   .device = header.device};
-  auto admitted = service_.admit(agent_id_, header.command_id, want);
+  auto admitted = service_.admit(agent_id_, header.command_id, want, &header);
   if (!admitted.ok()) {
     TransferRefusal reason = TransferRefusal::kNoExpectation;
     switch (admitted.status().code()) {
@@ -134,6 +134,10 @@ absl::StatusOr<uint64_t> Transfer::beginUpload(const UploadHeader& header) {
     return fail(reason, admitted.status());
   }
   command_id_ = header.command_id;
+  {
+    std::lock_guard lock(mu_);
+    command_of_ = command_id_;
+  }
   expectation_ = admitted->index;
   holds_expectation_ = true;
   header_ = header;
@@ -175,6 +179,7 @@ absl::StatusOr<uint64_t> Transfer::beginUpload(const UploadHeader& header) {
     return fail(reason, upload.status());
   }
   upload_ = *std::move(upload);
+  last_progress_ms_ = service_.clock_.steadyMs();  // after a resume's rehash of its prefix
   received_ = upload_->offset();
   if (received_ > 0) service_.metrics_.resumed_uploads.fetch_add(1, std::memory_order_relaxed);
   return received_;
@@ -247,6 +252,7 @@ absl::StatusOr<model::Artifact> Transfer::finishUpload() {
   meta.host_id = agent_id_;
   meta.command_id = command_id_;
   meta.created_by = agent_id_;
+  meta.expectation = static_cast<int>(expectation_);
   auto stored = upload_->commit(std::move(meta));
   if (!stored.ok()) {
     TransferRefusal reason = stored.status().code() == absl::StatusCode::kInvalidArgument
@@ -274,7 +280,7 @@ absl::StatusOr<model::Artifact> Transfer::beginDownload(const DownloadRequest& r
   model::ArtifactExpectation want{.direction = TransferDirection::kDownload,
                                   .artifact_id = request.artifact_id,
                                   .device = request.device};
-  auto admitted = service_.admit(agent_id_, request.command_id, want);
+  auto admitted = service_.admit(agent_id_, request.command_id, want, nullptr);
   if (!admitted.ok()) {
     TransferRefusal reason = TransferRefusal::kNoExpectation;
     if (admitted.status().code() == absl::StatusCode::kAlreadyExists) {
@@ -287,6 +293,10 @@ absl::StatusOr<model::Artifact> Transfer::beginDownload(const DownloadRequest& r
     return fail(reason, admitted.status());
   }
   command_id_ = request.command_id;
+  {
+    std::lock_guard lock(mu_);
+    command_of_ = command_id_;
+  }
   expectation_ = admitted->index;
   holds_expectation_ = true;
   auto reader = service_.store_.openRead(request.artifact_id);
@@ -362,7 +372,31 @@ absl::Status ArtifactService::start() {
       }
     }
   });
-  return store_.open(resumable);
+  if (auto st = store_.open(resumable); !st.ok()) return st;
+  // Uploads that completed before a restart stay completed: their artifacts name the
+  // command and the expectation.
+  std::vector<model::Command> with_uploads;
+  commands_.forEachOpenWithArtifacts([&](const model::Command& c) { with_uploads.push_back(c); });
+  for (const auto& c : with_uploads) {
+    auto stored = store_.list({.command_id = c.id, .limit = 64});
+    if (!stored.ok()) return stored.status();
+    std::lock_guard lock(mu_);
+    for (const auto& a : *stored) {
+      if (a.expectation < 0 || static_cast<size_t>(a.expectation) >= c.artifacts.size() ||
+          c.artifacts[a.expectation].direction != TransferDirection::kUpload) {
+        continue;
+      }
+      auto [it, inserted] = by_command_.try_emplace(c.id);
+      if (inserted) {
+        it->second.host_id = c.host_id;
+        it->second.expectations = c.artifacts;
+        it->second.states.resize(c.artifacts.size());
+      }
+      it->second.states[a.expectation].completed = true;
+      it->second.states[a.expectation].ref = a;
+    }
+  }
+  return absl::OkStatus();
 }
 
 uint64_t ArtifactService::limitFor(model::ArtifactPurpose purpose, uint64_t expectation_max) const {
@@ -417,7 +451,7 @@ void ArtifactService::releaseSlot(TransferDirection direction, const std::string
 
 absl::StatusOr<ArtifactService::Admitted> ArtifactService::admit(
     const std::string& agent_id, const std::string& command_id,
-    const model::ArtifactExpectation& want) {
+    const model::ArtifactExpectation& want, const UploadHeader* upload) {
   const char* dir = dirWord(want.direction);
   auto not_in_flight = [&] {
     // The same answer for another host's command: ids of other hosts are not confirmed.
@@ -442,6 +476,9 @@ absl::StatusOr<ArtifactService::Admitted> ArtifactService::admit(
   // The closest miss, for the refusal's message.
   std::string why = absl::StrCat("command ", command_id, " expects no ", dir);
   bool matched_any = false, busy = false;
+  // An expectation still to be met comes first; a completed one takes only a retry of the
+  // same bytes (its reply was lost).
+  std::optional<size_t> pick, completed_pick;
   for (size_t i = 0; i < entry.expectations.size(); ++i) {
     const auto& e = entry.expectations[i];
     if (e.direction != want.direction) continue;
@@ -474,9 +511,21 @@ absl::StatusOr<ArtifactService::Admitted> ArtifactService::admit(
       continue;
     }
     if (s.attempts >= config_.max_attempts) continue;
+    if (!s.completed) {
+      pick = i;
+      break;
+    }
+    if (!completed_pick || (upload != nullptr && s.ref.size == upload->declared_size &&
+                            s.ref.sha256 == upload->declared_sha256)) {
+      completed_pick = i;
+    }
+  }
+  if (!pick) pick = completed_pick;
+  if (pick) {
+    ExpectationState& s = entry.states[*pick];
     ++s.attempts;
     s.in_progress = true;
-    return Admitted{i, e, s.completed, s.ref};
+    return Admitted{*pick, entry.expectations[*pick], s.completed, s.ref};
   }
   if (!matched_any) {
     return absl::FailedPreconditionError(absl::StrCat("artifact ", dir, " refused: ", why));
@@ -524,50 +573,56 @@ std::string ArtifactService::missingUploads(const std::string& command_id) {
 
 void ArtifactService::tick() {
   const int64_t now = clock_.steadyMs();
+  // Copies of transfers die outside mu_: the last one ends its transfer, which takes mu_.
+  std::vector<std::shared_ptr<Transfer>> alive;
   std::vector<std::pair<std::shared_ptr<Transfer>, absl::Status>> to_cancel;
-  std::vector<std::string> ended_commands;
+  std::vector<std::string> ended_commands, drop_keys;
   {
     std::lock_guard lock(mu_);
     std::erase_if(live_, [](const std::weak_ptr<Transfer>& w) { return w.expired(); });
     for (const auto& w : live_) {
-      auto t = w.lock();
-      if (!t) continue;
-      absl::Status why;
-      if (!t->admitted_ && now - t->opened_ms_ > config_.header_timeout_ms) {
-        why = absl::DeadlineExceededError(
-            absl::StrCat("no transfer header within ", config_.header_timeout_ms, " ms"));
-      } else if (t->admitted_ && now - t->last_progress_ms_ > config_.progress_timeout_ms) {
-        why = absl::DeadlineExceededError(
-            absl::StrCat("no progress for ", config_.progress_timeout_ms, " ms"));
-      } else if (now - t->opened_ms_ > config_.transfer_timeout_ms) {
-        why = absl::DeadlineExceededError(
-            absl::StrCat("the transfer took longer than ", config_.transfer_timeout_ms, " ms"));
-      }
-      if (!why.ok()) to_cancel.emplace_back(std::move(t), std::move(why));
+      if (auto t = w.lock()) alive.push_back(std::move(t));
     }
     for (const auto& [id, entry] : by_command_) ended_commands.push_back(id);
+  }
+  for (const auto& t : alive) {
+    absl::Status why;
+    if (!t->admitted_ && now - t->opened_ms_ > config_.header_timeout_ms) {
+      why = absl::DeadlineExceededError(
+          absl::StrCat("no transfer header within ", config_.header_timeout_ms, " ms"));
+    } else if (t->admitted_ && now - t->last_progress_ms_ > config_.progress_timeout_ms) {
+      why = absl::DeadlineExceededError(
+          absl::StrCat("no progress for ", config_.progress_timeout_ms, " ms"));
+    } else if (now - t->opened_ms_ > config_.transfer_timeout_ms) {
+      why = absl::DeadlineExceededError(
+          absl::StrCat("the transfer took longer than ", config_.transfer_timeout_ms, " ms"));
+    }
+    if (!why.ok()) to_cancel.emplace_back(t, std::move(why));
   }
   // Expectations of commands that ended go, and so do their transfers and staged bytes.
   std::erase_if(ended_commands, [&](const std::string& id) { return commands_.isOpen(id); });
   if (!ended_commands.empty()) {
-    std::lock_guard lock(mu_);
-    for (const auto& id : ended_commands) {
-      auto it = by_command_.find(id);
-      if (it == by_command_.end()) continue;
-      for (const auto& w : live_) {
-        auto t = w.lock();
-        if (t && t->command_id_ == id) {
-          to_cancel.emplace_back(std::move(t),
-                                 absl::AbortedError(absl::StrCat("command ", id, " ended")));
+    {
+      std::lock_guard lock(mu_);
+      for (const auto& id : ended_commands) {
+        auto it = by_command_.find(id);
+        if (it == by_command_.end()) continue;
+        for (size_t i = 0; i < it->second.expectations.size(); ++i) {
+          if (it->second.expectations[i].direction == TransferDirection::kUpload) {
+            drop_keys.push_back(stagingKey(id, i));
+          }
         }
+        by_command_.erase(it);
       }
-      for (size_t i = 0; i < it->second.expectations.size(); ++i) {
-        if (it->second.expectations[i].direction == TransferDirection::kUpload) {
-          store_.dropStaging(stagingKey(id, i));
-        }
-      }
-      by_command_.erase(it);
     }
+    std::set<std::string> ended(ended_commands.begin(), ended_commands.end());
+    for (const auto& t : alive) {
+      if (ended.contains(t->commandId())) {
+        to_cancel.emplace_back(
+            t, absl::AbortedError(absl::StrCat("command ", t->commandId(), " ended")));
+      }
+    }
+    for (const auto& key : drop_keys) store_.dropStaging(key);
   }
   for (auto& [t, why] : to_cancel) {
     std::function<void(absl::Status)> cancel;

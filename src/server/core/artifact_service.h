@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -101,6 +102,11 @@ class Transfer {
 
   model::TransferDirection direction() const { return direction_; }
   const std::string& agentId() const { return agent_id_; }
+  // The command it was admitted for ("" before admission); any thread.
+  std::string commandId() {
+    std::lock_guard lock(mu_);
+    return command_of_;
+  }
 
   // --- uploads ---
   // Admits the header and opens the staging: the offset the agent's bytes continue at.
@@ -135,6 +141,7 @@ class Transfer {
   std::mutex mu_;
   std::function<void(absl::Status)> cancel_ ABSL_GUARDED_BY(mu_);
   bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  std::string command_of_ ABSL_GUARDED_BY(mu_);  // command_id_, for other threads
   // Deadlines (steady ms); read by ArtifactService::tick.
   const int64_t opened_ms_;
   std::atomic<int64_t> last_progress_ms_;
@@ -210,8 +217,11 @@ class ArtifactService {
   };
   // Finds the command (in flight on `agent_id`), matches `want` against its expectations
   // and marks the match in progress, counting an attempt.
+  // `upload`: the header of an upload (a completed expectation admits only a retry of the
+  // same bytes); null for a download.
   absl::StatusOr<Admitted> admit(const std::string& agent_id, const std::string& command_id,
-                                 const model::ArtifactExpectation& want);
+                                 const model::ArtifactExpectation& want,
+                                 const UploadHeader* upload);
   void giveBack(const std::string& command_id, size_t index, bool completed,
                 const model::Artifact* ref);
   void releaseSlot(model::TransferDirection direction, const std::string& agent_id);

@@ -75,88 +75,152 @@ absl::Status checkSizes(std::string_view command_id, std::string_view artifact_i
   return absl::OkStatus();
 }
 
+// Orders a call's Start* against its one Finish, across threads: an operation starts only
+// before Finish, and a Finish asked for while another thread is starting one is issued by
+// that thread once its Start* has returned. None of its lock is held across a gRPC call
+// (reactions may run inline inside Start*).
+class FinishGate {
+ public:
+  bool beginStart() {
+    std::lock_guard lock(mu_);
+    if (finished_) return false;
+    ++starting_;
+    return true;
+  }
+  // After the Start* returned: the status to Finish with now, if a Finish was asked for
+  // meanwhile and this was the last start in progress.
+  std::optional<grpc::Status> endStart() {
+    std::lock_guard lock(mu_);
+    --starting_;
+    if (starting_ > 0 || !pending_) return std::nullopt;
+    auto status = std::move(pending_);
+    pending_.reset();
+    return status;
+  }
+  // The status to Finish with now; nullopt when the call is finished already or a start in
+  // progress will issue it.
+  std::optional<grpc::Status> finish(grpc::Status status) {
+    std::lock_guard lock(mu_);
+    if (finished_) return std::nullopt;
+    finished_ = true;
+    if (starting_ > 0) {
+      pending_ = std::move(status);
+      return std::nullopt;
+    }
+    return status;
+  }
+  bool finished() {
+    std::lock_guard lock(mu_);
+    return finished_;
+  }
+
+ private:
+  std::mutex mu_;
+  bool finished_ = false;
+  int starting_ = 0;
+  std::optional<grpc::Status> pending_;
+};
+
+// Upload: a chunk read from the stream is queued for the call's worker and the next read
+// starts at once, up to kMaxQueued chunks waiting, so the network, the decryption and the
+// disk overlap. What a worker task uses lives in State, which the tasks share: the reactor
+// may be gone once Finish was called, and a task never touches it after that.
 class UploadReactor final : public grpc::ServerReadReactor<muster::v1::UploadRequest> {
  public:
   UploadReactor(grpc::CallbackServerContext* ctx, muster::v1::ArtifactRef* response,
                 const ArtifactRpcs& rpcs)
-      : ctx_(ctx), response_(response), io_(rpcs.io), guard_(std::make_shared<CallGuard>(ctx)) {
+      : ctx_(ctx), response_(response), io_(rpcs.io), state_(std::make_shared<State>()) {
+    state_->guard = std::make_shared<CallGuard>(ctx);
     if (rpcs.artifacts == nullptr) {
-      Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this musterd stores no artifacts"));
+      finishOnce(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this musterd stores no artifacts"));
       return;
     }
     auto agent = authenticateCall(ctx, rpcs.plane);
     if (!agent.ok()) {
-      Finish(toGrpc(agent.status()));
+      finishOnce(toGrpc(agent.status()));
       return;
     }
-    auto transfer =
-        rpcs.artifacts->open(model::TransferDirection::kUpload, *agent,
-                             [guard = guard_](absl::Status why) { guard->cancel(std::move(why)); });
+    auto transfer = rpcs.artifacts->open(
+        model::TransferDirection::kUpload, *agent,
+        [guard = state_->guard](absl::Status why) { guard->cancel(std::move(why)); });
     if (!transfer.ok()) {
-      Finish(toGrpc(transfer.status()));
+      finishOnce(toGrpc(transfer.status()));
       return;
     }
-    transfer_ = *std::move(transfer);
-    StartRead(&in_);
+    state_->transfer = *std::move(transfer);
+    {
+      std::lock_guard lock(state_->mu);
+      state_->read_in_flight = true;
+    }
+    startRead();
   }
 
   void OnReadDone(bool ok) override {
+    auto st = state_;
     if (!ok) {  // the agent sent everything (or the call was cancelled, or we finished)
       bool start_worker = false;
       {
-        std::lock_guard lock(mu_);
-        read_in_flight_ = false;
-        reads_done_ = true;
-        start_worker = !worker_running_ && !finished_;
-        if (start_worker) worker_running_ = true;
+        std::lock_guard lock(st->mu);
+        st->read_in_flight = false;
+        st->reads_done = true;
+        start_worker = !st->worker_running && !st->gate.finished();
+        if (start_worker) st->worker_running = true;
       }
-      if (start_worker) io_.post([this] { drain(); });
+      if (start_worker) io_.post([this, st] { drain(st); });
       return;
     }
     if (!header_seen_) {
-      if (!in_.has_header()) {
-        fail(absl::InvalidArgumentError(
-            "the first message of an upload must be its header (UploadHeader)"));
-        return;
-      }
       header_seen_ = true;
-      const auto& h = in_.header();
-      if (auto st = checkSizes(h.command_id(), h.artifact_id(), h.device(), h.name()); !st.ok()) {
-        fail(st);
-        return;
+      absl::Status bad;
+      UploadHeader header;
+      if (!in_.has_header()) {
+        bad = absl::InvalidArgumentError(
+            "the first message of an upload must be its header (UploadHeader)");
+      } else {
+        const auto& h = in_.header();
+        bad = checkSizes(h.command_id(), h.artifact_id(), h.device(), h.name());
+        header = UploadHeader{.command_id = h.command_id(),
+                              .purpose = fromProto(h.purpose()),
+                              .artifact_id = h.artifact_id(),
+                              .device = h.device(),
+                              .name = h.name(),
+                              .declared_size = h.size(),
+                              .declared_sha256 = h.sha256(),
+                              .resume_offset = h.resume_offset()};
       }
-      UploadHeader header{.command_id = h.command_id(),
-                          .purpose = fromProto(h.purpose()),
-                          .artifact_id = h.artifact_id(),
-                          .device = h.device(),
-                          .name = h.name(),
-                          .declared_size = h.size(),
-                          .declared_sha256 = h.sha256(),
-                          .resume_offset = h.resume_offset()};
       {
-        std::lock_guard lock(mu_);
-        worker_running_ = true;  // the header's task: no chunk is read before it is admitted
+        std::lock_guard lock(st->mu);
+        st->read_in_flight = false;
+        st->worker_running = true;  // the header's task: no chunk is read before it is admitted
       }
-      io_.post([this, header = std::move(header)] {
-        auto offset = transfer_->beginUpload(header);
-        if (!offset.ok()) {
-          finishOnce(toGrpc(offset.status()));
+      io_.post([this, st, bad, header = std::move(header)] {
+        if (!bad.ok()) {
+          st->transfer->abort(bad);
+          finishTask(st, toGrpc(bad));
           return;
         }
-        ctx_->AddInitialMetadata("x-muster-upload-offset", absl::StrCat(*offset));
-        StartSendInitialMetadata();
-        {
-          std::lock_guard lock(mu_);
-          read_in_flight_ = true;
+        auto offset = st->transfer->beginUpload(header);
+        if (!offset.ok()) {
+          finishTask(st, toGrpc(offset.status()));
+          return;
         }
-        StartRead(&in_);
-        drain();  // nothing queued yet: marks the worker idle
+        if (st->gate.beginStart()) {
+          ctx_->AddInitialMetadata("x-muster-upload-offset", absl::StrCat(*offset));
+          StartSendInitialMetadata();
+          if (auto f = st->gate.endStart()) {
+            Finish(*f);
+            return;
+          }
+        }
+        {
+          std::lock_guard lock(st->mu);
+          st->read_in_flight = true;
+        }
+        if (!startRead()) return;
+        drain(st);  // nothing queued yet, or what arrived meanwhile
       });
       return;
     }
-    // A chunk (or a message that is not one) joins the queue of the transfer's worker; the
-    // next read starts at once unless two chunks already wait, so the network, the
-    // decryption and the disk overlap instead of taking turns.
     Item item;
     if (in_.has_chunk()) {
       item.data = std::move(*in_.mutable_chunk());
@@ -165,20 +229,20 @@ class UploadReactor final : public grpc::ServerReadReactor<muster::v1::UploadReq
     }
     bool read_more = false, start_worker = false;
     {
-      std::lock_guard lock(mu_);
-      read_in_flight_ = false;
-      queue_.push_back(std::move(item));
-      start_worker = !worker_running_;
-      worker_running_ = true;
-      read_more = queue_.size() < kMaxQueued && !finished_ && !reads_done_;
-      if (read_more) read_in_flight_ = true;
+      std::lock_guard lock(st->mu);
+      st->read_in_flight = false;
+      st->queue.push_back(std::move(item));
+      start_worker = !st->worker_running;
+      st->worker_running = true;
+      read_more = st->queue.size() < kMaxQueued && !st->reads_done;
+      if (read_more) st->read_in_flight = true;
     }
-    if (read_more) StartRead(&in_);
-    if (start_worker) io_.post([this] { drain(); });
+    if (read_more) startRead();
+    if (start_worker) io_.post([this, st] { drain(st); });
   }
 
   void OnDone() override {
-    guard_->onDone();
+    state_->guard->onDone();
     delete this;
   }
 
@@ -188,254 +252,279 @@ class UploadReactor final : public grpc::ServerReadReactor<muster::v1::UploadReq
     std::string data;
     absl::Status error;  // not a chunk: the upload fails with this
   };
+  struct State {
+    FinishGate gate;
+    std::shared_ptr<CallGuard> guard;
+    std::shared_ptr<Transfer> transfer;  // used by one worker task at a time
+    std::mutex mu;
+    std::deque<Item> queue ABSL_GUARDED_BY(mu);
+    bool worker_running ABSL_GUARDED_BY(mu) = false;
+    bool read_in_flight ABSL_GUARDED_BY(mu) = false;
+    bool reads_done ABSL_GUARDED_BY(mu) = false;
+  };
 
-  // Before any worker task exists (the first message): on the reaction's thread.
-  void fail(const absl::Status& st) {
-    transfer_->abort(st);
-    finishOnce(toGrpc(st));
-  }
-
-  // Finish exactly once, from whichever path ends the call first; a read still in flight
-  // then completes with !ok.
-  void finishOnce(const grpc::Status& status) {
-    {
-      std::lock_guard lock(mu_);
-      if (finished_) return;
-      finished_ = true;
+  // False once the call is finished (the read was not started).
+  bool startRead() {
+    auto st = state_;
+    if (!st->gate.beginStart()) return false;
+    StartRead(&in_);
+    if (auto f = st->gate.endStart()) {
+      Finish(*f);
+      return false;
     }
-    Finish(status);
+    return true;
+  }
+  void finishOnce(const grpc::Status& status) {
+    if (auto f = state_->gate.finish(status)) Finish(*f);
+  }
+  // From a worker task: its last use of the reactor.
+  void finishTask(const std::shared_ptr<State>& st, const grpc::Status& status) {
+    if (auto f = st->gate.finish(status)) Finish(*f);
   }
 
-  // The transfer's worker: one at a time per call (worker_running_), so the Transfer is
-  // only ever used from here. Writes queued chunks, restarts reads the queue held back, and
-  // completes the upload once the reads are done and the queue is empty.
-  void drain() {
+  // The call's worker (one task at a time: worker_running). Writes queued chunks, restarts
+  // the reads the queue held back, and completes the upload once every read is done and the
+  // queue is empty. After Finish it touches only `st`.
+  void drain(std::shared_ptr<State> st) {
     while (true) {
       Item item;
       bool read_more = false, all_read = false;
       {
-        std::lock_guard lock(mu_);
-        if (finished_) {
-          worker_running_ = false;
+        std::lock_guard lock(st->mu);
+        if (st->gate.finished()) {
+          st->worker_running = false;
           return;
         }
-        if (queue_.empty()) {
-          if (!reads_done_) {
-            worker_running_ = false;  // the read in flight brings more
+        if (st->queue.empty()) {
+          if (!st->reads_done) {
+            st->worker_running = false;  // the read in flight brings more
             return;
           }
           all_read = true;
         } else {
-          item = std::move(queue_.front());
-          queue_.pop_front();
-          read_more = !read_in_flight_ && !reads_done_ && queue_.size() < kMaxQueued;
-          if (read_more) read_in_flight_ = true;
+          item = std::move(st->queue.front());
+          st->queue.pop_front();
+          read_more = !st->read_in_flight && !st->reads_done && st->queue.size() < kMaxQueued;
+          if (read_more) st->read_in_flight = true;
         }
       }
-      if (read_more) StartRead(&in_);
       if (all_read) {
-        complete();
-        std::lock_guard lock(mu_);
-        worker_running_ = false;
+        complete(st);
         return;
       }
-      absl::Status st = item.error.ok() ? transfer_->chunk(item.data) : item.error;
-      if (!st.ok()) {
-        transfer_->abort(st);
-        finishOnce(toGrpc(st));
+      if (read_more && !startRead()) return;
+      absl::Status result = item.error.ok() ? st->transfer->chunk(item.data) : item.error;
+      if (!result.ok()) {
+        st->transfer->abort(result);
+        finishTask(st, toGrpc(result));
+        return;
       }
     }
   }
 
-  void complete() {
+  void complete(const std::shared_ptr<State>& st) {
     absl::Status why;
-    if (guard_->cancelled(&why) || ctx_->IsCancelled()) {
+    if (st->guard->cancelled(&why) || ctx_->IsCancelled()) {
       if (why.ok()) why = absl::CancelledError("the agent cancelled the upload");
-      transfer_->abort(why);
-      finishOnce(toGrpc(why));
+      st->transfer->abort(why);
+      finishTask(st, toGrpc(why));
       return;
     }
     if (!header_seen_) {
-      fail(absl::InvalidArgumentError("an upload without a header"));
+      absl::Status bad = absl::InvalidArgumentError("an upload without a header");
+      st->transfer->abort(bad);
+      finishTask(st, toGrpc(bad));
       return;
     }
-    auto stored = transfer_->finishUpload();
+    auto stored = st->transfer->finishUpload();
     if (!stored.ok()) {
-      finishOnce(toGrpc(stored.status()));
+      finishTask(st, toGrpc(stored.status()));
       return;
     }
     toProto(*stored, response_);
-    finishOnce(grpc::Status::OK);
+    finishTask(st, grpc::Status::OK);
   }
 
   grpc::CallbackServerContext* const ctx_;
   muster::v1::ArtifactRef* const response_;
   common::Executor& io_;
-  std::shared_ptr<CallGuard> guard_;
-  std::shared_ptr<Transfer> transfer_;
+  std::shared_ptr<State> state_;
   muster::v1::UploadRequest in_;
-  bool header_seen_ = false;  // reaction threads only (reads are one at a time)
-  std::mutex mu_;
-  std::deque<Item> queue_ ABSL_GUARDED_BY(mu_);
-  bool worker_running_ ABSL_GUARDED_BY(mu_) = false;
-  bool read_in_flight_ ABSL_GUARDED_BY(mu_) = false;
-  bool reads_done_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  bool header_seen_ = false;  // reaction threads, and the tasks they post (reads are serial)
 };
 
+// Download: the worker reads one chunk ahead of the write in flight. As above, tasks share
+// State and never touch the reactor after Finish.
 class DownloadReactor final : public grpc::ServerWriteReactor<muster::v1::DownloadResponse> {
  public:
   DownloadReactor(grpc::CallbackServerContext* ctx, const muster::v1::DownloadRequest* request,
                   const ArtifactRpcs& rpcs)
-      : ctx_(ctx), io_(rpcs.io), guard_(std::make_shared<CallGuard>(ctx)) {
+      : io_(rpcs.io), state_(std::make_shared<State>()) {
+    state_->guard = std::make_shared<CallGuard>(ctx);
     if (rpcs.artifacts == nullptr) {
-      Finish(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this musterd stores no artifacts"));
+      finishOnce(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this musterd stores no artifacts"));
       return;
     }
     auto agent = authenticateCall(ctx, rpcs.plane);
     if (!agent.ok()) {
-      Finish(toGrpc(agent.status()));
+      finishOnce(toGrpc(agent.status()));
       return;
     }
     if (auto st = checkSizes(request->command_id(), request->artifact_id(), request->device(), "");
         !st.ok()) {
-      Finish(toGrpc(st));
+      finishOnce(toGrpc(st));
       return;
     }
-    auto transfer =
-        rpcs.artifacts->open(model::TransferDirection::kDownload, *agent,
-                             [guard = guard_](absl::Status why) { guard->cancel(std::move(why)); });
+    auto transfer = rpcs.artifacts->open(
+        model::TransferDirection::kDownload, *agent,
+        [guard = state_->guard](absl::Status why) { guard->cancel(std::move(why)); });
     if (!transfer.ok()) {
-      Finish(toGrpc(transfer.status()));
+      finishOnce(toGrpc(transfer.status()));
       return;
     }
-    transfer_ = *std::move(transfer);
+    state_->transfer = *std::move(transfer);
     DownloadRequest req{.command_id = request->command_id(),
                         .artifact_id = request->artifact_id(),
                         .device = request->device(),
                         .offset = request->offset()};
-    io_.post([this, req = std::move(req)] {
-      auto ref = transfer_->beginDownload(req);
+    {
+      std::lock_guard lock(state_->mu);
+      state_->reading = true;
+    }
+    io_.post([this, st = state_, req = std::move(req)] {
+      auto ref = st->transfer->beginDownload(req);
       if (!ref.ok()) {
-        Finish(toGrpc(ref.status()));
+        finishTask(st, toGrpc(ref.status()));
         return;
       }
-      toProto(*ref, out_.mutable_header());
       {
-        std::lock_guard lock(mu_);
-        write_in_flight_ = true;
-        reading_ = true;
+        std::lock_guard lock(st->mu);
+        toProto(*ref, out_.mutable_header());
+        st->write_in_flight = true;
       }
-      StartWrite(&out_);
-      prefetch();
+      if (!startWrite(st)) return;
+      prefetch(st);
     });
   }
 
-  // The next chunk is read from disk while the one before it is being sent.
   void OnWriteDone(bool ok) override {
+    auto st = state_;
     bool post = false, write_next = false;
     {
-      std::lock_guard lock(mu_);
-      write_in_flight_ = false;
-      if (!ok) write_failed_ = true;
-      if (ok && ready_) {
-        takeReadyLocked();
+      std::lock_guard lock(st->mu);
+      st->write_in_flight = false;
+      if (!ok) st->write_failed = true;
+      if (ok && st->ready) {
+        takeReadyLocked(*st);
         write_next = true;
       }
-      post = !reading_;  // the worker reads on, or ends the call
-      if (post) reading_ = true;
+      post = !st->reading;  // the worker reads on, or ends the call
+      if (post) st->reading = true;
     }
-    if (write_next) StartWrite(&out_);
-    if (post) io_.post([this] { prefetch(); });
+    if (write_next && !startWrite(st)) return;
+    if (post) io_.post([this, st] { prefetch(st); });
   }
 
   void OnDone() override {
-    guard_->onDone();
+    state_->guard->onDone();
     delete this;
   }
 
  private:
-  // Moves the prefetched chunk into the message to write. Only while no write is in flight.
-  void takeReadyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  struct State {
+    FinishGate gate;
+    std::shared_ptr<CallGuard> guard;
+    std::shared_ptr<Transfer> transfer;  // used by the worker only
+    std::mutex mu;
+    std::optional<std::string> ready ABSL_GUARDED_BY(mu);  // read ahead, not yet written
+    bool write_in_flight ABSL_GUARDED_BY(mu) = false;
+    bool write_failed ABSL_GUARDED_BY(mu) = false;
+    bool reading ABSL_GUARDED_BY(mu) = false;  // the worker runs
+    bool eof ABSL_GUARDED_BY(mu) = false;
+  };
+
+  // Moves the read-ahead chunk into the message to write; only while no write is in flight.
+  void takeReadyLocked(State& st) ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
     out_.Clear();
-    out_.set_chunk(std::move(*ready_));
-    ready_.reset();
-    write_in_flight_ = true;
+    out_.set_chunk(std::move(*st.ready));
+    st.ready.reset();
+    st.write_in_flight = true;
+  }
+  // False once the call is finished (the write was not started).
+  bool startWrite(const std::shared_ptr<State>& st) {
+    if (!st->gate.beginStart()) return false;
+    StartWrite(&out_);
+    if (auto f = st->gate.endStart()) {
+      Finish(*f);
+      return false;
+    }
+    return true;
+  }
+  void finishOnce(const grpc::Status& status) {
+    if (auto f = state_->gate.finish(status)) Finish(*f);
+  }
+  void finishTask(const std::shared_ptr<State>& st, const grpc::Status& status) {
+    if (auto f = st->gate.finish(status)) Finish(*f);
   }
 
-  // The worker (one at a time: reading_): keeps one chunk read ahead of the write in flight,
-  // and ends the call at the end of the artifact or on a failure. The Transfer is only ever
-  // used from here. Goes idle while a chunk waits for the write in flight; OnWriteDone
-  // starts it again.
-  void prefetch() {
+  // The worker (one task at a time: reading): keeps one chunk read ahead of the write in
+  // flight and ends the call at the end of the artifact or on a failure. Goes idle while a
+  // chunk waits for the write in flight; OnWriteDone starts it again.
+  void prefetch(std::shared_ptr<State> st) {
     enum class Step { kRead, kWrite, kFinish, kFail };
     while (true) {
       Step step;
       {
-        std::lock_guard lock(mu_);
-        if (write_failed_) {
+        std::lock_guard lock(st->mu);
+        if (st->gate.finished()) {
+          st->reading = false;
+          return;
+        }
+        if (st->write_failed) {
           step = Step::kFail;
-        } else if (ready_ && !write_in_flight_) {
-          takeReadyLocked();
+        } else if (st->ready && !st->write_in_flight) {
+          takeReadyLocked(*st);
           step = Step::kWrite;
-        } else if (ready_ || (eof_ && write_in_flight_)) {
-          reading_ = false;
+        } else if (st->ready || (st->eof && st->write_in_flight)) {
+          st->reading = false;
           return;
         } else {
-          step = eof_ ? Step::kFinish : Step::kRead;
+          step = st->eof ? Step::kFinish : Step::kRead;
         }
       }
       absl::Status why;
-      if (step == Step::kFail || guard_->cancelled(&why)) {
+      if (step == Step::kFail || st->guard->cancelled(&why)) {
         if (why.ok()) why = absl::CancelledError("the agent went away");
-        transfer_->abort(why);
-        finishOnce(toGrpc(why));
+        st->transfer->abort(why);
+        finishTask(st, toGrpc(why));
         return;
       }
       if (step == Step::kFinish) {
-        transfer_->finishDownload();
-        finishOnce(grpc::Status::OK);
+        st->transfer->finishDownload();
+        finishTask(st, grpc::Status::OK);
         return;
       }
       if (step == Step::kWrite) {
-        StartWrite(&out_);
+        if (!startWrite(st)) return;
         continue;
       }
       std::string data;
-      if (auto st = transfer_->nextChunk(&data); !st.ok()) {
-        finishOnce(toGrpc(st));
+      if (auto read = st->transfer->nextChunk(&data); !read.ok()) {
+        finishTask(st, toGrpc(read));
         return;
       }
-      std::lock_guard lock(mu_);
+      std::lock_guard lock(st->mu);
       if (data.empty()) {
-        eof_ = true;
+        st->eof = true;
       } else {
-        ready_ = std::move(data);
+        st->ready = std::move(data);
       }
     }
   }
 
-  void finishOnce(const grpc::Status& status) {
-    {
-      std::lock_guard lock(mu_);
-      if (finished_) return;
-      finished_ = true;
-    }
-    Finish(status);
-  }
-
-  grpc::CallbackServerContext* const ctx_;
   common::Executor& io_;
-  std::shared_ptr<CallGuard> guard_;
-  std::shared_ptr<Transfer> transfer_;
-  muster::v1::DownloadResponse out_;  // the message being written
-  std::mutex mu_;
-  std::optional<std::string> ready_ ABSL_GUARDED_BY(mu_);  // read ahead, not yet written
-  bool write_in_flight_ ABSL_GUARDED_BY(mu_) = false;
-  bool write_failed_ ABSL_GUARDED_BY(mu_) = false;
-  bool reading_ ABSL_GUARDED_BY(mu_) = false;  // the worker runs
-  bool eof_ ABSL_GUARDED_BY(mu_) = false;
-  bool finished_ ABSL_GUARDED_BY(mu_) = false;
+  std::shared_ptr<State> state_;
+  muster::v1::DownloadResponse out_;  // the message being written (guarded by State::mu)
 };
 
 }  // namespace

@@ -93,6 +93,8 @@ Role requiredRole(Route route, std::string_view* action) {
     // Who did what from where, token names, refused enrollments: as sensitive as the tokens.
     case Route::kListEvents: *action = "reading the audit log"; return Role::kAdmin;
     case Route::kDeleteArtifact: *action = "deleting artifacts"; return Role::kOperator;
+    // Log bundles and packages may hold what a viewer may not see.
+    case Route::kArtifactContent: *action = "downloading artifacts"; return Role::kOperator;
     case Route::kPinArtifact:
     case Route::kUnpinArtifact: *action = "pinning artifacts"; return Role::kOperator;
     default: *action = "reading"; return Role::kViewer;

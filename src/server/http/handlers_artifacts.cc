@@ -19,6 +19,7 @@ absl::Status paramError(std::string_view key, std::string_view message) {
 // only; nullopt (416) when unsatisfiable or malformed.
 std::optional<std::pair<uint64_t, uint64_t>> parseRange(std::string_view header, uint64_t size) {
   constexpr std::string_view kPrefix = "bytes=";
+  if (size == 0) return std::nullopt;  // nothing to give a part of
   if (header.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
   std::string_view spec = header.substr(kPrefix.size());
   size_t dash = spec.find('-');

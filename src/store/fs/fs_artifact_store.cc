@@ -85,12 +85,12 @@ bool writeAll(int fd, std::string_view data) {
 // --- sidecar -----------------------------------------------------------------------------
 
 std::string FsArtifactStore::encodeMeta(const model::Artifact& a) {
-  return absl::StrCat("version=1\nid=", escapeValue(a.id), "\nname=", escapeValue(a.name),
-                      "\nsize=", a.size, "\nsha256=", a.sha256,
-                      "\npurpose=", common::sv(model::toString(a.purpose)),
-                      "\nhost=", escapeValue(a.host_id), "\ncommand=", escapeValue(a.command_id),
-                      "\ncreated_by=", escapeValue(a.created_by),
-                      "\ncreated_at_ms=", a.created_at_ms, "\npinned=", a.pinned ? 1 : 0, "\n");
+  return absl::StrCat(
+      "version=1\nid=", escapeValue(a.id), "\nname=", escapeValue(a.name), "\nsize=", a.size,
+      "\nsha256=", a.sha256, "\npurpose=", common::sv(model::toString(a.purpose)),
+      "\nhost=", escapeValue(a.host_id), "\ncommand=", escapeValue(a.command_id),
+      "\ncreated_by=", escapeValue(a.created_by), "\ncreated_at_ms=", a.created_at_ms,
+      "\npinned=", a.pinned ? 1 : 0, "\nexpectation=", a.expectation, "\n");
 }
 
 absl::StatusOr<model::Artifact> FsArtifactStore::decodeMeta(std::string_view text) {
@@ -134,6 +134,10 @@ absl::StatusOr<model::Artifact> FsArtifactStore::decodeMeta(std::string_view tex
       }
     } else if (key == "pinned") {
       a.pinned = *value == "1";
+    } else if (key == "expectation") {
+      if (!absl::SimpleAtoi(*value, &a.expectation) || a.expectation < -1 || a.expectation > 1024) {
+        return absl::InvalidArgumentError("bad expectation");
+      }
     }  // unknown keys: written by a newer musterd, ignored
   }
   if (!have_version || !have_id || !have_size || !have_sha || !isValidKey(a.id)) {
@@ -168,8 +172,9 @@ class FsArtifactStore::Upload final : public ArtifactUpload {
         reserved_(reserved) {}
 
   ~Upload() override {
+    bool kept = fd_ >= 0;  // neither committed nor discarded: staged bytes stay to resume
     if (fd_ >= 0) ::close(fd_);
-    store_.release(key_, reserved_);
+    store_.release(key_, reserved_, kept ? offset_ : 0, path_);
   }
 
   uint64_t offset() const override { return offset_; }
@@ -371,10 +376,23 @@ absl::Status FsArtifactStore::open(const std::vector<std::string>& resumable_key
   }
   std::set<std::string> keep;
   for (const auto& key : resumable_keys) keep.insert(key + ".part");
+  std::map<std::string, uint64_t> kept;
+  uint64_t kept_total = 0;
   for (const auto& entry : stdfs::directory_iterator(options_.dir + "/staging", ec)) {
-    if (!keep.contains(entry.path().filename().string())) ::unlink(entry.path().c_str());
+    std::string file = entry.path().filename().string();
+    if (!keep.contains(file)) {
+      ::unlink(entry.path().c_str());
+      continue;
+    }
+    std::error_code size_ec;
+    uint64_t bytes = entry.file_size(size_ec);
+    if (size_ec) continue;
+    kept[file.substr(0, file.size() - 5)] = bytes;
+    kept_total += bytes;
   }
   std::lock_guard lock(mu_);
+  kept_staging_ = std::move(kept);
+  kept_bytes_ = kept_total;
   quota_bytes_ = quota;
   by_id_ = std::move(by_id);
   blobs_ = std::move(blobs);
@@ -396,18 +414,20 @@ absl::StatusOr<std::unique_ptr<ArtifactUpload>> FsArtifactStore::stage(
                                                    " is past the declared size ",
                                                    request.declared_size));
   }
-  uint64_t reserve = 0;
+  // The whole declared size is reserved, whatever the content: the bytes are staged before
+  // their hash is known (a declared hash of stored content proves nothing until commit).
+  const uint64_t reserve = request.declared_size;
   {
     std::lock_guard lock(mu_);
     if (staging_busy_.contains(request.key)) {
       return absl::AlreadyExistsError("another transfer is writing this upload");
     }
-    // Content already stored costs nothing more.
-    if (!blobs_.contains(request.declared_sha256)) reserve = request.declared_size;
-    if (stored_bytes_ + reserved_bytes_ + reserve > quota_bytes_) {
+    forgetKeptLocked(request.key);  // its staged bytes are part of this reservation now
+    uint64_t used = stored_bytes_ + reserved_bytes_ + kept_bytes_;
+    if (used + reserve > quota_bytes_) {
       return absl::ResourceExhaustedError(absl::StrCat(
-          "the artifact store is over its quota: ", stored_bytes_, " bytes stored and ",
-          reserved_bytes_, " reserved of ", quota_bytes_, ", and this upload needs ", reserve,
+          "the artifact store is over its quota: ", used, " of ", quota_bytes_,
+          " bytes stored, staged or reserved, and this upload needs ", reserve,
           " more; delete or unpin artifacts (muster artifact rm) or raise --artifact-quota"));
     }
     reserved_bytes_ += reserve;
@@ -415,7 +435,7 @@ absl::StatusOr<std::unique_ptr<ArtifactUpload>> FsArtifactStore::stage(
   }
   std::string path = stagingPath(request.key);
   auto fail = [&](absl::Status st) -> absl::StatusOr<std::unique_ptr<ArtifactUpload>> {
-    release(request.key, reserve);
+    release(request.key, reserve, 0, path);
     return st;
   };
   int fd = -1;
@@ -435,10 +455,24 @@ absl::StatusOr<std::unique_ptr<ArtifactUpload>> FsArtifactStore::stage(
   return std::unique_ptr<ArtifactUpload>(std::move(upload));
 }
 
-void FsArtifactStore::release(const std::string& key, uint64_t reserved) {
+void FsArtifactStore::release(const std::string& key, uint64_t reserved, uint64_t kept_bytes,
+                              const std::string& path) {
   std::lock_guard lock(mu_);
   reserved_bytes_ -= std::min(reserved_bytes_, reserved);
   staging_busy_.erase(key);
+  if (drop_on_release_.erase(key) > 0) {
+    ::unlink(path.c_str());  // its command ended while it was being written
+  } else if (kept_bytes > 0) {
+    kept_staging_[key] = kept_bytes;  // counted against the quota until resumed or dropped
+    kept_bytes_ += kept_bytes;
+  }
+}
+
+void FsArtifactStore::forgetKeptLocked(const std::string& key) {
+  auto it = kept_staging_.find(key);
+  if (it == kept_staging_.end()) return;
+  kept_bytes_ -= std::min(kept_bytes_, it->second);
+  kept_staging_.erase(it);
 }
 
 absl::StatusOr<model::Artifact> FsArtifactStore::promote(const std::string& staged_path,
@@ -453,7 +487,10 @@ absl::StatusOr<model::Artifact> FsArtifactStore::promote(const std::string& stag
   if (had) {
     ::unlink(staged_path.c_str());  // the same bytes are stored already
   } else {
-    if (auto st = common::makeDirs(blob_dir, 0700); !st.ok()) return st;
+    if (!common::fileExists(blob_dir)) {
+      if (auto st = common::makeDirs(blob_dir, 0700); !st.ok()) return st;
+      if (auto st = common::fsyncDir(options_.dir + "/blobs"); !st.ok()) return st;
+    }
     if (::rename(staged_path.c_str(), blob.c_str()) != 0) {
       return errnoStatus("cannot promote staged upload to", blob);
     }
@@ -584,7 +621,11 @@ absl::StatusOr<int64_t> FsArtifactStore::sweep(
 void FsArtifactStore::dropStaging(const std::string& key) {
   if (!isValidKey(key)) return;
   std::lock_guard lock(mu_);
-  if (staging_busy_.contains(key)) return;  // its upload removes it, or keeps it to resume
+  if (staging_busy_.contains(key)) {
+    drop_on_release_.insert(key);  // being written: removed when its upload lets go
+    return;
+  }
+  forgetKeptLocked(key);
   ::unlink(stagingPath(key).c_str());
 }
 
@@ -600,7 +641,7 @@ ArtifactStoreStats FsArtifactStore::stats() const {
   s.artifacts = by_id_.size();
   s.stored_bytes = stored_bytes_;
   s.logical_bytes = logical_bytes_;
-  s.reserved_bytes = reserved_bytes_;
+  s.reserved_bytes = reserved_bytes_ + kept_bytes_;
   s.quota_bytes = quota_bytes_;
   s.dedup_saved_bytes = dedup_saved_bytes_;
   s.swept = swept_;

@@ -64,7 +64,11 @@ class FsArtifactStore final : public ArtifactStore {
   std::string stagingPath(const std::string& key) const;
   // Upload::commit: stores the staged file (verified) as content and writes the sidecar.
   absl::StatusOr<model::Artifact> promote(const std::string& staged_path, model::Artifact meta);
-  void release(const std::string& key, uint64_t reserved);
+  // An Upload ends: its reservation goes; `kept_bytes` staged bytes stay (to resume) unless
+  // its staging was dropped meanwhile.
+  void release(const std::string& key, uint64_t reserved, uint64_t kept_bytes,
+               const std::string& path);
+  void forgetKeptLocked(const std::string& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status removeLocked(const std::string& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const FsArtifactStoreOptions options_;
@@ -78,6 +82,10 @@ class FsArtifactStore final : public ArtifactStore {
   };
   std::unordered_map<std::string, Blob> blobs_ ABSL_GUARDED_BY(mu_);
   std::set<std::string> staging_busy_ ABSL_GUARDED_BY(mu_);  // keys with an open Upload
+  std::set<std::string> drop_on_release_ ABSL_GUARDED_BY(mu_);
+  // Staged bytes left for a resume (no Upload open), by key; counted against the quota.
+  std::map<std::string, uint64_t> kept_staging_ ABSL_GUARDED_BY(mu_);
+  uint64_t kept_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t stored_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t logical_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t reserved_bytes_ ABSL_GUARDED_BY(mu_) = 0;

@@ -373,6 +373,36 @@ TEST_F(ArtifactServiceTest, DownloadOfAMissingArtifactIsRefusedAtCreation) {
   EXPECT_TRUE(absl::IsInvalidArgument(plane_->commands().createRun(req).status()));
 }
 
+TEST_F(ArtifactServiceTest, SecondIdenticalExpectationTakesTheNextFile) {
+  std::string id = command({upload(), upload()});
+  auto first = uploadAll(id, "first file");
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_NE(service_->missingUploads(id), "");
+  auto second = uploadAll(id, "second file");
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_NE(first->id, second->id);
+  EXPECT_EQ(service_->missingUploads(id), "");
+  // A retry of either is still answered with its ref.
+  auto again = uploadAll(id, "first file");
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->id, first->id);
+}
+
+TEST_F(ArtifactServiceTest, CompletedUploadsSurviveARestart) {
+  std::string id = command({upload()});
+  auto stored = uploadAll(id, "before the restart");
+  ASSERT_TRUE(stored.ok());
+  // A new service over the same stores, as after a musterd restart.
+  service_ =
+      std::make_unique<ArtifactService>(*artifacts_store_, plane_->commands(), clock_, config_);
+  ASSERT_TRUE(service_->start().ok());
+  EXPECT_EQ(service_->missingUploads(id), "");
+  auto retry = uploadAll(id, "before the restart");  // the reply was lost in the crash
+  ASSERT_TRUE(retry.ok()) << retry.status();
+  EXPECT_EQ(retry->id, stored->id);
+  EXPECT_EQ(artifacts_store_->stats().artifacts, 1u);
+}
+
 TEST_F(ArtifactServiceTest, SweepSparesArtifactsOfOpenCommands) {
   std::string up = command({upload()});
   auto stored = uploadAll(up, "needed later");

@@ -228,6 +228,50 @@ TEST_F(FsArtifactStoreTest, QuotaIsCheckedAtStagingAndReleased) {
           .ok());
 }
 
+TEST_F(FsArtifactStoreTest, StagedBytesLeftToResumeCountAgainstTheQuota) {
+  reopen({}, 100);
+  {
+    auto up =
+        store_->stage({.key = "r", .declared_size = 80, .declared_sha256 = crypto::sha256Hex("x")});
+    ASSERT_TRUE(up.ok());
+    ASSERT_TRUE((*up)->append(std::string(70, 'x')).ok());
+  }  // interrupted: 70 bytes stay staged
+  EXPECT_EQ(store_->stats().reserved_bytes, 70u);
+  EXPECT_TRUE(absl::IsResourceExhausted(
+      store_
+          ->stage({.key = "other", .declared_size = 40, .declared_sha256 = crypto::sha256Hex("y")})
+          .status()));
+  // Resuming takes them into its own reservation; dropping frees them.
+  store_->dropStaging("r");
+  EXPECT_EQ(store_->stats().reserved_bytes, 0u);
+  EXPECT_TRUE(
+      store_
+          ->stage({.key = "other", .declared_size = 40, .declared_sha256 = crypto::sha256Hex("y")})
+          .ok());
+}
+
+TEST_F(FsArtifactStoreTest, DeclaringStoredContentStillReservesItsSize) {
+  reopen({}, 100);
+  auto a = put("a", std::string(60, 'q'));
+  ASSERT_TRUE(a.ok());
+  // The same hash declared again: the bytes are not known to match until commit.
+  auto up = store_->stage({.key = "b", .declared_size = 60, .declared_sha256 = a->sha256});
+  EXPECT_TRUE(absl::IsResourceExhausted(up.status())) << up.status();
+}
+
+TEST_F(FsArtifactStoreTest, DroppingAStagingBeingWrittenRemovesItWhenReleased) {
+  {
+    auto up = store_->stage(
+        {.key = "busy", .declared_size = 9, .declared_sha256 = crypto::sha256Hex("x")});
+    ASSERT_TRUE(up.ok());
+    ASSERT_TRUE((*up)->append("abc").ok());
+    store_->dropStaging("busy");  // its command ended mid-transfer
+    EXPECT_TRUE(stdfs::exists(dir_ / "staging" / "busy.part"));
+  }
+  EXPECT_FALSE(stdfs::exists(dir_ / "staging" / "busy.part"));
+  EXPECT_EQ(store_->stats().reserved_bytes, 0u);
+}
+
 TEST_F(FsArtifactStoreTest, BadKeysAndHashesAreRefused) {
   for (const std::string& key :
        std::vector<std::string>{"", "../x", ".hidden", "a/b", std::string(200, 'k')}) {
@@ -304,11 +348,13 @@ TEST_F(FsArtifactStoreTest, SidecarRoundTripsAndRejectsDamage) {
                     .command_id = "c",
                     .created_by = "x",
                     .created_at_ms = 7,
-                    .pinned = true};
+                    .pinned = true,
+                    .expectation = 3};
   auto back = FsArtifactStore::decodeMeta(FsArtifactStore::encodeMeta(a));
   ASSERT_TRUE(back.ok()) << back.status();
   EXPECT_EQ(back->name, a.name);
   EXPECT_TRUE(back->pinned);
+  EXPECT_EQ(back->expectation, 3);
   EXPECT_EQ(back->purpose, model::ArtifactPurpose::kBundle);
   for (std::string bad : {"", "version=2\n", "version=1\nid=x\n", "version=1\nid=x\nsize=q\n",
                           "version=1\nid=x\nsize=1\nsha256=zz\n", "garbage", "name=%4"}) {
