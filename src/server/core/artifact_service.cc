@@ -79,6 +79,26 @@ void Transfer::end(bool success, TransferRefusal reason) {
   service_.releaseSlot(direction_, agent_id_);
 }
 
+// The metric's reason for a refused admission (ArtifactService::admit's codes).
+TransferRefusal Transfer::refusalOf(const absl::Status& st) {
+  if (st.code() == absl::StatusCode::kAlreadyExists) return TransferRefusal::kInProgress;
+  if (st.code() == absl::StatusCode::kResourceExhausted) return TransferRefusal::kAttempts;
+  if (st.message().find("in flight") != std::string_view::npos) {
+    return TransferRefusal::kNotInFlight;
+  }
+  return TransferRefusal::kNoExpectation;
+}
+
+void Transfer::hold(const std::string& command_id, size_t expectation) {
+  command_id_ = command_id;
+  {
+    std::lock_guard lock(mu_);
+    command_of_ = command_id_;
+  }
+  expectation_ = expectation;
+  holds_expectation_ = true;
+}
+
 absl::Status Transfer::fail(TransferRefusal reason, absl::Status st) {
   end(false, reason);
   return st;
@@ -122,24 +142,9 @@ absl::StatusOr<uint64_t> Transfer::beginUpload(const UploadHeader& header) {
                                   .device = header.device};
   auto admitted = service_.admit(agent_id_, header.command_id, want, &header);
   if (!admitted.ok()) {
-    TransferRefusal reason = TransferRefusal::kNoExpectation;
-    switch (admitted.status().code()) {
-      case absl::StatusCode::kAlreadyExists: reason = TransferRefusal::kInProgress; break;
-      case absl::StatusCode::kResourceExhausted: reason = TransferRefusal::kAttempts; break;
-      default:
-        if (admitted.status().message().find("in flight") != std::string_view::npos) {
-          reason = TransferRefusal::kNotInFlight;
-        }
-    }
-    return fail(reason, admitted.status());
+    return fail(refusalOf(admitted.status()), admitted.status());
   }
-  command_id_ = header.command_id;
-  {
-    std::lock_guard lock(mu_);
-    command_of_ = command_id_;
-  }
-  expectation_ = admitted->index;
-  holds_expectation_ = true;
+  hold(header.command_id, admitted->index);
   header_ = header;
   uint64_t limit = service_.limitFor(header.purpose, admitted->expectation.max_bytes);
   if (header.declared_size > limit) {
@@ -282,23 +287,9 @@ absl::StatusOr<model::Artifact> Transfer::beginDownload(const DownloadRequest& r
                                   .device = request.device};
   auto admitted = service_.admit(agent_id_, request.command_id, want, nullptr);
   if (!admitted.ok()) {
-    TransferRefusal reason = TransferRefusal::kNoExpectation;
-    if (admitted.status().code() == absl::StatusCode::kAlreadyExists) {
-      reason = TransferRefusal::kInProgress;
-    } else if (admitted.status().code() == absl::StatusCode::kResourceExhausted) {
-      reason = TransferRefusal::kAttempts;
-    } else if (admitted.status().message().find("in flight") != std::string_view::npos) {
-      reason = TransferRefusal::kNotInFlight;
-    }
-    return fail(reason, admitted.status());
+    return fail(refusalOf(admitted.status()), admitted.status());
   }
-  command_id_ = request.command_id;
-  {
-    std::lock_guard lock(mu_);
-    command_of_ = command_id_;
-  }
-  expectation_ = admitted->index;
-  holds_expectation_ = true;
+  hold(request.command_id, admitted->index);
   auto reader = service_.store_.openRead(request.artifact_id);
   if (!reader.ok()) {
     return fail(TransferRefusal::kChanged,

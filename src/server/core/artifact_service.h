@@ -134,6 +134,9 @@ class Transfer {
   // Gives the expectation back (completed or not) and the slot; once.
   void end(bool success, TransferRefusal reason);
   absl::Status fail(TransferRefusal reason, absl::Status st);
+  static TransferRefusal refusalOf(const absl::Status& admission);
+  // Admitted: the expectation is this transfer's until it ends.
+  void hold(const std::string& command_id, size_t expectation);
 
   ArtifactService& service_;
   const model::TransferDirection direction_;

@@ -121,6 +121,21 @@ class FinishGate {
   std::optional<grpc::Status> pending_;
 };
 
+// A transfer call's start: authenticated, and one of the agent's slots taken, cancellable by
+// the core through `guard`.
+absl::StatusOr<std::shared_ptr<Transfer>> openTransfer(grpc::CallbackServerContext* ctx,
+                                                       const ArtifactRpcs& rpcs,
+                                                       model::TransferDirection direction,
+                                                       std::shared_ptr<CallGuard> guard) {
+  if (rpcs.artifacts == nullptr)
+    return absl::UnimplementedError("this musterd stores no artifacts");
+  auto agent = authenticateCall(ctx, rpcs.plane);
+  if (!agent.ok()) return agent.status();
+  return rpcs.artifacts->open(direction, *agent, [guard = std::move(guard)](absl::Status why) {
+    guard->cancel(std::move(why));
+  });
+}
+
 // Upload: a chunk read from the stream is queued for the call's worker and the next read
 // starts at once, up to kMaxQueued chunks waiting, so the network, the decryption and the
 // disk overlap. What a worker task uses lives in State, which the tasks share: the reactor
@@ -131,18 +146,7 @@ class UploadReactor final : public grpc::ServerReadReactor<muster::v1::UploadReq
                 const ArtifactRpcs& rpcs)
       : ctx_(ctx), response_(response), io_(rpcs.io), state_(std::make_shared<State>()) {
     state_->guard = std::make_shared<CallGuard>(ctx);
-    if (rpcs.artifacts == nullptr) {
-      finishOnce(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this musterd stores no artifacts"));
-      return;
-    }
-    auto agent = authenticateCall(ctx, rpcs.plane);
-    if (!agent.ok()) {
-      finishOnce(toGrpc(agent.status()));
-      return;
-    }
-    auto transfer = rpcs.artifacts->open(
-        model::TransferDirection::kUpload, *agent,
-        [guard = state_->guard](absl::Status why) { guard->cancel(std::move(why)); });
+    auto transfer = openTransfer(ctx, rpcs, model::TransferDirection::kUpload, state_->guard);
     if (!transfer.ok()) {
       finishOnce(toGrpc(transfer.status()));
       return;
@@ -361,23 +365,12 @@ class DownloadReactor final : public grpc::ServerWriteReactor<muster::v1::Downlo
                   const ArtifactRpcs& rpcs)
       : io_(rpcs.io), state_(std::make_shared<State>()) {
     state_->guard = std::make_shared<CallGuard>(ctx);
-    if (rpcs.artifacts == nullptr) {
-      finishOnce(grpc::Status(grpc::StatusCode::UNIMPLEMENTED, "this musterd stores no artifacts"));
-      return;
-    }
-    auto agent = authenticateCall(ctx, rpcs.plane);
-    if (!agent.ok()) {
-      finishOnce(toGrpc(agent.status()));
-      return;
-    }
     if (auto st = checkSizes(request->command_id(), request->artifact_id(), request->device(), "");
         !st.ok()) {
       finishOnce(toGrpc(st));
       return;
     }
-    auto transfer = rpcs.artifacts->open(
-        model::TransferDirection::kDownload, *agent,
-        [guard = state_->guard](absl::Status why) { guard->cancel(std::move(why)); });
+    auto transfer = openTransfer(ctx, rpcs, model::TransferDirection::kDownload, state_->guard);
     if (!transfer.ok()) {
       finishOnce(toGrpc(transfer.status()));
       return;
