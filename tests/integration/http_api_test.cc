@@ -328,3 +328,46 @@ TEST_F(HttpApiTest, SecretEnvValuesAreNeverReturned) {
 
 }  // namespace
 }  // namespace muster::server::http
+
+namespace muster::server::http {
+namespace {
+
+TEST_F(HttpApiTest, ArtifactsAreListedShownAndServedWithRanges) {
+  model::Artifact a = storeArtifact("0123456789abcdef", "fw.bin");
+  model::Artifact empty = storeArtifact("", "empty.txt");
+  Reply list = call("GET", "/api/v1/artifacts?limit=1");
+  ASSERT_EQ(list.status, 200) << list.body;
+  ASSERT_EQ(list.json.at("artifacts").as_array().size(), 1u);
+  EXPECT_EQ(list.json.at("artifacts").as_array()[0].at("id").as_string(), empty.id);  // newest
+  EXPECT_EQ(list.json.at("next_before").as_string(), empty.id);
+  EXPECT_EQ(call("GET", "/api/v1/artifacts/" + a.id).json.at("sha256").as_string(), a.sha256);
+  EXPECT_EQ(call("GET", "/api/v1/artifacts/" + a.id + "/content").body, "0123456789abcdef");
+  for (auto [range, want] : {std::pair{"bytes=2-4", "234"}, std::pair{"bytes=14-", "ef"},
+                             std::pair{"bytes=-3", "def"}, std::pair{"bytes=10-999", "abcdef"}}) {
+    Reply part =
+        call("GET", "/api/v1/artifacts/" + a.id + "/content", "", {std::string("Range: ") + range});
+    EXPECT_EQ(part.status, 206) << range;
+    EXPECT_EQ(part.body, want) << range;
+  }
+  for (const char* bad : {"bytes=16-", "bytes=5-2", "bytes=0-1,4-5", "items=0-1", "bytes=x-"}) {
+    EXPECT_EQ(
+        call("GET", "/api/v1/artifacts/" + a.id + "/content", "", {std::string("Range: ") + bad})
+            .status,
+        416)
+        << bad;
+  }
+  EXPECT_EQ(
+      call("GET", "/api/v1/artifacts/" + empty.id + "/content", "", {"Range: bytes=-5"}).status,
+      416);
+  EXPECT_EQ(call("GET", "/api/v1/artifacts/" + empty.id + "/content").status, 200);
+  // Viewers see what is stored, not its bytes; unknown and dot ids are refused.
+  std::string viewer = apiToken(Role::kViewer);
+  EXPECT_EQ(callAs(viewer, "GET", "/api/v1/artifacts/" + a.id).status, 200);
+  EXPECT_EQ(callAs(viewer, "GET", "/api/v1/artifacts/" + a.id + "/content").status, 403);
+  EXPECT_EQ(call("GET", "/api/v1/artifacts/01JNOPE").status, 404);
+  EXPECT_EQ(call("GET", "/api/v1/artifacts/%2e%2e/content").status, 400);
+  EXPECT_EQ(call("GET", "/api/v1/artifacts?purpose=nonsense").status, 400);
+}
+
+}  // namespace
+}  // namespace muster::server::http
