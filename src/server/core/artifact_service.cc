@@ -108,7 +108,6 @@ void Transfer::abort(const absl::Status& why) {
   TransferRefusal reason = TransferRefusal::kCommandEnded;
   if (why.code() == absl::StatusCode::kDeadlineExceeded) reason = TransferRefusal::kDeadline;
   if (why.code() == absl::StatusCode::kInvalidArgument) reason = TransferRefusal::kBadRequest;
-  if (why.code() == absl::StatusCode::kCancelled) reason = TransferRefusal::kCommandEnded;
   end(false, reason);
 }
 

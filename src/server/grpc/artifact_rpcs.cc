@@ -121,6 +121,24 @@ class FinishGate {
   std::optional<grpc::Status> pending_;
 };
 
+// Start* through the gate: false once the call is finished (nothing was started).
+template <class Reactor, class Start>
+bool startThrough(FinishGate& gate, Reactor* reactor, Start start) {
+  if (!gate.beginStart()) return false;
+  start();
+  if (auto f = gate.endStart()) {
+    reactor->Finish(*f);
+    return false;
+  }
+  return true;
+}
+
+// Finish through the gate; from a worker task, its last use of the reactor.
+template <class Reactor>
+void finishThrough(FinishGate& gate, Reactor* reactor, const grpc::Status& status) {
+  if (auto f = gate.finish(status)) reactor->Finish(*f);
+}
+
 // A transfer call's start: authenticated, and one of the agent's slots taken, cancellable by
 // the core through `guard`.
 absl::StatusOr<std::shared_ptr<Transfer>> openTransfer(grpc::CallbackServerContext* ctx,
@@ -208,14 +226,11 @@ class UploadReactor final : public grpc::ServerReadReactor<muster::v1::UploadReq
           finishTask(st, toGrpc(offset.status()));
           return;
         }
-        if (st->gate.beginStart()) {
+        bool started = startThrough(st->gate, this, [&] {
           ctx_->AddInitialMetadata("x-muster-upload-offset", absl::StrCat(*offset));
           StartSendInitialMetadata();
-          if (auto f = st->gate.endStart()) {
-            Finish(*f);
-            return;
-          }
-        }
+        });
+        if (!started) return;
         {
           std::lock_guard lock(st->mu);
           st->read_in_flight = true;
@@ -269,21 +284,11 @@ class UploadReactor final : public grpc::ServerReadReactor<muster::v1::UploadReq
 
   // False once the call is finished (the read was not started).
   bool startRead() {
-    auto st = state_;
-    if (!st->gate.beginStart()) return false;
-    StartRead(&in_);
-    if (auto f = st->gate.endStart()) {
-      Finish(*f);
-      return false;
-    }
-    return true;
+    return startThrough(state_->gate, this, [this] { StartRead(&in_); });
   }
-  void finishOnce(const grpc::Status& status) {
-    if (auto f = state_->gate.finish(status)) Finish(*f);
-  }
-  // From a worker task: its last use of the reactor.
+  void finishOnce(const grpc::Status& status) { finishThrough(state_->gate, this, status); }
   void finishTask(const std::shared_ptr<State>& st, const grpc::Status& status) {
-    if (auto f = st->gate.finish(status)) Finish(*f);
+    finishThrough(st->gate, this, status);
   }
 
   // The call's worker (one task at a time: worker_running). Writes queued chunks, restarts
@@ -445,19 +450,11 @@ class DownloadReactor final : public grpc::ServerWriteReactor<muster::v1::Downlo
   }
   // False once the call is finished (the write was not started).
   bool startWrite(const std::shared_ptr<State>& st) {
-    if (!st->gate.beginStart()) return false;
-    StartWrite(&out_);
-    if (auto f = st->gate.endStart()) {
-      Finish(*f);
-      return false;
-    }
-    return true;
+    return startThrough(st->gate, this, [this] { StartWrite(&out_); });
   }
-  void finishOnce(const grpc::Status& status) {
-    if (auto f = state_->gate.finish(status)) Finish(*f);
-  }
+  void finishOnce(const grpc::Status& status) { finishThrough(state_->gate, this, status); }
   void finishTask(const std::shared_ptr<State>& st, const grpc::Status& status) {
-    if (auto f = st->gate.finish(status)) Finish(*f);
+    finishThrough(st->gate, this, status);
   }
 
   // The worker (one task at a time: reading): keeps one chunk read ahead of the write in

@@ -601,7 +601,6 @@ absl::StatusOr<int64_t> FsArtifactStore::sweep(
     for (const auto& [id, a] : by_id_) {
       if (a.created_at_ms >= cutoff_ms) continue;
       if (!a.pinned) old.push_back(a);
-      if (old.size() >= static_cast<size_t>(max) * 4) break;
     }
   }
   int64_t removed = 0;

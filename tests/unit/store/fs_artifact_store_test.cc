@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -307,6 +308,26 @@ TEST_F(FsArtifactStoreTest, SweepRemovesOldUnpinnedAndSpared) {
   ASSERT_TRUE(store_->setPinned(pinned->id, false).ok());
   n = store_->sweep(clock_.nowMs() - 5'000, 100, nullptr);
   EXPECT_EQ(*n, 2);
+}
+
+TEST_F(FsArtifactStoreTest, SweepReachesPastManyKeptArtifacts) {
+  std::vector<std::string> kept;
+  for (int i = 0; i < 6; ++i) {
+    auto a = put("k" + std::to_string(i), "kept " + std::to_string(i));
+    ASSERT_TRUE(a.ok());
+    kept.push_back(a->id);
+  }
+  auto old = put("old", "old and unneeded");
+  ASSERT_TRUE(old.ok());
+  clock_.advanceMs(10'000);
+  // The oldest six are needed by open commands; the seventh must still go, one per batch.
+  auto n = store_->sweep(clock_.nowMs(), 1, [&](const model::Artifact& a) {
+    return std::find(kept.begin(), kept.end(), a.id) != kept.end();
+  });
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1);
+  EXPECT_TRUE(absl::IsNotFound(store_->get(old->id).status()));
+  EXPECT_EQ(store_->stats().artifacts, 6u);
 }
 
 TEST_F(FsArtifactStoreTest, ListFiltersNewestFirstWithCursor) {
